@@ -1,0 +1,150 @@
+"""``python -m crossfit_mlops <command>``: every stage of the data half from the shell.
+
+Each command prints a JSON result on stdout; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, is_dataclass
+from datetime import date
+from pathlib import Path
+
+from crossfit_mlops.data.contract import RawFileError
+from crossfit_mlops.data.generate import FULL_SIZE
+from crossfit_mlops.data.pipeline import ValidationFloorError
+
+
+def _emit(result: object) -> None:
+    if is_dataclass(result):
+        result = asdict(result)
+    print(json.dumps(result, indent=2, default=str))
+
+
+def _cmd_settings(args: argparse.Namespace) -> None:
+    from crossfit_mlops.settings import get_settings
+
+    _emit(get_settings().describe())
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from crossfit_mlops.data.generate import write_snapshot
+
+    _emit(write_snapshot(Path(args.out), rows=args.rows, seed=args.seed, snapshot_id=args.snapshot))
+
+
+def _cmd_ingest(args: argparse.Namespace) -> None:
+    from crossfit_mlops.data.pipeline import ingest_snapshot
+
+    _emit(ingest_snapshot(args.snapshot, rows=args.rows, seed=args.seed))
+
+
+def _cmd_validate(args: argparse.Namespace) -> None:
+    from crossfit_mlops.data.pipeline import validate_and_clean
+
+    _emit(validate_and_clean(args.snapshot, min_valid_share=args.min_valid_share))
+
+
+def _cmd_features(args: argparse.Namespace) -> None:
+    from crossfit_mlops.features.build import build_feature_table
+
+    _emit({v: build_feature_table(args.snapshot, v) for v in args.version})
+
+
+def _cmd_feast_apply(args: argparse.Namespace) -> None:
+    from crossfit_mlops.features.store import apply_definitions
+
+    _emit({"applied": apply_definitions()})
+
+
+def _cmd_materialize(args: argparse.Namespace) -> None:
+    from crossfit_mlops.data.pipeline import snapshot_time
+    from crossfit_mlops.features.store import materialize_snapshot
+
+    materialize_snapshot(snapshot_time(args.snapshot), versions=tuple(args.version))
+    _emit({"materialized": args.version, "snapshot": args.snapshot})
+
+
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    """The whole data half for one snapshot: ingest, validate+clean, features, apply, materialize."""
+    from crossfit_mlops.data.pipeline import ingest_snapshot, snapshot_time, validate_and_clean
+    from crossfit_mlops.features.build import build_feature_table
+    from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
+
+    raw = ingest_snapshot(args.snapshot, rows=args.rows, seed=args.seed)
+    cleaned = validate_and_clean(args.snapshot, min_valid_share=args.min_valid_share)
+    tables = {v: build_feature_table(args.snapshot, v) for v in ("v1", "v2")}
+    store = get_store()
+    apply_definitions(store=store)
+    materialize_snapshot(snapshot_time(args.snapshot), store=store)
+    _emit({"raw": asdict(raw), "cleaned": asdict(cleaned), "features": tables})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m crossfit_mlops", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_snapshot(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--snapshot", default=date.today().isoformat(), help="snapshot id (ISO date)")
+
+    def with_size(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--rows", type=int, default=FULL_SIZE, help="rows to generate")
+        p.add_argument("--seed", type=int, default=42)
+
+    p = sub.add_parser("settings", help="print the resolved settings")
+    p.set_defaults(func=_cmd_settings)
+
+    p = sub.add_parser("generate", help="write a generated athletes.csv to --out")
+    p.add_argument("--out", required=True)
+    with_snapshot(p)
+    with_size(p)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("ingest", help="create the raw snapshot (provided file or generated)")
+    with_snapshot(p)
+    with_size(p)
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("validate", help="validate + clean a raw snapshot (quarantine, report)")
+    with_snapshot(p)
+    p.add_argument("--min-valid-share", type=float, default=None)
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("features", help="engineer feature tables of a cleaned snapshot")
+    with_snapshot(p)
+    p.add_argument("--version", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("feast-apply", help="register the Feast definitions (idempotent)")
+    p.set_defaults(func=_cmd_feast_apply)
+
+    p = sub.add_parser("materialize", help="load a snapshot's features into the online store")
+    with_snapshot(p)
+    p.add_argument("--version", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])
+    p.set_defaults(func=_cmd_materialize)
+
+    p = sub.add_parser("prepare", help="ingest, validate, clean, engineer, apply and materialize")
+    with_snapshot(p)
+    with_size(p)
+    p.add_argument("--min-valid-share", type=float, default=None)
+    p.set_defaults(func=_cmd_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.func(args)
+    except (RawFileError, ValidationFloorError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,279 @@
+"""The raw data contract: what a readable ``athletes.csv`` is, and what a valid row in it is.
+
+Two kinds of problems, handled differently:
+
+* **File problems** (missing/renamed columns, empty file, header only, wrong delimiter, non-UTF-8
+  bytes, a number that does not parse, a row with the wrong number of fields) make the file
+  unusable: :func:`read_raw` raises :class:`RawFileError` naming the file, the problem and where.
+* **Row problems** (a junk weight, an unknown gender, a negative deadlift, a malformed survey
+  answer, a missing athlete id) are expected in this data: :func:`check_rows` runs the pandera
+  schema and returns the rows that break a rule, one line per (row, rule, column, value), so that
+  they can be quarantined instead of silently dropped.
+
+Nulls are allowed by the contract (the raw file is mostly empty profiles); whether a row is
+complete enough to model is the cleaning step's business.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crossfit_mlops.data.vocabulary import (
+    DECLINE,
+    GENDERS,
+    NUMERIC_COLUMNS,
+    RAW_COLUMNS,
+    REGIONS,
+    SURVEY_COLUMNS,
+    SURVEY_OPTIONS,
+    SURVEY_SEPARATOR,
+    TEXT_COLUMNS,
+    split_answer,
+)
+
+# Plausibility bounds. Lifts keep the usual recipe's upper limits (about the world records); the
+# lower ones drop the recipe's junk minimums (1 lb lifts, 5 lb and 28 lb athletes).
+AGE_RANGE = (18, 90)
+HEIGHT_RANGE_EXCLUSIVE = (48, 96)  # inches
+WEIGHT_RANGE = (70, 500)  # pounds
+LIFT_MIN = 15  # pounds: the lightest training barbell
+LIFT_MAX = {"candj": 395, "snatch": 496, "deadlift": 1105, "backsq": 1069}
+FEMALE_DEADLIFT_MAX = 636
+
+
+class RawFileError(ValueError):
+    """The raw file cannot be used at all. ``kind`` is a stable machine-readable tag."""
+
+    def __init__(self, path: Path | str, kind: str, message: str):
+        self.path = Path(path)
+        self.kind = kind
+        super().__init__(f"{self.path}: {kind}: {message}")
+
+
+@dataclass(frozen=True)
+class RawFile:
+    frame: pd.DataFrame  # raw columns, in contract order, plus ``row_number`` (1 = first data line)
+    reordered_columns: bool
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def read_raw(path: Path | str) -> RawFile:
+    """Read ``athletes.csv`` under the contract or raise :class:`RawFileError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise RawFileError(path, "missing_file", "no such file")
+    data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data.strip():
+        raise RawFileError(path, "empty_file", "the file is empty (no header, no rows)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = data[exc.start : exc.start + 1]
+        raise RawFileError(
+            path,
+            "not_utf8",
+            f"byte {bad!r} at offset {exc.start} (line {_line_of(data, exc.start)}) is not UTF-8; "
+            "re-export the file as UTF-8",
+        ) from None
+
+    header_line = data.split(b"\n", 1)[0].decode("utf-8").strip("\r")
+    header = [h.strip() for h in header_line.split(",")]
+    if len(header) == 1:
+        for sep, label in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if sep in header_line and len(header_line.split(sep)) >= len(RAW_COLUMNS) // 2:
+                raise RawFileError(
+                    path,
+                    "wrong_delimiter",
+                    f"the header is separated by {label}s ({len(header_line.split(sep))} fields); "
+                    "the contract expects commas",
+                )
+    missing = [c for c in RAW_COLUMNS if c not in header]
+    unexpected = [c for c in header if c not in RAW_COLUMNS]
+    if missing:
+        hint = f"; unexpected columns {unexpected} (renamed?)" if unexpected else ""
+        raise RawFileError(path, "missing_columns", f"missing columns {missing}{hint}")
+    if unexpected:
+        raise RawFileError(path, "unexpected_columns", f"unexpected columns {unexpected}")
+    if len(set(header)) != len(header):
+        raise RawFileError(path, "duplicate_columns", f"duplicate column names in header {header}")
+
+    body = data.split(b"\n", 1)[1] if b"\n" in data else b""
+    if not body.strip():
+        raise RawFileError(path, "header_only", "the file has a header but no data rows")
+
+    frame = _parse(path, data, header)
+    frame.insert(0, "row_number", np.arange(1, len(frame) + 1, dtype="int64"))
+    return RawFile(
+        frame=frame[["row_number", *RAW_COLUMNS]], reordered_columns=header != list(RAW_COLUMNS)
+    )
+
+
+def _parse(path: Path, data: bytes, header: list[str]) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    numeric = set(NUMERIC_COLUMNS)
+    types = {c: (pa.float64() if c in numeric else pa.string()) for c in header}
+    convert = pacsv.ConvertOptions(
+        column_types=types, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False
+    )
+    try:
+        table = pacsv.read_csv(io.BytesIO(data), convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        if "conversion error" in message or "invalid value" in message:
+            raise _unparseable_number(path, data, header) from None
+        if "Expected" in message and "columns" in message:
+            raise RawFileError(path, "malformed_row", message.replace("CSV parse error: ", "")) from None
+        raise RawFileError(path, "unreadable", message) from None
+    frame = table.to_pandas()
+    for column in TEXT_COLUMNS + SURVEY_COLUMNS:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame
+
+
+def _unparseable_number(path: Path, data: bytes, header: list[str]) -> RawFileError:
+    """Slow path, only on failure: find every numeric column with values that do not parse."""
+    raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8")
+    problems = []
+    for column in NUMERIC_COLUMNS:
+        values = raw[column]
+        parsed = pd.to_numeric(values.where(values != "", None), errors="coerce")
+        bad = values[(values != "") & parsed.isna()]
+        if len(bad):
+            rows = ", ".join(f"row {i + 1} {v!r}" for i, v in bad.head(3).items())
+            problems.append(f"column {column!r}: {len(bad)} values ({rows})")
+    return RawFileError(path, "unparseable_number", "numbers that do not parse: " + "; ".join(problems))
+
+
+# --- row-level rules ------------------------------------------------------------------------------
+
+
+def _valid_answers(column: str):
+    """Check for one survey column: ends with '|', and every option is in the vocabulary."""
+    vocabulary = set(SURVEY_OPTIONS[column]) | {DECLINE}
+    free_text = column == "train"  # training style answers vary: check the form only
+
+    def ok(answer: str) -> bool:
+        if not answer.endswith(SURVEY_SEPARATOR) or not split_answer(answer):
+            return False
+        return free_text or all(option in vocabulary for option in split_answer(answer))
+
+    def check(series: pd.Series) -> pd.Series:
+        uniques = series.dropna().unique()
+        verdict = {u: ok(u) for u in uniques}
+        return series.map(verdict).fillna(True).astype(bool)
+
+    return check
+
+
+def contract_schema():
+    """The pandera schema of a raw row. Rule names are what the quarantine file reports."""
+    import pandera.pandas as pa
+
+    def between(lo: float, hi: float, name: str, inclusive: bool = True) -> pa.Check:
+        if inclusive:
+            return pa.Check(lambda s: s.isna() | s.between(lo, hi), name=name)
+        return pa.Check(lambda s: s.isna() | ((s > lo) & (s < hi)), name=name)
+
+    lift_checks = {
+        lift: pa.Column(
+            float,
+            [
+                pa.Check(lambda s: s.isna() | (s > 0), name=f"{lift}_positive"),
+                pa.Check(lambda s: s.isna() | (s >= LIFT_MIN), name=f"{lift}_at_least_{LIFT_MIN}lb"),
+                pa.Check(lambda s, m=mx: s.isna() | (s <= m), name=f"{lift}_at_most_{mx}lb"),
+            ],
+            nullable=True,
+        )
+        for lift, mx in LIFT_MAX.items()
+    }
+    return pa.DataFrameSchema(
+        {
+            "athlete_id": pa.Column(
+                float,
+                [
+                    pa.Check(lambda s: s.notna(), name="athlete_id_present", ignore_na=False),
+                    pa.Check(lambda s: s.isna() | ((s > 0) & (s % 1 == 0)), name="athlete_id_positive_integer"),
+                ],
+                nullable=True,
+            ),
+            "gender": pa.Column(
+                object,
+                pa.Check(lambda s: s.isna() | s.isin(GENDERS), name="gender_in_vocabulary"),
+                nullable=True,
+            ),
+            "region": pa.Column(
+                object,
+                pa.Check(lambda s: s.isna() | s.isin(REGIONS), name="region_in_vocabulary"),
+                nullable=True,
+            ),
+            "age": pa.Column(float, between(*AGE_RANGE, name="age_18_to_90"), nullable=True),
+            "height": pa.Column(
+                float,
+                between(*HEIGHT_RANGE_EXCLUSIVE, name="height_48_to_96in", inclusive=False),
+                nullable=True,
+            ),
+            "weight": pa.Column(float, between(*WEIGHT_RANGE, name="weight_70_to_500lb"), nullable=True),
+            **lift_checks,
+            **{
+                column: pa.Column(
+                    object,
+                    pa.Check(_valid_answers(column), name=f"{column}_answer_well_formed"),
+                    nullable=True,
+                )
+                for column in SURVEY_COLUMNS
+            },
+        },
+        checks=[
+            pa.Check(
+                lambda df: ~((df["gender"] == "Female") & (df["deadlift"] > FEMALE_DEADLIFT_MAX)),
+                name=f"female_deadlift_at_most_{FEMALE_DEADLIFT_MAX}lb",
+            )
+        ],
+        strict=False,
+        coerce=False,
+    )
+
+
+def check_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Failures of the row rules: one row per (row_number, rule) with the column and the value.
+
+    Returns an empty frame with the same columns when every row passes.
+    """
+    import pandera.pandas as pa
+
+    columns = ["row_number", "rule", "column", "value"]
+    try:
+        contract_schema().validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+    else:
+        return pd.DataFrame(columns=columns)
+    unexpected = cases[cases["index"].isna()]
+    if len(unexpected):  # a schema-level failure (dtype), not a row rule: the contract is broken
+        raise ValueError(f"raw frame does not match the contract's types: {unexpected.to_dict('records')}")
+    cases = cases.assign(index=cases["index"].astype("int64"))
+    # wide (dataframe-level) checks list every column of a failing row; keep the one that matters
+    wide = cases["schema_context"] == "DataFrameSchema"
+    cases = cases[~wide | (cases["column"] == "deadlift")]
+    out = pd.DataFrame(
+        {
+            "row_number": frame["row_number"].to_numpy()[cases["index"].to_numpy()],
+            "rule": cases["check"].astype(str).to_numpy(),
+            "column": cases["column"].astype(str).to_numpy(),
+            "value": cases["failure_case"].astype(str).to_numpy(),
+        }
+    )
+    out.loc[out["rule"] == "athlete_id_present", "value"] = ""
+    return out.sort_values(["row_number", "rule"], kind="stable").reset_index(drop=True)

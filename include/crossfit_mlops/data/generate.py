@@ -1,0 +1,557 @@
+"""Realistic raw snapshots of the CrossFit Games athletes file, made on this machine.
+
+The real Kaggle file cannot be downloaded here, so this module writes a file with the same header,
+units, null pattern, junk values, multi-select survey strings and distributions (shared/DATA.md).
+
+How it is built, so that the numbers can be trusted and tuned:
+
+* **Who filled in what.** 22% of rows are empty profiles (name, gender, age null together). For the
+  others a Gaussian copula decides which fields are present: every field's "answered" score mixes an
+  engagement factor shared by all fields, a block factor (survey, lifts, benchmarks) and noise, and a
+  field is present when its score clears the quantile that gives its marginal null rate. Presence is
+  therefore correlated, which is why about 7% of rows (not 0.01%) are complete enough to clean.
+* **What they are.** Height and weight are drawn per gender and correlated. Two latent traits drive
+  both the survey answers and strength: dedication ``D`` (training history, workouts a day, diet,
+  coaching) and athleticism ``A`` (sports background). Strength also grows with weight and height and
+  falls with age past the late twenties. Demographics alone therefore explain part of the total lift,
+  the survey answers a further part, and noise the rest (R^2 is never near 1).
+* **Quirks.** Junk values (zero and negative lifts, weights of 1-28 lb and 1,500+ lb, age 125,
+  heights outside 48-96 in, gender ``--``), ``Decline to answer`` alone and inside multi-answers,
+  contradictory combinations, null ids, exact duplicate rows and conflicting duplicate ids.
+
+The population is fixed by the seed; the snapshot date only moves a few percent of profiles (athletes
+who updated their weight or lifts), so consecutive snapshots describe the same athletes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crossfit_mlops.data.vocabulary import (
+    DECLINE,
+    LIFT_COLUMNS,
+    RAW_COLUMNS,
+    REGIONS,
+    SURVEY_OPTIONS,
+    join_answer,
+)
+
+log = logging.getLogger(__name__)
+
+FULL_SIZE = 423_006
+MAX_ATHLETE_ID = 632_000
+EMPTY_PROFILE_SHARE = 0.2175
+
+# Share of non-null values in the whole raw file (1 - DATA.md's null fractions).
+_PRESENT_OVERALL = {
+    "region": 0.59, "team": 0.37, "affiliate": 0.57, "height": 0.38, "weight": 0.54,
+    "fran": 0.13, "helen": 0.07, "grace": 0.10, "filthy50": 0.05, "fgonebad": 0.07,
+    "run400": 0.05, "run5k": 0.09, "candj": 0.25, "snatch": 0.23, "deadlift": 0.27,
+    "backsq": 0.26, "pullups": 0.12, "eat": 0.22, "train": 0.25, "background": 0.23,
+    "experience": 0.25, "schedule": 0.23, "howlong": 0.26,
+}  # fmt: skip
+# Empty profiles still carry some of the club fields, nothing else.
+_PRESENT_IN_EMPTY_PROFILES = {"region": 0.10, "team": 0.15, "affiliate": 0.30}
+_BLOCK = {
+    **dict.fromkeys(("eat", "train", "background", "experience", "schedule", "howlong"), "survey"),
+    **dict.fromkeys(LIFT_COLUMNS, "lifts"),
+    **dict.fromkeys(("fran", "helen", "grace", "filthy50", "fgonebad", "run400", "run5k",
+                     "pullups"), "benchmarks"),
+}  # fmt: skip
+# Loadings of the copula (common engagement, block factor); the rest is noise. Tuned so that about
+# 7% of rows survive cleaning with the null fractions above.
+_COMMON_LOADING = 0.81
+_BLOCK_LOADING = {"survey": 0.56, "lifts": 0.56, "benchmarks": 0.5}
+
+_REGION_WEIGHTS = np.array(
+    [10, 10, 9, 8, 11, 7, 8, 6, 7, 6, 5, 5, 4, 3, 3, 1, 1], dtype=float
+)
+# Small regional differences in strength (within-gender z units), e.g. Europe/Canada slightly up.
+_REGION_EFFECT = np.array(
+    [0.0, 0.02, 0.03, -0.01, 0.08, 0.02, 0.0, -0.02, 0.04, 0.0, 0.03, -0.02, 0.06, -0.08, 0.05,
+     -0.10, -0.12]
+)  # fmt: skip
+
+# Per-gender calibration (women, men) from DATA.md's cleaned rows.
+_HEIGHT = {"Female": (64.8, 2.7), "Male": (70.4, 2.9)}
+_WEIGHT = {"Female": (144.0, 22.0), "Male": (190.0, 27.0)}
+_TOTAL = {"Female": (693.0, 142.0), "Male": (1140.0, 209.0)}
+_LIFT_SHARE = {
+    "Female": np.array([140, 104, 249, 200]) / 693.0,
+    "Male": np.array([230, 176, 404, 330]) / 1140.0,
+}
+_HEIGHT_WEIGHT_CORR_WITHIN = 0.52
+# Strength model (within-gender z units), tuned so that survivors match DATA.md's correlations and a
+# default LightGBM reaches the R^2 known for the real data (V1 ~0.6-0.67, V2 ~0.70-0.77).
+BODY_EFFECT = (0.36, -0.04)  # weight, height
+TRAINING_EFFECT = (0.50, 0.36)  # dedication, athleticism
+NOISE = 0.50
+LIFT_NOISE = {"olympic": 0.07, "power": 0.05, "own": 0.085}
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    path: Path
+    rows: int
+    seed: int
+    snapshot_id: str
+
+
+def _rng_for(seed: int, *salt: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *salt]))
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray | float:
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _calibrated_intercept(target: float, slope_draws: np.ndarray) -> float:
+    """Intercept b with mean(sigmoid(b + slope_draws)) == target (bisection, ~30 steps)."""
+    lo, hi = -12.0, 12.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if _sigmoid(mid + slope_draws).mean() < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+class _Survey:
+    """Draws multi-select answers from the latent traits, calibrated to DATA.md's shares."""
+
+    def __init__(self, rng: np.random.Generator, dedication: np.ndarray, athleticism: np.ndarray):
+        self.rng = rng
+        self.d = dedication
+        self.a = athleticism
+        self.n = len(dedication)
+        ref = np.random.default_rng(7)
+        self._ref_d = ref.standard_normal(20_000)
+        self._ref_a = ref.standard_normal(20_000)
+
+    def tick(self, share: float, k_d: float = 0.0, k_a: float = 0.0) -> np.ndarray:
+        """Boolean: does each athlete tick an option that ``share`` of athletes tick?"""
+        b = _calibrated_intercept(share, k_d * self._ref_d + k_a * self._ref_a)
+        return self.rng.random(self.n) < _sigmoid(b + k_d * self.d + k_a * self.a)
+
+    def choose(self, shares: list[float], score: np.ndarray, noise: float) -> np.ndarray:
+        """Ordered single choice: index of the bin of ``score + noise`` with the given shares."""
+        latent = score + noise * self.rng.standard_normal(self.n)
+        cuts = np.quantile(latent, np.cumsum(shares)[:-1])
+        return np.searchsorted(cuts, latent)
+
+
+def _encode(masks: dict[str, np.ndarray], options: tuple[str, ...]) -> np.ndarray:
+    """Bit masks of ticked options -> raw answer strings (one lookup per distinct combination)."""
+    code = np.zeros(len(next(iter(masks.values()))), dtype=np.int64)
+    for bit, option in enumerate(options):
+        code |= masks[option].astype(np.int64) << bit
+    uniques, inverse = np.unique(code, return_inverse=True)
+    table = np.array(
+        [join_answer([o for bit, o in enumerate(options) if u >> bit & 1]) for u in uniques],
+        dtype=object,
+    )
+    return table[inverse]
+
+
+def _survey_answers(rng: np.random.Generator, d: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
+    s = _Survey(rng, d, a)
+    n = len(d)
+    out: dict[str, np.ndarray] = {}
+
+    eat = SURVEY_OPTIONS["eat"]
+    out["eat"] = _encode(
+        {
+            eat[0]: s.tick(0.28, k_d=-0.2),
+            eat[1]: s.tick(0.74, k_d=0.1),
+            eat[2]: s.tick(0.08, k_d=0.5),
+            eat[3]: s.tick(0.19, k_d=-0.9),
+            eat[4]: s.tick(0.09, k_d=1.1),
+        },
+        eat,
+    )
+
+    tr = SURVEY_OPTIONS["train"]
+    at_affiliate = s.tick(0.70, k_d=0.3)
+    out["train"] = _encode(
+        {
+            tr[0]: at_affiliate,
+            tr[1]: s.tick(0.30, k_d=0.6),
+            tr[2]: s.tick(0.35, k_d=-0.2),
+            tr[3]: s.tick(0.22, k_d=0.5),
+            tr[4]: s.tick(0.55, k_d=0.6),
+            tr[5]: ~at_affiliate & (rng.random(n) < 0.8),
+        },
+        tr,
+    )
+
+    bg = SURVEY_OPTIONS["background"]
+    none_besides = s.tick(0.14, k_a=-2.5)
+    sporty = ~none_besides
+    out["background"] = _encode(
+        {
+            bg[0]: none_besides,
+            bg[1]: sporty & s.tick(0.32, k_a=1.6),
+            bg[2]: sporty & s.tick(0.045, k_a=1.8),
+            bg[3]: sporty & s.tick(0.83, k_a=1.2),
+            bg[4]: sporty & s.tick(0.36, k_a=0.4, k_d=0.2),
+        },
+        bg,
+    )
+
+    ex = SURVEY_OPTIONS["experience"]
+    with_coach = s.tick(0.76, k_d=0.2)
+    alone = ~with_coach | (rng.random(n) < 0.02)
+    out["experience"] = _encode(
+        {
+            ex[0]: alone,
+            ex[1]: with_coach,
+            ex[2]: s.tick(0.17, k_d=1.0),
+            ex[3]: s.tick(0.36, k_d=0.5),
+            ex[4]: s.tick(0.31, k_d=1.1),
+            ex[5]: s.tick(0.27, k_d=1.2),
+        },
+        ex,
+    )
+
+    sc = SURVEY_OPTIONS["schedule"]
+    # Workouts a day: none said / 1 a day / multiple 1x / 2x / 3+ a week (mutually exclusive).
+    per_day = s.choose([0.0, 0.56, 0.09, 0.13, 0.22], 1.2 * d, noise=1.0)
+    per_day[rng.random(n) < 0.06] = 0
+    rest = s.choose([0.43, 0.47, 0.10], 0.0 * d, noise=1.0)  # 0 none, 1 four or more, 2 fewer
+    rest_code = np.where(rest == 0, 0, np.where(s.tick(0.10 / 0.57, k_d=1.0), 2, 1))
+    out["schedule"] = _encode(
+        {
+            sc[0]: per_day == 2,
+            sc[1]: per_day == 3,
+            sc[2]: per_day == 4,
+            sc[3]: s.tick(0.19, k_d=0.6),
+            sc[4]: rest_code == 1,
+            sc[5]: rest_code == 2,
+            sc[6]: per_day == 1,
+        },
+        sc,
+    )
+
+    hl = SURVEY_OPTIONS["howlong"]
+    years = s.choose([0.06, 0.14, 0.35, 0.33, 0.12], 1.1 * d, noise=0.8)
+    second = rng.random(n) < 0.015  # contradictory answers such as '1-2 years|2-4 years|'
+    neighbour = np.clip(years + 1, 0, 4)
+    out["howlong"] = _encode(
+        {opt: (years == i) | (second & (neighbour == i)) for i, opt in enumerate(hl)}, hl
+    )
+    return out
+
+
+def _add_declines(rng: np.random.Generator, answers: dict[str, np.ndarray]) -> None:
+    """``Decline to answer|`` alone (about 2% per question) and inside multi-answers (0.5%)."""
+    n = len(answers["eat"])
+    decliner = rng.random(n) < 0.06
+    for values in answers.values():
+        alone = decliner & (rng.random(n) < 0.35)
+        inside = ~alone & (rng.random(n) < 0.005)
+        values[alone] = f"{DECLINE}|"
+        values[inside] = values[inside] + f"{DECLINE}|"
+
+
+def _present_masks(rng: np.random.Generator, empty: np.ndarray) -> dict[str, np.ndarray]:
+    from scipy.stats import norm  # scipy ships with scikit-learn
+
+    n = len(empty)
+    has_profile = ~empty
+    share_profile = has_profile.mean()
+    common = rng.standard_normal(n)
+    blocks = {name: rng.standard_normal(n) for name in _BLOCK_LOADING}
+    masks: dict[str, np.ndarray] = {}
+    for field, overall in _PRESENT_OVERALL.items():
+        in_empty = _PRESENT_IN_EMPTY_PROFILES.get(field, 0.0)
+        target = (overall - (1 - share_profile) * in_empty) / share_profile
+        target = float(np.clip(target, 0.001, 0.999))
+        block = _BLOCK.get(field)
+        a_c = _COMMON_LOADING
+        a_b = _BLOCK_LOADING[block] if block else 0.0
+        a_e = np.sqrt(max(1e-6, 1.0 - a_c**2 - a_b**2))
+        score = a_c * common + a_e * rng.standard_normal(n)
+        if block:
+            score = score + a_b * blocks[block]
+        # scores are standard normal by construction: the quantile gives the marginal share
+        present = score > norm.ppf(1.0 - target)
+        present = np.where(has_profile, present, rng.random(n) < in_empty)
+        masks[field] = present
+    return masks
+
+
+def _strength(
+    rng: np.random.Generator,
+    male: np.ndarray,
+    age: np.ndarray,
+    z_height: np.ndarray,
+    z_weight: np.ndarray,
+    region_idx: np.ndarray,
+    d: np.ndarray,
+    a: np.ndarray,
+) -> np.ndarray:
+    """Within-gender strength score (mean 0, sd 1)."""
+    age_effect = -0.038 * np.clip(age - 29.0, 0, None) - 0.06 * np.clip(24.0 - age, 0, None)
+    body = BODY_EFFECT[0] * z_weight + BODY_EFFECT[1] * z_height - 0.10 * np.maximum(z_weight - 1.5, 0) ** 2
+    training = TRAINING_EFFECT[0] * d + TRAINING_EFFECT[1] * a
+    score = body + age_effect + training + 1.6 * _REGION_EFFECT[region_idx] + NOISE * rng.standard_normal(
+        len(male)
+    )
+    return (score - score.mean()) / score.std()
+
+
+def generate_frame(rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None) -> pd.DataFrame:
+    """Generate a raw snapshot as a DataFrame with the raw file's columns (as strings/floats)."""
+    if rows < 10:
+        raise ValueError(f"rows must be at least 10, got {rows}")
+    rng = _rng_for(seed)
+    n = rows
+
+    ids = (rng.choice(MAX_ATHLETE_ID, size=n, replace=False) + 1).astype("float64")
+    empty = rng.random(n) < EMPTY_PROFILE_SHARE
+    present = _present_masks(rng, empty)
+
+    # --- profile ------------------------------------------------------------------------------
+    u = rng.random(n)
+    gender = np.where(u < 0.715, "Male", np.where(u < 0.994, "Female", "--")).astype(object)
+    male = gender == "Male"
+    minors = rng.random(n) < 0.035
+    age = np.where(minors, rng.integers(13, 18, n), 18 + np.round(rng.gamma(3.5, 4.0, n)))
+    age = np.where(rng.random(n) < 0.0002, 125, age).astype("float64")
+
+    h_mu = np.where(male, *(_HEIGHT[g][0] for g in ("Male", "Female")))
+    h_sd = np.where(male, *(_HEIGHT[g][1] for g in ("Male", "Female")))
+    w_mu = np.where(male, *(_WEIGHT[g][0] for g in ("Male", "Female")))
+    w_sd = np.where(male, *(_WEIGHT[g][1] for g in ("Male", "Female")))
+    z_h = rng.standard_normal(n)
+    r = _HEIGHT_WEIGHT_CORR_WITHIN
+    # weight skews right: a lognormal-ish tail on top of the correlated normal part
+    z_w = r * z_h + np.sqrt(1 - r**2) * rng.standard_normal(n)
+    z_w = z_w + 0.15 * (z_w**2 - 1)
+    z_w = z_w / np.sqrt(1 + 2 * 0.15**2)
+    height = np.round(h_mu + h_sd * z_h)
+    weight = np.round(w_mu + w_sd * z_w)
+
+    region_idx = rng.choice(len(REGIONS), size=n, p=_REGION_WEIGHTS / _REGION_WEIGHTS.sum())
+    d = rng.standard_normal(n)
+    a = rng.standard_normal(n)
+    strength = _strength(rng, male, age, z_h, z_w, region_idx, d, a)
+
+    t_mu = np.where(male, _TOTAL["Male"][0], _TOTAL["Female"][0])
+    # 0.95: the per-lift noise below adds back the spread this takes away
+    t_sd = 0.95 * np.where(male, _TOTAL["Male"][1], _TOTAL["Female"][1])
+    total = np.clip(t_mu + t_sd * strength, 150, None)
+    share = np.where(male[:, None], _LIFT_SHARE["Male"], _LIFT_SHARE["Female"])
+    olympic = LIFT_NOISE["olympic"] * rng.standard_normal(n)
+    power = LIFT_NOISE["power"] * rng.standard_normal(n)
+    own = LIFT_NOISE["own"] * rng.standard_normal((n, 4))
+    dev = np.column_stack([olympic, olympic, power, power]) + own
+    lifts = np.round(total[:, None] * share * np.exp(dev))
+
+    answers = _survey_answers(rng, d, a)
+    _add_declines(rng, answers)
+
+    # --- benchmark workouts (seconds; fgonebad in reps; pullups in reps) --------------------------
+    fitness = 0.6 * d + 0.4 * rng.standard_normal(n)
+    bench = {
+        "fran": 300 - 70 * fitness + 40 * rng.standard_normal(n),
+        "helen": 620 - 80 * fitness + 60 * rng.standard_normal(n),
+        "grace": 230 - 60 * fitness + 50 * rng.standard_normal(n),
+        "filthy50": 1500 - 200 * fitness + 200 * rng.standard_normal(n),
+        "fgonebad": 290 + 50 * fitness + 30 * rng.standard_normal(n),
+        "run400": 78 - 8 * fitness + 8 * rng.standard_normal(n),
+        "run5k": 1500 - 150 * fitness + 150 * rng.standard_normal(n),
+        "pullups": 28 + 10 * fitness + 6 * rng.standard_normal(n),
+    }
+    bench = {k: np.round(np.clip(v, 1 if k == "pullups" else 20, None)) for k, v in bench.items()}
+
+    # --- club fields ------------------------------------------------------------------------------
+    name_vocab, team_vocab, affiliate_vocab = _vocabularies()
+    names = name_vocab.pick(rng, n)
+    teams = team_vocab.pick(rng, n)
+    affiliates = affiliate_vocab.pick(rng, n)
+
+    frame = pd.DataFrame(
+        {
+            "athlete_id": ids,
+            "name": names,
+            "region": np.array(REGIONS, dtype=object)[region_idx],
+            "team": teams,
+            "affiliate": affiliates,
+            "gender": gender,
+            "age": age,
+            "height": height,
+            "weight": weight,
+            **{k: bench[k] for k in ("fran", "helen", "grace", "filthy50", "fgonebad", "run400", "run5k")},
+            **{col: lifts[:, i] for i, col in enumerate(LIFT_COLUMNS)},
+            "pullups": bench["pullups"],
+            **answers,
+        },
+        columns=list(RAW_COLUMNS),
+    )
+
+    _inject_junk(rng, frame, male)
+    if snapshot_id is not None:
+        _apply_snapshot_updates(frame, seed, snapshot_id)
+
+    # --- nulls ----------------------------------------------------------------------------------
+    frame.loc[empty, ["name", "gender", "age"]] = None
+    for field, mask in present.items():
+        frame.loc[~mask, field] = None
+    _inject_duplicates(rng, frame)
+    frame.loc[rng.choice(n, size=3, replace=False), "athlete_id"] = np.nan
+    return frame
+
+
+def _inject_junk(rng: np.random.Generator, frame: pd.DataFrame, male: np.ndarray) -> None:
+    n = len(frame)
+
+    def some(share: float) -> np.ndarray:
+        return np.flatnonzero(rng.random(n) < share)
+
+    idx = some(0.0015)
+    frame.loc[idx, "weight"] = rng.choice([1, 5, 12, 28, 40], size=len(idx))
+    idx = some(0.0012)
+    frame.loc[idx, "weight"] = rng.choice([1500, 1550, 1800, 2000, 9999], size=len(idx))
+    idx = some(0.004)
+    frame.loc[idx, "height"] = rng.choice([0, 1, 5, 12, 30, 44, 100, 120, 170, 183, 1800], size=len(idx))
+    idx = some(0.0002)
+    frame.loc[idx, "age"] = 125
+    for col in LIFT_COLUMNS:
+        idx = some(0.004)
+        frame.loc[idx, col] = 0
+        idx = some(0.0008)
+        frame.loc[idx, col] = -rng.choice([45, 135, 225, 500], size=len(idx))
+        idx = some(0.0015)
+        limit = {"candj": 395, "snatch": 496, "deadlift": 1105, "backsq": 1069}[col]
+        frame.loc[idx, col] = limit + rng.integers(5, 4000, size=len(idx))
+    # women with deadlift <= 0 (the recipe's missing brackets let them through)
+    women = np.flatnonzero(~male)
+    frame.loc[rng.choice(women, size=max(1, n // 20_000), replace=False), "deadlift"] = rng.choice(
+        [0, -225, -500], size=max(1, n // 20_000)
+    )
+    # the recipe's junk minimums: total_lift of 4 (1 lb each), weights of 5 and 28 lb
+    idx = rng.choice(n, size=max(1, n // 140_000), replace=False)
+    frame.loc[idx, list(LIFT_COLUMNS)] = 1
+    # a placeholder gender on otherwise normal rows
+    idx = some(0.002)
+    frame.loc[idx, "gender"] = "--"
+
+
+def _apply_snapshot_updates(frame: pd.DataFrame, seed: int, snapshot_id: str) -> None:
+    """Deterministic per-date profile updates: ~3% of athletes changed weight or lifts."""
+    day = date.fromisoformat(snapshot_id).toordinal()
+    rng = _rng_for(seed, day)
+    n = len(frame)
+    idx = np.flatnonzero(rng.random(n) < 0.03)
+    frame.loc[idx, "weight"] = np.round(
+        frame.loc[idx, "weight"].to_numpy() * np.exp(0.03 * rng.standard_normal(len(idx)))
+    )
+    gain = np.exp(0.02 + 0.03 * rng.standard_normal(len(idx)))
+    for col in LIFT_COLUMNS:
+        values = frame.loc[idx, col].to_numpy()
+        frame.loc[idx, col] = np.where(values > 0, np.round(values * gain), values)
+
+
+def _inject_duplicates(rng: np.random.Generator, frame: pd.DataFrame) -> None:
+    """Exact duplicate rows and ids reused by a different row, as in the real file.
+
+    The sources are complete rows, so that the duplicates reach the cleaning step (in the real file
+    a fully duplicated row survives the usual recipe).
+    """
+    n = len(frame)
+    k = max(1, n // 100_000)
+    complete = np.flatnonzero(frame[["gender", "height", "weight", *LIFT_COLUMNS, "eat", "howlong"]].notna().all(axis=1).to_numpy())
+    pool = complete if len(complete) >= 4 * k else np.arange(n)
+    src = rng.choice(pool, size=2 * k, replace=False)
+    dst = rng.choice(np.setdiff1d(np.arange(n), src), size=2 * k, replace=False)
+    # exact copies: the whole row
+    frame.iloc[dst[:k]] = frame.iloc[src[:k]].to_numpy()
+    # conflicting: same id, other content (the athlete's weight differs)
+    frame.iloc[dst[k:]] = frame.iloc[src[k:]].to_numpy()
+    column = frame.columns.get_loc("weight")
+    frame.iloc[dst[k:], column] = frame.iloc[dst[k:], column].to_numpy() + rng.integers(5, 30, size=k)
+
+
+class _Vocabulary:
+    """A fixed list of strings drawn by index (fast for hundreds of thousands of rows)."""
+
+    def __init__(self, values: list[str], zipf: float = 1.1):
+        self.values = np.array(values, dtype=object)
+        ranks = np.arange(1, len(values) + 1, dtype=float)
+        weights = ranks**-zipf
+        self.p = weights / weights.sum()
+
+    def pick(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return self.values[rng.choice(len(self.values), size=n, p=self.p)]
+
+
+_FIRST = (
+    "James John Robert Michael William David Richard Joseph Thomas Chris Daniel Matthew Anthony Mark "
+    "Steven Andrew Josh Kevin Brian Ryan Jason Justin Brandon Ben Sam Alex Nick Tyler Jake Luke Mary "
+    "Patricia Jennifer Linda Elizabeth Sarah Jessica Karen Lisa Nancy Ashley Emily Amanda Megan "
+    "Rachel Lauren Katie Anna Julia Hannah Sophie Chloe José Zoë Łukasz Søren Björn Renée Chloé "
+    "André Jürgen Małgorzata Inês Joaquín Anaïs Noémie João Kübra Théo Ægir Žofia"
+).split()
+_LAST = (
+    "Smith Johnson Williams Brown Jones Miller Davis Garcia Rodriguez Wilson Martinez Anderson Taylor "
+    "Thomas Moore Jackson Martin Lee Thompson White Harris Clark Lewis Robinson Walker Young Allen "
+    "King Wright Scott Green Baker Adams Nelson Hill Campbell Mitchell Roberts Carter Phillips Evans "
+    "Turner Müller Guðmundsdóttir Søndergaard Nöel Peña Fernández Gonçalves Dvořák Kowalczyk Ødegård "
+    "Ñúñez Björnsson Łęcki O'Brien McDonald Fraser Davidsdóttir Leblanc-Bazinet Sigmundsdóttir"
+).split()
+_TOWNS = (
+    "Asheville Boston Denver Austin Oakland Madison Raleigh Tampa Phoenix Tucson Portland Seattle "
+    "Boise Omaha Dayton Akron Reno Miami Orlando Atlanta Nashville Memphis Dallas Houston Sydney "
+    "Brisbane Perth Toronto Ottawa Calgary Vancouver London Madrid Paris Berlin Oslo Reykjavík "
+    "Guarujá São Paulo Zürich Malmö Kraków Bogotá Querétaro Durban Cape Town Dubai Seoul Tokyo"
+).split()
+
+
+@functools.cache
+def _vocabularies() -> tuple[_Vocabulary, _Vocabulary, _Vocabulary]:
+    rng = np.random.default_rng(20160101)
+    names = sorted({f"{f} {la}" for f in _FIRST for la in _LAST})
+    rng.shuffle(names)
+    affiliates = sorted(
+        {f"CrossFit {t}" for t in _TOWNS}
+        | {f"{t} CrossFit" for t in _TOWNS}
+        | {f"CrossFit {w} {t}" for t in _TOWNS for w in ("Iron", "North", "Forge", "Rise", "Urban")}
+    )
+    rng.shuffle(affiliates)
+    teams = sorted(
+        {f"Team {t} {w}" for t in _TOWNS for w in ("Inox", "Black", "Red", "Elite", "Barbell")}
+        | {"Team Guarujá Inox"}
+    )
+    rng.shuffle(teams)
+    return _Vocabulary(names, 0.3), _Vocabulary(teams, 1.0), _Vocabulary(affiliates, 0.8)
+
+
+
+def write_snapshot(
+    path: Path, rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None
+) -> GenerationResult:
+    """Generate and write ``athletes.csv`` atomically (a temp file renamed into place)."""
+    frame = generate_frame(rows=rows, seed=seed, snapshot_id=snapshot_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.astype({"athlete_id": "Int64"}).to_csv(tmp, index=False, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %s rows to %s (seed=%s, snapshot=%s)", rows, path, seed, snapshot_id)
+    return GenerationResult(path=path, rows=rows, seed=seed, snapshot_id=snapshot_id or "")

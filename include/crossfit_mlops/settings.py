@@ -1,0 +1,126 @@
+"""One frozen settings object: every path and URI of the project, resolved from the environment.
+
+Nothing is resolved at import time. Call :func:`get_settings` when a value is needed; it reads the
+environment afresh each call (cheap), so tests and Airflow tasks can point it elsewhere with env vars.
+
+Defaults are relative to the project root, which is ``CROSSFIT_PROJECT_ROOT`` or, failing that, the
+folder two levels above this package (``<root>/include/crossfit_mlops``). Everything generated
+(raw snapshots, processed data, feature tables, Feast registry and online store, MLflow store,
+Airflow home, emissions files) lives under one state directory, ``CROSSFIT_STATE_DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+_SNAPSHOT_ID = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _default_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _path(env: dict[str, str], name: str, default: Path, root: Path) -> Path:
+    value = env.get(name)
+    if not value:
+        return default
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (root / path)
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} is not a number") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved locations and knobs. Build it with :func:`get_settings`."""
+
+    project_root: Path
+    state_dir: Path
+    raw_dir: Path
+    processed_dir: Path
+    features_dir: Path
+    raw_file_override: Path
+    feast_repo_path: Path
+    feast_dir: Path
+    feast_registry_path: Path
+    feast_online_store_path: Path
+    emissions_dir: Path
+    mlflow_tracking_uri: str
+    min_valid_share: float
+
+    # --- snapshot-keyed locations -------------------------------------------------------------
+    def raw_snapshot_dir(self, snapshot_id: str) -> Path:
+        return self.raw_dir / f"snapshot={check_snapshot_id(snapshot_id)}"
+
+    def raw_snapshot_file(self, snapshot_id: str) -> Path:
+        return self.raw_snapshot_dir(snapshot_id) / "athletes.csv"
+
+    def processed_snapshot_dir(self, snapshot_id: str) -> Path:
+        return self.processed_dir / f"snapshot={check_snapshot_id(snapshot_id)}"
+
+    def feature_table_dir(self, view_name: str) -> Path:
+        """Folder of one feature view's offline source: one parquet file per snapshot."""
+        return self.features_dir / view_name
+
+    def feature_table_file(self, view_name: str, snapshot_id: str) -> Path:
+        return self.feature_table_dir(view_name) / f"snapshot_{check_snapshot_id(snapshot_id)}.parquet"
+
+    def as_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process (Feast CLI, Airflow)."""
+        return {
+            "CROSSFIT_PROJECT_ROOT": str(self.project_root),
+            "CROSSFIT_STATE_DIR": str(self.state_dir),
+            "CROSSFIT_FEAST_REPO": str(self.feast_repo_path),
+            "CROSSFIT_FEAST_REGISTRY": str(self.feast_registry_path),
+            "CROSSFIT_FEAST_ONLINE_STORE": str(self.feast_online_store_path),
+            "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+        }
+
+    def describe(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+def check_snapshot_id(snapshot_id: str) -> str:
+    """Snapshot ids are ISO dates (the day the athlete profiles were read)."""
+    if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.match(snapshot_id):
+        raise ValueError(f"snapshot id must be an ISO date like 2026-11-22, got {snapshot_id!r}")
+    return snapshot_id
+
+
+def get_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Resolve the settings from ``environ`` (default: ``os.environ``)."""
+    env = dict(os.environ if environ is None else environ)
+    root = Path(env.get("CROSSFIT_PROJECT_ROOT") or _default_root()).expanduser().resolve()
+    state = _path(env, "CROSSFIT_STATE_DIR", root / ".state", root)
+    data = state / "data"
+    feast_dir = _path(env, "CROSSFIT_FEAST_DIR", state / "feast", root)
+    return Settings(
+        project_root=root,
+        state_dir=state,
+        raw_dir=data / "raw",
+        processed_dir=data / "processed",
+        features_dir=data / "features",
+        raw_file_override=_path(env, "CROSSFIT_RAW_FILE", data / "raw" / "athletes.csv", root),
+        feast_repo_path=_path(
+            env, "CROSSFIT_FEAST_REPO", root / "include" / "feast" / "repo" / "feature_repo", root
+        ),
+        feast_dir=feast_dir,
+        feast_registry_path=_path(env, "CROSSFIT_FEAST_REGISTRY", feast_dir / "registry.db", root),
+        feast_online_store_path=_path(
+            env, "CROSSFIT_FEAST_ONLINE_STORE", feast_dir / "online_store.db", root
+        ),
+        emissions_dir=state / "emissions",
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000",
+        min_valid_share=_float(env, "CROSSFIT_MIN_VALID_SHARE", 0.80),
+    )
