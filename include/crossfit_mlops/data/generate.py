@@ -40,6 +40,7 @@ from crossfit_mlops.data.vocabulary import (
     LIFT_COLUMNS,
     RAW_COLUMNS,
     REGIONS,
+    SURVEY_COLUMNS,
     SURVEY_OPTIONS,
     join_answer,
 )
@@ -68,8 +69,8 @@ _BLOCK = {
 }  # fmt: skip
 # Loadings of the copula (common engagement, block factor); the rest is noise. Tuned so that about
 # 7% of rows survive cleaning with the null fractions above.
-_COMMON_LOADING = 0.81
-_BLOCK_LOADING = {"survey": 0.56, "lifts": 0.56, "benchmarks": 0.5}
+_COMMON_LOADING = 0.765
+_BLOCK_LOADING = {"survey": 0.6, "lifts": 0.6, "benchmarks": 0.5}
 
 _REGION_WEIGHTS = np.array(
     [10, 10, 9, 8, 11, 7, 8, 6, 7, 6, 5, 5, 4, 3, 3, 1, 1], dtype=float
@@ -94,7 +95,10 @@ _HEIGHT_WEIGHT_CORR_WITHIN = 0.52
 BODY_EFFECT = (0.36, -0.04)  # weight, height
 TRAINING_EFFECT = (0.50, 0.36)  # dedication, athleticism
 NOISE = 0.50
-LIFT_NOISE = {"olympic": 0.07, "power": 0.05, "own": 0.085}
+# log-scale noise: shared by the olympic lifts, shared by the power lifts, and each lift's own
+# (candj, snatch, deadlift, backsq). The snatch, the most technical lift, varies most, and more
+# among women (DATA.md: std/mean 0.26 for women, 0.23 for men).
+LIFT_NOISE = {"olympic": 0.07, "power": 0.05, "own": (0.08, 0.085, 0.085, 0.085), "snatch_women": 0.15}
 
 
 @dataclass(frozen=True)
@@ -153,11 +157,22 @@ class _Survey:
         return np.searchsorted(cuts, latent)
 
 
-def _encode(masks: dict[str, np.ndarray], options: tuple[str, ...]) -> np.ndarray:
-    """Bit masks of ticked options -> raw answer strings (one lookup per distinct combination)."""
+def _encode(
+    masks: dict[str, np.ndarray], options: tuple[str, ...], rng: np.random.Generator
+) -> np.ndarray:
+    """Bit masks of ticked options -> raw answer strings (one lookup per distinct combination).
+
+    Whoever answers a question ticks at least one option: an athlete with none ticked gets one,
+    drawn in proportion to how often each option is ticked.
+    """
     code = np.zeros(len(next(iter(masks.values()))), dtype=np.int64)
     for bit, option in enumerate(options):
         code |= masks[option].astype(np.int64) << bit
+    none = code == 0
+    if none.any():
+        weights = np.array([masks[o].mean() for o in options]) + 1e-9
+        picked = rng.choice(len(options), size=int(none.sum()), p=weights / weights.sum())
+        code[none] = np.left_shift(1, picked)
     uniques, inverse = np.unique(code, return_inverse=True)
     table = np.array(
         [join_answer([o for bit, o in enumerate(options) if u >> bit & 1]) for u in uniques],
@@ -174,13 +189,14 @@ def _survey_answers(rng: np.random.Generator, d: np.ndarray, a: np.ndarray) -> d
     eat = SURVEY_OPTIONS["eat"]
     out["eat"] = _encode(
         {
-            eat[0]: s.tick(0.28, k_d=-0.2),
-            eat[1]: s.tick(0.74, k_d=0.1),
+            eat[0]: s.tick(0.25, k_d=-0.2),
+            eat[1]: s.tick(0.67, k_d=0.1),
             eat[2]: s.tick(0.08, k_d=0.5),
-            eat[3]: s.tick(0.19, k_d=-0.9),
+            eat[3]: s.tick(0.17, k_d=-0.9),
             eat[4]: s.tick(0.09, k_d=1.1),
         },
         eat,
+        rng,
     )
 
     tr = SURVEY_OPTIONS["train"]
@@ -195,6 +211,7 @@ def _survey_answers(rng: np.random.Generator, d: np.ndarray, a: np.ndarray) -> d
             tr[5]: ~at_affiliate & (rng.random(n) < 0.8),
         },
         tr,
+        rng,
     )
 
     bg = SURVEY_OPTIONS["background"]
@@ -203,12 +220,13 @@ def _survey_answers(rng: np.random.Generator, d: np.ndarray, a: np.ndarray) -> d
     out["background"] = _encode(
         {
             bg[0]: none_besides,
-            bg[1]: sporty & s.tick(0.32, k_a=1.6),
+            bg[1]: sporty & s.tick(0.275, k_a=1.6),
             bg[2]: sporty & s.tick(0.045, k_a=1.8),
-            bg[3]: sporty & s.tick(0.83, k_a=1.2),
-            bg[4]: sporty & s.tick(0.36, k_a=0.4, k_d=0.2),
+            bg[3]: sporty & s.tick(0.75, k_a=1.2),
+            bg[4]: sporty & s.tick(0.34, k_a=0.4, k_d=0.2),
         },
         bg,
+        rng,
     )
 
     ex = SURVEY_OPTIONS["experience"]
@@ -224,6 +242,7 @@ def _survey_answers(rng: np.random.Generator, d: np.ndarray, a: np.ndarray) -> d
             ex[5]: s.tick(0.27, k_d=1.2),
         },
         ex,
+        rng,
     )
 
     sc = SURVEY_OPTIONS["schedule"]
@@ -243,6 +262,7 @@ def _survey_answers(rng: np.random.Generator, d: np.ndarray, a: np.ndarray) -> d
             sc[6]: per_day == 1,
         },
         sc,
+        rng,
     )
 
     hl = SURVEY_OPTIONS["howlong"]
@@ -250,7 +270,7 @@ def _survey_answers(rng: np.random.Generator, d: np.ndarray, a: np.ndarray) -> d
     second = rng.random(n) < 0.015  # contradictory answers such as '1-2 years|2-4 years|'
     neighbour = np.clip(years + 1, 0, 4)
     out["howlong"] = _encode(
-        {opt: (years == i) | (second & (neighbour == i)) for i, opt in enumerate(hl)}, hl
+        {opt: (years == i) | (second & (neighbour == i)) for i, opt in enumerate(hl)}, hl, rng
     )
     return out
 
@@ -357,7 +377,8 @@ def generate_frame(rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | Non
     share = np.where(male[:, None], _LIFT_SHARE["Male"], _LIFT_SHARE["Female"])
     olympic = LIFT_NOISE["olympic"] * rng.standard_normal(n)
     power = LIFT_NOISE["power"] * rng.standard_normal(n)
-    own = LIFT_NOISE["own"] * rng.standard_normal((n, 4))
+    own = np.asarray(LIFT_NOISE["own"]) * rng.standard_normal((n, 4))
+    own[~male, 1] *= LIFT_NOISE["snatch_women"] / LIFT_NOISE["own"][1]
     dev = np.column_stack([olympic, olympic, power, power]) + own
     lifts = np.round(total[:, None] * share * np.exp(dev))
 
@@ -411,7 +432,7 @@ def generate_frame(rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | Non
     frame.loc[empty, ["name", "gender", "age"]] = None
     for field, mask in present.items():
         frame.loc[~mask, field] = None
-    _inject_duplicates(rng, frame)
+    _inject_recipe_traps(rng, frame)
     frame.loc[rng.choice(n, size=3, replace=False), "athlete_id"] = np.nan
     return frame
 
@@ -438,14 +459,6 @@ def _inject_junk(rng: np.random.Generator, frame: pd.DataFrame, male: np.ndarray
         idx = some(0.0015)
         limit = {"candj": 395, "snatch": 496, "deadlift": 1105, "backsq": 1069}[col]
         frame.loc[idx, col] = limit + rng.integers(5, 4000, size=len(idx))
-    # women with deadlift <= 0 (the recipe's missing brackets let them through)
-    women = np.flatnonzero(~male)
-    frame.loc[rng.choice(women, size=max(1, n // 20_000), replace=False), "deadlift"] = rng.choice(
-        [0, -225, -500], size=max(1, n // 20_000)
-    )
-    # the recipe's junk minimums: total_lift of 4 (1 lb each), weights of 5 and 28 lb
-    idx = rng.choice(n, size=max(1, n // 140_000), replace=False)
-    frame.loc[idx, list(LIFT_COLUMNS)] = 1
     # a placeholder gender on otherwise normal rows
     idx = some(0.002)
     frame.loc[idx, "gender"] = "--"
@@ -466,17 +479,25 @@ def _apply_snapshot_updates(frame: pd.DataFrame, seed: int, snapshot_id: str) ->
         frame.loc[idx, col] = np.where(values > 0, np.round(values * gain), values)
 
 
-def _inject_duplicates(rng: np.random.Generator, frame: pd.DataFrame) -> None:
-    """Exact duplicate rows and ids reused by a different row, as in the real file.
+def _inject_recipe_traps(rng: np.random.Generator, frame: pd.DataFrame) -> None:
+    """The rows that slip through the usual recipe (DATA.md), placed on otherwise complete rows.
 
-    The sources are complete rows, so that the duplicates reach the cleaning step (in the real file
-    a fully duplicated row survives the usual recipe).
+    Exact duplicate rows, ids reused by a row with other content, total_lift of 4 (1 lb lifts),
+    weights of 5 and 28 lb, and women with a deadlift <= 0.
     """
     n = len(frame)
     k = max(1, n // 100_000)
-    complete = np.flatnonzero(frame[["gender", "height", "weight", *LIFT_COLUMNS, "eat", "howlong"]].notna().all(axis=1).to_numpy())
-    pool = complete if len(complete) >= 4 * k else np.arange(n)
-    src = rng.choice(pool, size=2 * k, replace=False)
+    profile = ["gender", "age", "region", "height", "weight", *LIFT_COLUMNS, *SURVEY_COLUMNS]
+    complete = np.flatnonzero(frame[profile].notna().all(axis=1).to_numpy())
+    pool = complete if len(complete) >= 20 * k else np.arange(n)
+    traps = rng.choice(pool, size=min(len(pool), 9 * k), replace=False)
+    lifts = [frame.columns.get_loc(c) for c in LIFT_COLUMNS]
+    frame.iloc[traps[:3 * k], lifts] = 1
+    frame.iloc[traps[3 * k : 5 * k], frame.columns.get_loc("weight")] = np.resize([5, 28], 2 * k)
+    women = traps[5 * k :][frame["gender"].to_numpy()[traps[5 * k :]] == "Female"]
+    frame.iloc[women, frame.columns.get_loc("deadlift")] = rng.choice([0, -225, -500], size=len(women))
+
+    src = rng.choice(np.setdiff1d(pool, traps), size=2 * k, replace=False)
     dst = rng.choice(np.setdiff1d(np.arange(n), src), size=2 * k, replace=False)
     # exact copies: the whole row
     frame.iloc[dst[:k]] = frame.iloc[src[:k]].to_numpy()

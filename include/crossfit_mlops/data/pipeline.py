@@ -55,6 +55,7 @@ class RawSnapshot:
     sha256: str
     source: str  # "generated" | "provided"
     rows: int | None
+    seed: int | None = None  # generator seed, for generated snapshots
 
 
 @dataclass(frozen=True)
@@ -120,19 +121,20 @@ def ingest_snapshot(
     try:
         if settings.raw_file_override.is_file():
             shutil.copyfile(settings.raw_file_override, tmp / target.name)
-            source, row_count = "provided", None
+            source, row_count, used_seed = "provided", None, None
             log.info("using the provided raw file %s unchanged", settings.raw_file_override)
         else:
             write_snapshot(tmp / target.name, rows=rows, seed=seed, snapshot_id=snapshot_id)
-            source, row_count = "generated", rows
+            source, row_count, used_seed = "generated", rows, seed
         snapshot = RawSnapshot(
             snapshot_id=snapshot_id,
             path=str(target),
             sha256=sha256_of(tmp / target.name),
             source=source,
             rows=row_count,
+            seed=used_seed,
         )
-        (tmp / manifest_path.name).write_text(json.dumps({**asdict(snapshot), "seed": seed}, indent=2))
+        (tmp / manifest_path.name).write_text(json.dumps(asdict(snapshot), indent=2))
         _publish(tmp, target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -144,9 +146,7 @@ def load_raw_manifest(snapshot_id: str, settings: Settings | None = None) -> Raw
     manifest_path = settings.raw_snapshot_file(snapshot_id).with_name("manifest.json")
     if not manifest_path.is_file():
         raise FileNotFoundError(f"no raw snapshot {snapshot_id} at {manifest_path.parent}: ingest it first")
-    manifest = json.loads(manifest_path.read_text())
-    manifest.pop("seed", None)
-    return RawSnapshot(**manifest)
+    return RawSnapshot(**json.loads(manifest_path.read_text()))
 
 
 def validate_and_clean(

@@ -1,0 +1,55 @@
+"""One settings object: defaults under the project, env overrides, no machine paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crossfit_mlops.settings import check_snapshot_id, get_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_relative_to_the_project_root():
+    s = get_settings({})
+    assert s.project_root == ROOT
+    assert s.state_dir == ROOT / ".state"
+    assert s.raw_dir == ROOT / ".state" / "data" / "raw"
+    assert s.feast_repo_path == ROOT / "include" / "feast" / "repo" / "feature_repo"
+    assert s.feast_registry_path == ROOT / ".state" / "feast" / "registry.db"
+    assert s.raw_snapshot_file("2026-01-02") == ROOT / ".state/data/raw/snapshot=2026-01-02/athletes.csv"
+
+
+def test_environment_overrides(tmp_path):
+    s = get_settings({"CROSSFIT_STATE_DIR": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow-server:5000",
+                      "CROSSFIT_MIN_VALID_SHARE": "0.5"})  # fmt: skip
+    assert s.processed_dir == tmp_path / "data" / "processed"
+    assert s.feast_online_store_path == tmp_path / "feast" / "online_store.db"
+    assert s.mlflow_tracking_uri == "http://mlflow-server:5000"
+    assert s.min_valid_share == 0.5
+    relative = get_settings({"CROSSFIT_PROJECT_ROOT": str(tmp_path), "CROSSFIT_STATE_DIR": "elsewhere"})
+    assert relative.state_dir == tmp_path / "elsewhere"
+
+
+def test_bad_values_are_explained():
+    with pytest.raises(ValueError, match="CROSSFIT_MIN_VALID_SHARE"):
+        get_settings({"CROSSFIT_MIN_VALID_SHARE": "lots"})
+    with pytest.raises(ValueError, match="ISO date"):
+        check_snapshot_id("22/11/2026")
+
+
+def test_committed_feature_store_yaml_points_at_the_default_state_dir():
+    """`feast apply` in the repo folder and the package must use the same registry by default."""
+    s = get_settings({})
+    config = yaml.safe_load((s.feast_repo_path / "feature_store.yaml").read_text())
+    assert (s.feast_repo_path / config["registry"]["path"]).resolve() == s.feast_registry_path
+    assert (s.feast_repo_path / config["online_store"]["path"]).resolve() == s.feast_online_store_path
+
+
+def test_no_machine_paths_in_code_or_config():
+    for path in [*ROOT.glob("include/**/*.py"), *ROOT.glob("include/**/*.yaml"), *ROOT.glob("dags/*.py")]:
+        text = path.read_text()
+        assert "/usr/local/airflow" not in text and "/workspace" not in text, path
+        assert "sys.path.insert" not in text and "sys.path.append" not in text, path
