@@ -520,26 +520,9 @@ class _Vocabulary:
         return self.values[rng.choice(len(self.values), size=n, p=self.p)]
 
 
-_FIRST = (
-    "James John Robert Michael William David Richard Joseph Thomas Chris Daniel Matthew Anthony Mark "
-    "Steven Andrew Josh Kevin Brian Ryan Jason Justin Brandon Ben Sam Alex Nick Tyler Jake Luke Mary "
-    "Patricia Jennifer Linda Elizabeth Sarah Jessica Karen Lisa Nancy Ashley Emily Amanda Megan "
-    "Rachel Lauren Katie Anna Julia Hannah Sophie Chloe José Zoë Łukasz Søren Björn Renée Chloé "
-    "André Jürgen Małgorzata Inês Joaquín Anaïs Noémie João Kübra Théo Ægir Žofia"
-).split()
-_LAST = (
-    "Smith Johnson Williams Brown Jones Miller Davis Garcia Rodriguez Wilson Martinez Anderson Taylor "
-    "Thomas Moore Jackson Martin Lee Thompson White Harris Clark Lewis Robinson Walker Young Allen "
-    "King Wright Scott Green Baker Adams Nelson Hill Campbell Mitchell Roberts Carter Phillips Evans "
-    "Turner Müller Guðmundsdóttir Søndergaard Nöel Peña Fernández Gonçalves Dvořák Kowalczyk Ødegård "
-    "Ñúñez Björnsson Łęcki O'Brien McDonald Fraser Davidsdóttir Leblanc-Bazinet Sigmundsdóttir"
-).split()
-_TOWNS = (
-    "Asheville Boston Denver Austin Oakland Madison Raleigh Tampa Phoenix Tucson Portland Seattle "
-    "Boise Omaha Dayton Akron Reno Miami Orlando Atlanta Nashville Memphis Dallas Houston Sydney "
-    "Brisbane Perth Toronto Ottawa Calgary Vancouver London Madrid Paris Berlin Oslo Reykjavík "
-    "Guarujá São Paulo Zürich Malmö Kraków Bogotá Querétaro Durban Cape Town Dubai Seoul Tokyo"
-).split()
+_FIRST = ["James", "John", "Robert", "Michael", "William", "David", "Richard", "Joseph", "Thomas", "Chris", "Daniel", "Matthew", "Anthony", "Mark", "Steven", "Andrew", "Josh", "Kevin", "Brian", "Ryan", "Jason", "Justin", "Brandon", "Ben", "Sam", "Alex", "Nick", "Tyler", "Jake", "Luke", "Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Sarah", "Jessica", "Karen", "Lisa", "Nancy", "Ashley", "Emily", "Amanda", "Megan", "Rachel", "Lauren", "Katie", "Anna", "Julia", "Hannah", "Sophie", "Chloe", "José", "Zoë", "Łukasz", "Søren", "Björn", "Renée", "Chloé", "André", "Jürgen", "Małgorzata", "Inês", "Joaquín", "Anaïs", "Noémie", "João", "Kübra", "Théo", "Ægir", "Žofia"]
+_LAST = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Garcia", "Rodriguez", "Wilson", "Martinez", "Anderson", "Taylor", "Thomas", "Moore", "Jackson", "Martin", "Lee", "Thompson", "White", "Harris", "Clark", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright", "Scott", "Green", "Baker", "Adams", "Nelson", "Hill", "Campbell", "Mitchell", "Roberts", "Carter", "Phillips", "Evans", "Turner", "Müller", "Guðmundsdóttir", "Søndergaard", "Nöel", "Peña", "Fernández", "Gonçalves", "Dvořák", "Kowalczyk", "Ødegård", "Ñúñez", "Björnsson", "Łęcki", "O'Brien", "McDonald", "Fraser", "Davidsdóttir", "Leblanc-Bazinet", "Sigmundsdóttir"]
+_TOWNS = ["Asheville", "Boston", "Denver", "Austin", "Oakland", "Madison", "Raleigh", "Tampa", "Phoenix", "Tucson", "Portland", "Seattle", "Boise", "Omaha", "Dayton", "Akron", "Reno", "Miami", "Orlando", "Atlanta", "Nashville", "Memphis", "Dallas", "Houston", "Sydney", "Brisbane", "Perth", "Toronto", "Ottawa", "Calgary", "Vancouver", "London", "Madrid", "Paris", "Berlin", "Oslo", "Reykjavík", "Guarujá", "São", "Paulo", "Zürich", "Malmö", "Kraków", "Bogotá", "Querétaro", "Durban", "Cape", "Town", "Dubai", "Seoul", "Tokyo"]
 
 
 @functools.cache
