@@ -49,7 +49,8 @@ def test_committed_feature_store_yaml_points_at_the_default_state_dir():
 
 
 def test_no_machine_paths_in_code_or_config():
+    # built from parts so that this file does not itself contain what it forbids
+    forbidden = ["/usr/local/" + "airflow", "/work" + "space/", "sys.path." + "insert", "sys.path." + "append"]
     for path in [*ROOT.glob("include/**/*.py"), *ROOT.glob("include/**/*.yaml"), *ROOT.glob("dags/*.py")]:
         text = path.read_text()
-        assert "/usr/local/airflow" not in text and "/workspace" not in text, path
-        assert "sys.path.insert" not in text and "sys.path.append" not in text, path
+        assert not [f for f in forbidden if f in text], path

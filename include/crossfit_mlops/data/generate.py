@@ -424,7 +424,7 @@ def generate_frame(rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | Non
         columns=list(RAW_COLUMNS),
     )
 
-    _inject_junk(rng, frame, male)
+    _inject_junk(rng, frame)
     if snapshot_id is not None:
         _apply_snapshot_updates(frame, seed, snapshot_id)
 
@@ -437,7 +437,7 @@ def generate_frame(rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | Non
     return frame
 
 
-def _inject_junk(rng: np.random.Generator, frame: pd.DataFrame, male: np.ndarray) -> None:
+def _inject_junk(rng: np.random.Generator, frame: pd.DataFrame) -> None:
     n = len(frame)
 
     def some(share: float) -> np.ndarray:
