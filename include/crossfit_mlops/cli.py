@@ -73,6 +73,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     from crossfit_mlops.data.pipeline import ingest_snapshot, snapshot_time, validate_and_clean
     from crossfit_mlops.features.build import build_feature_table
     from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
+    from crossfit_mlops.settings import get_settings
 
     raw = ingest_snapshot(args.snapshot, rows=args.rows, seed=args.seed)
     cleaned = validate_and_clean(args.snapshot, min_valid_share=args.min_valid_share)
@@ -81,6 +82,13 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     apply_definitions(store=store)
     materialize_snapshot(snapshot_time(args.snapshot), store=store)
     _emit({"raw": asdict(raw), "cleaned": asdict(cleaned), "features": tables})
+    report = json.loads(Path(cleaned.report_path).read_text())
+    settings = get_settings()
+    print(
+        f"\nsnapshot {args.snapshot}: {report['rows_in']} raw rows, {report['rows_quarantined']} "
+        f"quarantined, {report['rows_out']} clean ({report['share_out']:.1%}); report: {cleaned.directory}\n"
+        f"Feast registry: {settings.feast_registry_path}\nonline store:   {settings.feast_online_store_path}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

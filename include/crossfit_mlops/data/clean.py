@@ -39,8 +39,7 @@ CLEAN_COLUMNS: tuple[str, ...] = (
     ENTITY_KEY, EVENT_TIMESTAMP, "gender", "age", "height", "weight", "region",
     *SURVEY_COLUMNS, *LIFT_COLUMNS, TARGET, "row_number",
 )  # fmt: skip
-_DECLINE_ALONE = f"{DECLINE}{SURVEY_SEPARATOR}"
-_DECLINE_INSIDE = f"{DECLINE}{SURVEY_SEPARATOR}"
+_DECLINE_OPTION = f"{DECLINE}{SURVEY_SEPARATOR}"  # as an answer on its own, or inside one
 
 
 @dataclass
@@ -74,7 +73,7 @@ def _reject(frame: pd.DataFrame, mask: pd.Series, rule: str, detail: pd.Series |
 
 def strip_decline(answer: str) -> str:
     """Remove 'Decline to answer' from a multi-answer: ``'a|Decline to answer|'`` -> ``'a|'``."""
-    return answer.replace(_DECLINE_INSIDE, "")
+    return answer.replace(_DECLINE_OPTION, "")
 
 
 def clean_rows(valid: pd.DataFrame, snapshot_time: pd.Timestamp) -> CleanResult:
@@ -92,7 +91,7 @@ def clean_rows(valid: pd.DataFrame, snapshot_time: pd.Timestamp) -> CleanResult:
     frame = frame.loc[~incomplete]
 
     # 2. a survey question answered only with 'Decline to answer|'
-    declined_cells = frame[list(SURVEY_COLUMNS)] == _DECLINE_ALONE
+    declined_cells = frame[list(SURVEY_COLUMNS)] == _DECLINE_OPTION
     declined = declined_cells.any(axis=1)
     rejected.append(_reject(frame, declined, "survey_declined", _columns_where(declined_cells)))
     frame = frame.loc[~declined].copy()
