@@ -55,8 +55,12 @@ class Settings:
     feast_dir: Path
     feast_registry_path: Path
     feast_online_store_path: Path
+    training_dir: Path
     emissions_dir: Path
     mlflow_tracking_uri: str
+    mlflow_experiment: str
+    registered_model_name: str
+    codecarbon_country: str
     min_valid_share: float
 
     # --- snapshot-keyed locations -------------------------------------------------------------
@@ -76,6 +80,11 @@ class Settings:
     def feature_table_file(self, view_name: str, snapshot_id: str) -> Path:
         return self.feature_table_dir(view_name) / f"snapshot_{check_snapshot_id(snapshot_id)}.parquet"
 
+    def training_set_dir(self, snapshot_id: str, sample_size: int, version: str) -> Path:
+        """Train/validation/test parquet files of one feature version, keyed by snapshot and sample."""
+        sample = "all" if not sample_size else str(int(sample_size))
+        return self.training_dir / f"snapshot={check_snapshot_id(snapshot_id)}" / f"sample={sample}" / version
+
     def as_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process (Feast CLI, Airflow)."""
         return {
@@ -85,6 +94,9 @@ class Settings:
             "CROSSFIT_FEAST_REGISTRY": str(self.feast_registry_path),
             "CROSSFIT_FEAST_ONLINE_STORE": str(self.feast_online_store_path),
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            "CROSSFIT_MLFLOW_EXPERIMENT": self.mlflow_experiment,
+            "CROSSFIT_REGISTERED_MODEL": self.registered_model_name,
+            "CROSSFIT_CODECARBON_COUNTRY": self.codecarbon_country,
         }
 
     def describe(self) -> dict[str, str]:
@@ -96,6 +108,16 @@ def check_snapshot_id(snapshot_id: str) -> str:
     if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.match(snapshot_id):
         raise ValueError(f"snapshot id must be an ISO date like 2026-11-22, got {snapshot_id!r}")
     return snapshot_id
+
+
+# Airflow Variables (declared in airflow_settings.yaml) that override an environment variable when a
+# task resolves its settings: the deployment decides them, not the code.
+AIRFLOW_VARIABLES: dict[str, str] = {
+    "crossfit_mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+    "crossfit_mlflow_experiment": "CROSSFIT_MLFLOW_EXPERIMENT",
+    "crossfit_registered_model": "CROSSFIT_REGISTERED_MODEL",
+    "crossfit_feast_repo": "CROSSFIT_FEAST_REPO",
+}
 
 
 def get_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -120,7 +142,11 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         feast_online_store_path=_path(
             env, "CROSSFIT_FEAST_ONLINE_STORE", feast_dir / "online_store.db", root
         ),
+        training_dir=data / "training",
         emissions_dir=state / "emissions",
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000",
+        mlflow_experiment=env.get("CROSSFIT_MLFLOW_EXPERIMENT") or "crossfit_athlete_airflow_run",
+        registered_model_name=env.get("CROSSFIT_REGISTERED_MODEL") or "crossfit_total_lift",
+        codecarbon_country=env.get("CROSSFIT_CODECARBON_COUNTRY") or "USA",
         min_valid_share=_float(env, "CROSSFIT_MIN_VALID_SHARE", 0.80),
     )

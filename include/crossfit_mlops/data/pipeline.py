@@ -82,7 +82,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _publish(tmp: Path, final: Path) -> None:
+def publish_dir(tmp: Path, final: Path) -> None:
     """Replace ``final`` by the fully written ``tmp`` directory."""
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
     if final.exists():
@@ -91,7 +91,7 @@ def _publish(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _tmp_dir_for(final: Path) -> Path:
+def tmp_dir_for(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{time.time_ns()}")
     tmp.mkdir()
@@ -117,7 +117,7 @@ def ingest_snapshot(
         log.info("raw snapshot %s exists (%s), reusing it", snapshot_id, manifest["source"])
         return RawSnapshot(**manifest)
 
-    tmp = _tmp_dir_for(target.parent)
+    tmp = tmp_dir_for(target.parent)
     try:
         if settings.raw_file_override.is_file():
             shutil.copyfile(settings.raw_file_override, tmp / target.name)
@@ -135,7 +135,7 @@ def ingest_snapshot(
             seed=used_seed,
         )
         (tmp / manifest_path.name).write_text(json.dumps(asdict(snapshot), indent=2))
-        _publish(tmp, target.parent)
+        publish_dir(tmp, target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return snapshot
@@ -171,7 +171,7 @@ def validate_and_clean(
     quarantine = failures.merge(frame, on="row_number", how="left")
 
     final = settings.processed_snapshot_dir(snapshot_id)
-    tmp = _tmp_dir_for(final)
+    tmp = tmp_dir_for(final)
     try:
         quarantine.to_parquet(tmp / QUARANTINE_FILE, index=False)
         report = {
@@ -189,7 +189,7 @@ def validate_and_clean(
         if valid_share < floor:
             report.update(status="failed", reason=f"valid share {valid_share:.4f} is below the floor {floor}")
             (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2))
-            _publish(tmp, final)
+            publish_dir(tmp, final)
             raise ValidationFloorError(
                 f"{raw_path}: only {valid_share:.2%} of {rows_in} rows pass the raw contract "
                 f"(floor {floor:.2%}); see {final / REPORT_FILE} and {final / QUARANTINE_FILE}"
@@ -207,7 +207,7 @@ def validate_and_clean(
             seconds=round(time.perf_counter() - started, 3),
         )
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2))
-        _publish(tmp, final)
+        publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info(

@@ -1,0 +1,1 @@
+"""The model registry: challenger registration, the champion/challenger gate, rollback."""

@@ -1,0 +1,1 @@
+"""Training: the search grid, training sets from Feast, one-config training runs, the leaderboard."""

@@ -1,0 +1,82 @@
+"""Regression metrics and the diagnostic plots logged with every run (pure: arrays in, values out)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+METRICS: tuple[str, ...] = ("rmse", "mae", "r2")
+
+
+def regression_metrics(y_true, y_pred) -> dict[str, float]:
+    """RMSE, MAE (lb) and R² of predictions."""
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    if len(y_true) == 0 or len(y_true) != len(y_pred):
+        raise ValueError(f"need equal, non-empty arrays, got {len(y_true)} labels and {len(y_pred)} predictions")
+    error = y_pred - y_true
+    total = float(((y_true - y_true.mean()) ** 2).sum())
+    return {
+        "rmse": float(np.sqrt((error**2).mean())),
+        "mae": float(np.abs(error).mean()),
+        "r2": float(1.0 - (error**2).sum() / total) if total > 0 else float("nan"),
+    }
+
+
+def _figure(width: float = 5.5, height: float = 4.5) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def predicted_vs_actual(y_true, y_pred, title: str) -> Figure:
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.scatter(y_true, y_pred, s=4, alpha=0.35, color="#1f77b4", linewidths=0)
+    low, high = float(np.min([np.min(y_true), np.min(y_pred)])), float(np.max([np.max(y_true), np.max(y_pred)]))
+    ax.plot([low, high], [low, high], color="#d62728", linewidth=1, label="perfect prediction")
+    ax.set(xlabel="actual total lift (lb)", ylabel="predicted total lift (lb)", title=title)
+    ax.legend(loc="upper left")
+    return fig
+
+
+def residuals(y_true, y_pred, title: str) -> Figure:
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    fig = _figure(8, 3.8)
+    left, right = fig.subplots(1, 2)
+    left.scatter(y_pred, y_true - y_pred, s=4, alpha=0.35, linewidths=0)
+    left.axhline(0, color="#d62728", linewidth=1)
+    left.set(xlabel="predicted total lift (lb)", ylabel="actual - predicted (lb)", title="residuals vs prediction")
+    right.hist(y_true - y_pred, bins=50, color="#7f7f7f")
+    right.set(xlabel="actual - predicted (lb)", ylabel="athletes", title="residual distribution")
+    fig.suptitle(title)
+    return fig
+
+
+def feature_importance(names: list[str], importances, title: str, top: int = 15) -> Figure:
+    values = np.asarray(importances, dtype=float)
+    total = values.sum()
+    share = values / total if total > 0 else values
+    order = np.argsort(share)[::-1][:top][::-1]
+    fig = _figure(6, 0.3 * len(order) + 1.2)
+    ax = fig.add_subplot()
+    ax.barh([names[i] for i in order], share[order], color="#2ca02c")
+    ax.set(xlabel="share of total importance", title=title)
+    return fig
+
+
+def leaderboard_plot(board) -> Figure:
+    """Validation RMSE and grams of CO2eq per run, best first (``board`` is the leaderboard frame)."""
+    fig = _figure(10, 0.45 * len(board) + 1.6)
+    left, right = fig.subplots(1, 2, sharey=True)
+    labels = list(board["run_name"])[::-1]
+    colors = ["#1f77b4" if v == "v1" else "#ff7f0e" for v in board["feature_version"]][::-1]
+    left.barh(labels, list(board["val_rmse"])[::-1], color=colors)
+    left.set(xlabel="validation RMSE (lb), lower is better", title="accuracy (blue V1, orange V2)")
+    right.barh(labels, list(board["g_co2eq"])[::-1], color=colors)
+    right.set(xlabel="g CO2eq (CodeCarbon estimate)", title="training emissions")
+    return fig

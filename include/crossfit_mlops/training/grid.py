@@ -1,0 +1,142 @@
+"""The hyperparameter grid: which (feature version, model family, hyperparameters) to train.
+
+A grid is a list of plain dicts (it travels through the Airflow trigger form and XCom as JSON)::
+
+    {"model": "random_forest", "feature_version": "v2", "params": {"n_estimators": 200, "max_depth": 20}}
+
+:func:`parse_grid` checks every entry and names the offending one; :func:`build_estimator` turns a
+checked entry into an unfitted scikit-learn compatible estimator. Nothing heavy is imported at
+module level: the DAG file imports :data:`DEFAULT_GRID` at parse time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from crossfit_mlops.features.specs import FEATURE_SETS
+
+# The hyperparameters each family accepts, with their type. Anything else is a typo to reject, not
+# silently pass to the library.
+MODEL_FAMILIES: dict[str, dict[str, type]] = {
+    "random_forest": {
+        "n_estimators": int,
+        "max_depth": int,
+        "min_samples_leaf": int,
+        "max_features": float,
+    },
+    "lightgbm": {
+        "n_estimators": int,
+        "learning_rate": float,
+        "num_leaves": int,
+        "max_depth": int,
+        "min_child_samples": int,
+        "subsample": float,
+        "colsample_bytree": float,
+        "reg_lambda": float,
+    },
+}
+
+# The original tutorial's four RandomForest runs, plus LightGBM with two settings, on V1 and V2.
+DEFAULT_GRID: list[dict[str, Any]] = [
+    {"model": model, "feature_version": version, "params": params}
+    for model, params in (
+        ("random_forest", {"n_estimators": 100, "max_depth": 10}),
+        ("random_forest", {"n_estimators": 200, "max_depth": 20}),
+        ("lightgbm", {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 31}),
+        (
+            "lightgbm",
+            {"n_estimators": 600, "learning_rate": 0.03, "num_leaves": 15, "min_child_samples": 40, "subsample": 0.8, "colsample_bytree": 0.8},
+        ),
+    )
+    for version in ("v1", "v2")
+]
+
+RANDOM_STATE = 42
+
+
+class GridError(ValueError):
+    """A grid entry is malformed; the message names the entry and the field."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    model: str
+    feature_version: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """A stable, readable run name: ``lightgbm-v2-n_estimators=300-learning_rate=0.05``."""
+        parts = [f"{k}={v}" for k, v in sorted(self.params.items())]
+        return "-".join([self.model, self.feature_version, *parts])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "name": self.name}
+
+
+def _check_value(where: str, key: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise GridError(f"{where}: params.{key} must be a number, got {value!r}")
+    if kind is int:
+        if float(value) != int(value):
+            raise GridError(f"{where}: params.{key} must be a whole number, got {value!r}")
+        value = int(value)
+    if value <= 0:
+        raise GridError(f"{where}: params.{key} must be positive, got {value!r}")
+    return kind(value)
+
+
+def parse_grid(grid: list[dict[str, Any]]) -> list[TrainingConfig]:
+    """Validate a grid; raise :class:`GridError` naming the first bad entry."""
+    if not isinstance(grid, list) or not grid:
+        raise GridError(f"the grid must be a non-empty list of entries, got {grid!r}")
+    configs: list[TrainingConfig] = []
+    for index, entry in enumerate(grid):
+        where = f"grid[{index}]"
+        if not isinstance(entry, dict):
+            raise GridError(f"{where} must be an object, got {entry!r}")
+        unknown = set(entry) - {"model", "feature_version", "params", "name"}
+        if unknown:
+            raise GridError(f"{where}: unknown keys {sorted(unknown)} (allowed: model, feature_version, params)")
+        model = entry.get("model")
+        if model not in MODEL_FAMILIES:
+            raise GridError(f"{where}: model must be one of {sorted(MODEL_FAMILIES)}, got {model!r}")
+        version = entry.get("feature_version")
+        if version not in FEATURE_SETS:
+            raise GridError(f"{where}: feature_version must be one of {sorted(FEATURE_SETS)}, got {version!r}")
+        params = entry.get("params") or {}
+        if not isinstance(params, dict):
+            raise GridError(f"{where}: params must be an object, got {params!r}")
+        allowed = MODEL_FAMILIES[model]
+        bad = sorted(set(params) - set(allowed))
+        if bad:
+            raise GridError(f"{where}: {model} does not take {bad} (allowed: {sorted(allowed)})")
+        checked = {k: _check_value(where, k, v, allowed[k]) for k, v in params.items()}
+        configs.append(TrainingConfig(model=model, feature_version=version, params=checked))
+    names = [c.name for c in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise GridError(f"the grid repeats entries: {duplicates}")
+    return configs
+
+
+def build_estimator(config: TrainingConfig, n_jobs: int = 1):
+    """An unfitted estimator for ``config`` (deterministic: fixed random state).
+
+    ``n_jobs`` is 1 by default: parallelism comes from the Airflow fan-out, one task per core.
+    """
+    if config.model == "random_forest":
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(random_state=RANDOM_STATE, n_jobs=n_jobs, **config.params)
+    if config.model == "lightgbm":
+        from lightgbm import LGBMRegressor
+
+        params = dict(config.params)
+        if "subsample" in params:
+            params.setdefault("subsample_freq", 1)  # LightGBM ignores subsample unless bagging is on
+        return LGBMRegressor(
+            random_state=RANDOM_STATE, n_jobs=n_jobs, importance_type="gain", verbose=-1, **params
+        )
+    raise GridError(f"unknown model family {config.model!r}")

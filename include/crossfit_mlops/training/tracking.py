@@ -1,0 +1,71 @@
+"""MLflow plumbing shared by the pipeline's tasks: the experiment, the parent run, lineage tags.
+
+Every call takes the tracking URI explicitly and uses an :class:`mlflow.MlflowClient`, never the
+fluent API's global state, because tasks run in separate processes (Airflow) or one after another
+in one process (``dag.test()``).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
+    """The experiment's id, creating it if needed (safe if two processes race to create it)."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            c.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    try:
+        return c.create_experiment(name, artifact_location=artifact_location, tags={"project": "crossfit-mlops"})
+    except MlflowException:  # created meanwhile by someone else
+        found = c.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def start_parent_run(tracking_uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """Create the DAG run's parent run (status RUNNING) and return its id."""
+    run = client(tracking_uri).create_run(experiment_id, run_name=run_name, tags=tags)
+    log.info("MLflow parent run %s (%s) in experiment %s", run.info.run_id, run_name, experiment_id)
+    return run.info.run_id
+
+
+def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    client(tracking_uri).set_terminated(run_id, status=status)
+
+
+def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, status: str | None = "FINISHED"):
+    """The child runs of a parent run (optionally only those with ``status``)."""
+    query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    if status:
+        query += f" and attributes.status = '{status}'"
+    return client(tracking_uri).search_runs([experiment_id], filter_string=query, max_results=1000)
+
+
+def git_commit(root: Path) -> str:
+    """The project's git commit, or ``"unknown"`` outside a git checkout (a container image)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
