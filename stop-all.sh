@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
-# Stops what start-all.sh started. At the foundation stage start-all.sh starts no long-running
-# process (it runs the data half and exits), so there is nothing to stop yet.
+# Stop exactly what start-all.sh started (the processes recorded under <state>/run/), each with the
+# whole process group it forked. Data, MLflow runs and the Airflow database are kept.
 set -euo pipefail
-echo "nothing to stop: start-all.sh starts no services yet (Airflow/MLflow come with issue 3)"
+ROOT="$(cd "$(dirname "$0")" && pwd)"
+cd "$ROOT"
+if [ ! -x "$ROOT/.venv/bin/python" ]; then
+  echo "no virtualenv: start-all.sh never ran here, nothing to stop"
+  exit 0
+fi
+"$ROOT/.venv/bin/python" -m crossfit_mlops stack down

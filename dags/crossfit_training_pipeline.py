@@ -34,6 +34,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from crossfit_mlops.features.specs import FEATURE_SETS
+from crossfit_mlops.settings import task_settings
 from crossfit_mlops.training.grid import DEFAULT_GRID
 
 # Tasks that talk to a server (MLflow, the Feast registry) retry with backoff; pure data steps fail
@@ -47,20 +48,6 @@ SERVER_RETRIES: dict[str, Any] = {
 VERSIONS = list(FEATURE_SETS)
 
 
-def _settings():
-    """Settings from the environment, overridden by the Airflow Variables of airflow_settings.yaml."""
-    import os
-
-    from airflow.sdk import Variable
-
-    from crossfit_mlops.settings import AIRFLOW_VARIABLES, get_settings
-
-    env = dict(os.environ)
-    for variable, env_name in AIRFLOW_VARIABLES.items():
-        value = Variable.get(variable, default=None)
-        if value:
-            env[env_name] = value
-    return get_settings(env)
 
 
 def _lineage_tags(run: dict[str, Any]) -> dict[str, str]:
@@ -152,7 +139,7 @@ def crossfit_training_pipeline():
         snapshot = check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d"))
         grid = [c.as_dict() for c in parse_grid(params["grid"])]
         policy = GatePolicy(params["min_improvement"], params["r2_floor"], params["r2_ceiling"])
-        settings = _settings()
+        settings = task_settings()
         return {
             "snapshot_id": snapshot,
             "rows": params["rows"],
@@ -177,7 +164,7 @@ def crossfit_training_pipeline():
         """Create the experiment (once, before the fan-out) and this DAG run's parent run."""
         from crossfit_mlops.training.tracking import ensure_experiment, start_parent_run
 
-        settings = _settings()
+        settings = task_settings()
         experiment_id = ensure_experiment(settings.mlflow_tracking_uri, settings.mlflow_experiment)
         tags = {**run["tags"], "snapshot_id": run["snapshot_id"], "pipeline": "crossfit_training_pipeline"}
         parent = start_parent_run(settings.mlflow_tracking_uri, experiment_id, run["tags"]["airflow.run_id"], tags)
@@ -190,7 +177,7 @@ def crossfit_training_pipeline():
 
         from crossfit_mlops.data.pipeline import ingest_snapshot as ingest
 
-        return asdict(ingest(run["snapshot_id"], rows=run["rows"], seed=run["seed"], settings=_settings()))
+        return asdict(ingest(run["snapshot_id"], rows=run["rows"], seed=run["seed"], settings=task_settings()))
 
     @task
     def validate_snapshot(raw: dict[str, Any]) -> dict[str, Any]:
@@ -199,21 +186,21 @@ def crossfit_training_pipeline():
 
         from crossfit_mlops.data.pipeline import validate_and_clean
 
-        return asdict(validate_and_clean(raw["snapshot_id"], settings=_settings()))
+        return asdict(validate_and_clean(raw["snapshot_id"], settings=task_settings()))
 
     @task
     def engineer_features(cleaned: dict[str, Any], version: str) -> str:
         """One feature version's table: the offline source of its Feast feature view."""
         from crossfit_mlops.features.build import build_feature_table
 
-        return build_feature_table(cleaned["snapshot_id"], version, settings=_settings())
+        return build_feature_table(cleaned["snapshot_id"], version, settings=task_settings())
 
     @task(**SERVER_RETRIES)
     def apply_feature_store(tables: list[str]) -> list[str]:
         """`feast apply` from code: entity, sources, views, FeatureServices (idempotent)."""
         from crossfit_mlops.features.store import apply_definitions
 
-        return apply_definitions(settings=_settings())
+        return apply_definitions(settings=task_settings())
 
     @task(**SERVER_RETRIES)
     def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
@@ -221,7 +208,7 @@ def crossfit_training_pipeline():
         from crossfit_mlops.data.pipeline import snapshot_time
         from crossfit_mlops.features.store import materialize_snapshot
 
-        materialize_snapshot(snapshot_time(run["snapshot_id"]), settings=_settings())
+        materialize_snapshot(snapshot_time(run["snapshot_id"]), settings=task_settings())
         return run["snapshot_id"]
 
     @task(**SERVER_RETRIES)
@@ -229,7 +216,7 @@ def crossfit_training_pipeline():
         """Point-in-time features for the labels via the FeatureService, split by athlete."""
         from crossfit_mlops.training.datasets import build_training_set as build
 
-        return build(run["snapshot_id"], version, run["sample_size"], run["seed"], settings=_settings()).as_dict()
+        return build(run["snapshot_id"], version, run["sample_size"], run["seed"], settings=task_settings()).as_dict()
 
     @task
     def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -244,7 +231,7 @@ def crossfit_training_pipeline():
         from crossfit_mlops.training.train import train_candidate as train
 
         get_current_context()["run_label"] = job["config"]["name"]
-        settings = _settings()
+        settings = task_settings()
         ctx = RunContext(
             tracking_uri=parent["tracking_uri"],
             experiment_id=parent["experiment_id"],
@@ -266,7 +253,7 @@ def crossfit_training_pipeline():
         results = list(results)
         log_leaderboard(parent["tracking_uri"], parent["parent_run_id"], results)
         best = select_best(results)
-        version = register(parent["tracking_uri"], _settings().registered_model_name, best, run["tags"])
+        version = register(parent["tracking_uri"], task_settings().registered_model_name, best, run["tags"])
         return {"version": version, "run_id": best["run_id"], "run_name": best["run_name"]}
 
     @task(**SERVER_RETRIES)
@@ -282,7 +269,7 @@ def crossfit_training_pipeline():
 
         return judge(
             parent["tracking_uri"],
-            _settings().registered_model_name,
+            task_settings().registered_model_name,
             challenger["version"],
             {ts["feature_version"]: ts for ts in training_sets},
             GatePolicy(**run["policy"]),

@@ -91,6 +91,90 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_stack(args: argparse.Namespace) -> None:
+    from crossfit_mlops import localstack
+
+    cfg = localstack.config_from_env()
+    if args.action == "up":
+        status = localstack.up(cfg)
+        secrets = localstack.ensure_secrets(cfg)
+        print(
+            f"MLflow  ({status['mlflow']}): {cfg.mlflow_url}\n"
+            f"Airflow ({status['airflow']}): {cfg.airflow_url}  user {localstack.ADMIN_USER}, "
+            f"password {secrets['admin_password']}\n"
+            f"logs: {cfg.log_dir}"
+        )
+    elif args.action == "down":
+        stopped = localstack.down(cfg)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    else:
+        names = ["mlflow", *(f"airflow-{c}" for c in localstack.AIRFLOW_COMPONENTS)]
+        _emit({name: localstack.running_pid(cfg, name) for name in names})
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> None:
+    """Set the Variables, trigger the training DAG through the REST API, follow it, summarize."""
+    from crossfit_mlops import localstack
+    from crossfit_mlops.airflow_client import AirflowClient, declared_variables
+    from crossfit_mlops.report import failed_tasks, format_summary, run_and_follow, summarize
+
+    cfg = localstack.config_from_env()
+    client = AirflowClient(cfg.airflow_url, localstack.ADMIN_USER, localstack.ensure_secrets(cfg)["admin_password"])
+    variables = declared_variables(cfg.settings.project_root / "airflow_settings.yaml")
+    variables["crossfit_mlflow_tracking_uri"] = cfg.settings.mlflow_tracking_uri  # local mode
+    for key, value in variables.items():
+        client.set_variable(key, value, "set by start-all.sh from airflow_settings.yaml")
+    conf = json.loads(args.conf) if args.conf else {}
+    if args.snapshot:
+        conf["snapshot"] = args.snapshot
+    if args.rows:
+        conf["rows"] = args.rows
+    if args.sample_size is not None:
+        conf["sample_size"] = args.sample_size
+    run_id, run = run_and_follow(client, conf, timeout=args.timeout)
+    if run["state"] != "success":
+        tis = client.task_instances("crossfit_training_pipeline", run_id)
+        raise PipelineFailed(
+            f"run {run_id} ended {run['state']}; failed tasks: {', '.join(failed_tasks(tis)) or 'none'}; "
+            f"task logs in the Airflow UI ({cfg.airflow_url}) or {cfg.airflow_home / 'logs'}"
+        )
+    summary = summarize(client, run_id)
+    print(format_summary(summary, cfg.mlflow_url, cfg.airflow_url, cfg.settings.registered_model_name))
+
+
+class PipelineFailed(RuntimeError):
+    pass
+
+
+def _cmd_registry(args: argparse.Namespace) -> None:
+    from crossfit_mlops.registry.gate import CHALLENGER, CHAMPION, rollback
+    from crossfit_mlops.settings import get_settings
+    from crossfit_mlops.training.tracking import client
+
+    settings = get_settings()
+    name = settings.registered_model_name
+    if args.action == "rollback":
+        old, new = rollback(settings.mlflow_tracking_uri, name)
+        print(f"@{CHAMPION} of {name}: v{old} -> v{new}")
+        return
+    c = client(settings.mlflow_tracking_uri)
+    model = c.get_registered_model(name)
+    rows = []
+    for mv in sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
+        aliases = [a for a, v in model.aliases.items() if str(v) == str(mv.version)]
+        rows.append(
+            {
+                "version": mv.version,
+                "aliases": aliases,
+                "legacy_stage": mv.tags.get("legacy_stage"),
+                "feature_version": mv.tags.get("feature_version"),
+                "gate": mv.tags.get("gate.decision"),
+                "reason": mv.tags.get("gate.reason"),
+            }
+        )
+    _emit({"model": name, CHAMPION: model.aliases.get(CHAMPION), CHALLENGER: model.aliases.get(CHALLENGER), "versions": rows})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m crossfit_mlops", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -140,6 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     with_size(p)
     p.add_argument("--min-valid-share", type=float, default=None)
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("stack", help="the local MLflow + Airflow processes (no Docker)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=_cmd_stack)
+
+    p = sub.add_parser("pipeline", help="trigger crossfit_training_pipeline via the REST API and follow it")
+    p.add_argument("--snapshot", default=None, help="snapshot id (default: the DAG's, today)")
+    p.add_argument("--rows", type=int, default=None, help="raw rows to generate if the snapshot is new")
+    p.add_argument("--sample-size", type=int, default=None, help="athletes to train on (0 = all)")
+    p.add_argument("--conf", default=None, help="JSON of further DAG params (grid, gate thresholds...)")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.set_defaults(func=_cmd_pipeline)
+
+    p = sub.add_parser("registry", help="show the registered model, or roll @champion back")
+    p.add_argument("action", choices=["show", "rollback"])
+    p.set_defaults(func=_cmd_registry)
     return parser
 
 
@@ -152,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (RawFileError, ValidationFloorError, FileNotFoundError, ValueError) as exc:
+    except (RawFileError, ValidationFloorError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

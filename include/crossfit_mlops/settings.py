@@ -150,3 +150,17 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         codecarbon_country=env.get("CROSSFIT_CODECARBON_COUNTRY") or "USA",
         min_valid_share=_float(env, "CROSSFIT_MIN_VALID_SHARE", 0.80),
     )
+
+
+def task_settings() -> Settings:
+    """Settings inside an Airflow task: the environment, overridden by the Airflow Variables that
+    ``airflow_settings.yaml`` declares (see :data:`AIRFLOW_VARIABLES`). Call it at run time only:
+    reading a Variable at DAG-parse time is an anti-pattern."""
+    from airflow.sdk import Variable
+
+    env = dict(os.environ)
+    for variable, env_name in AIRFLOW_VARIABLES.items():
+        value = Variable.get(variable, default=None)
+        if value:
+            env[env_name] = value
+    return get_settings(env)

@@ -8,7 +8,7 @@ parent run):
   and duration (the tracker wraps the fit only, and has its own CSV, logged as an artifact);
 - plots: predicted vs actual, residuals, top-15 feature importance (PNG);
 - the model (scikit-learn flavour, cloudpickle, with signature and input example);
-- the three dataset splits through ``mlflow.log_input``;
+- the training split through ``mlflow.log_input`` (the other splits by path, as tags);
 - tags: snapshot id and digest, FeatureService, git commit, Airflow dag/run/task ids.
 
 CodeCarbon has no RAPL counters on a virtual machine: it then estimates CPU power from the CPU's
@@ -101,8 +101,8 @@ def train_candidate(config: TrainingConfig | dict, training_set: TrainingSet | d
         raise ValueError(f"{config.name} needs a {config.feature_version} training set, got {training_set.feature_version}")
     started = time.perf_counter()
     X_train, y_train, train_frame = load_split(training_set, "train")
-    X_val, y_val, val_frame = load_split(training_set, "validation")
-    X_test, y_test, test_frame = load_split(training_set, "test")
+    X_val, y_val, _ = load_split(training_set, "validation")
+    X_test, y_test, _ = load_split(training_set, "test")
 
     estimator = build_estimator(config)
     fit_seconds, emissions, emissions_csv = _measure_fit(estimator, X_train, y_train, ctx, config.name)
@@ -144,14 +144,16 @@ def train_candidate(config: TrainingConfig | dict, training_set: TrainingSet | d
             feature_importance(list(X_train.columns), estimator.feature_importances_, f"top-15 features: {config.name}"),
             "plots/feature_importance.png",
         )
-        for split, frame in (("train", train_frame), ("validation", val_frame), ("test", test_frame)):
-            dataset = mlflow.data.from_pandas(
-                frame,
-                source=str(training_set.path(split)),
-                name=f"{training_set.feature_service}-{training_set.snapshot_id}-{split}",
-                targets="total_lift",
-            )
-            mlflow.log_input(dataset, context=split)
+        # the training split as an MLflow dataset (schema, digest, source path); validation and test
+        # are recorded by path and size only: inferring their schema costs ~0.4 s each per task
+        dataset = mlflow.data.from_pandas(
+            train_frame,
+            source=str(training_set.path("train")),
+            name=f"{training_set.feature_service}-{training_set.snapshot_id}-train",
+            targets="total_lift",
+        )
+        mlflow.log_input(dataset, context="training")
+        mlflow.set_tags({f"dataset.{split}": str(training_set.path(split)) for split in ("train", "validation", "test")})
         import mlflow.sklearn
 
         example = X_train.head(5)

@@ -1,0 +1,105 @@
+"""Trigger the training DAG through Airflow's REST API, follow it, and summarize what it produced."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from crossfit_mlops.airflow_client import AirflowApiError, AirflowClient
+
+log = logging.getLogger(__name__)
+
+TRAINING_DAG = "crossfit_training_pipeline"
+
+
+def _seconds(ti: dict[str, Any]) -> float | None:
+    if ti.get("duration") is not None:
+        return float(ti["duration"])
+    if ti.get("start_date") and ti.get("end_date"):
+        return (datetime.fromisoformat(ti["end_date"]) - datetime.fromisoformat(ti["start_date"])).total_seconds()
+    return None
+
+
+def progress_line(tis: list[dict[str, Any]], started: float) -> str:
+    counts = Counter(t["state"] or "none" for t in tis)
+    running = [t["task_id"] + (f"[{t['map_index']}]" if t["map_index"] >= 0 else "") for t in tis if t["state"] == "running"]
+    parts = [f"{state} {n}" for state, n in sorted(counts.items())]
+    line = f"[{time.monotonic() - started:5.0f}s] " + ", ".join(parts)
+    return line + (f" | running: {', '.join(running)}" if running else "")
+
+
+def run_and_follow(client: AirflowClient, conf: dict[str, Any], echo=print, dag_id: str = TRAINING_DAG, timeout: float = 1800.0):
+    """Unpause, trigger, print progress until the run ends. Returns ``(run_id, final run)``."""
+    client.wait_for_dag(dag_id)
+    client.unpause(dag_id)
+    run_id = client.trigger(dag_id, conf)
+    echo(f"triggered {dag_id} run {run_id} through the REST API")
+    started = time.monotonic()
+    run = client.wait_for_run(dag_id, run_id, timeout=timeout, on_change=lambda tis: echo(progress_line(tis, started)))
+    return run_id, run
+
+
+def summarize(client: AirflowClient, run_id: str, dag_id: str = TRAINING_DAG) -> dict[str, Any]:
+    """Leaderboard of the run's child runs (from MLflow) and the gate's decision (from XCom)."""
+    from crossfit_mlops.training.tracking import child_runs
+
+    parent = client.xcom(dag_id, run_id, "start_mlflow_run")
+    decision = client.xcom(dag_id, run_id, "judge_challenger")
+    tis = client.task_instances(dag_id, run_id)
+    durations = {t["map_index"]: _seconds(t) for t in tis if t["task_id"] == "train_candidate"}
+    rows = []
+    for r in child_runs(parent["tracking_uri"], parent["experiment_id"], parent["parent_run_id"]):
+        m, p, tags = r.data.metrics, r.data.params, r.data.tags
+        rows.append(
+            {
+                "run": r.info.run_name,
+                "feature_version": p.get("feature_version"),
+                "model": p.get("model"),
+                "val_rmse": m.get("val_rmse"),
+                "val_r2": m.get("val_r2"),
+                "g_co2eq": m.get("emissions_kg_co2eq", 0.0) * 1000,
+                "fit_s": m.get("fit_seconds"),
+                "task_s": durations.get(int(tags.get("airflow.map_index", -2))),
+                "run_id": r.info.run_id,
+            }
+        )
+    rows.sort(key=lambda row: row["val_rmse"])
+    return {"run_id": run_id, "parent": parent, "decision": decision, "leaderboard": rows, "task_instances": tis}
+
+
+def format_summary(summary: dict[str, Any], mlflow_ui: str, airflow_ui: str, model_name: str) -> str:
+    lines = ["", f"{'run':<58} {'feat':<4} {'val RMSE':>8} {'val R²':>7} {'g CO2eq':>9} {'fit s':>6} {'task s':>6}"]
+    for row in summary["leaderboard"]:
+        task_s = f"{row['task_s']:6.1f}" if row["task_s"] is not None else "     -"
+        lines.append(
+            f"{row['run'][:58]:<58} {row['feature_version']:<4} {row['val_rmse']:8.1f} {row['val_r2']:7.3f} "
+            f"{row['g_co2eq']:9.4f} {row['fit_s']:6.1f} {task_s}"
+        )
+    d = summary["decision"]
+    champion = d.get("champion") or {}
+    lines += [
+        "",
+        f"gate: challenger v{d['challenger']['version']} ({d['challenger']['feature_version']}) test RMSE "
+        f"{d['challenger']['rmse']:.1f}, R² {d['challenger']['r2']:.3f} -> {d['decision'].upper()}: {d['reason']}",
+    ]
+    if champion:
+        lines.append(f"      champion v{champion['version']} on the same test set: RMSE {champion['rmse']:.1f}, R² {champion['r2']:.3f}")
+    parent = summary["parent"]
+    lines += [
+        "",
+        f"Airflow UI : {airflow_ui}/dags/{TRAINING_DAG}",
+        f"MLflow runs: {mlflow_ui}/#/experiments/{parent['experiment_id']}/runs/{parent['parent_run_id']}",
+        f"Registry   : {mlflow_ui}/#/models/{model_name}",
+        "emissions are CodeCarbon estimates (no RAPL on a VM: CPU TDP x load + RAM size)",
+    ]
+    return "\n".join(lines)
+
+
+def failed_tasks(tis: list[dict[str, Any]]) -> list[str]:
+    return [f"{t['task_id']}[{t['map_index']}]" if t["map_index"] >= 0 else t["task_id"] for t in tis if t["state"] in {"failed", "upstream_failed"}]
+
+
+__all__ = ["AirflowApiError", "format_summary", "run_and_follow", "summarize"]

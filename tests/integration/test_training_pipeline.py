@@ -1,0 +1,165 @@
+"""The whole training DAG, run with ``dag.test()`` on a small generated snapshot, against a real
+MLflow server started here and a Feast repo (registry, offline tables, online store) in a temp dir.
+
+Run 1 (the default 8-entry grid) must leave 8 finished child runs with metrics, emissions and
+artifacts, and a registered version with @champion. Run 2, with a deliberately worse grid, must
+register a challenger that the gate rejects, leaving @champion where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from crossfit_mlops.registry.gate import CHALLENGER, CHAMPION
+from crossfit_mlops.training.grid import DEFAULT_GRID
+from tests.support.services import airflow_env, mlflow_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SNAPSHOT = "2026-11-01"
+RUN_DAG = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder=sys.argv[1]).get_dag("crossfit_training_pipeline")
+run = dag.test(run_conf=json.loads(sys.argv[2]))
+print("DAG_RUN_STATE=" + str(run.state))
+print("DAG_RUN_ID=" + run.run_id)
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pipeline")
+    with mlflow_server(base / "mlflow_state") as uri:
+        env = airflow_env(base / "airflow", base / "state", uri)
+        yield {"uri": uri, "env": env, "state": base / "state"}
+
+
+def run_dag(stack, conf: dict) -> str:
+    from tests.support.services import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_DAG, str(ROOT / "dags"), json.dumps(conf)],
+        env=stack["env"], capture_output=True, text=True, timeout=900,
+    )
+    out = done.stdout + done.stderr
+    assert "DAG_RUN_STATE=success" in out, out[-6000:]
+    return next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("DAG_RUN_ID="))
+
+
+@pytest.fixture(scope="module")
+def first_run(stack):
+    conf = {"snapshot": SNAPSHOT, "rows": 30000, "seed": 5, "grid": DEFAULT_GRID, "r2_floor": 0.3}
+    return run_dag(stack, conf)
+
+
+def _client(uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _parent(client, run_id):
+    exp = client.get_experiment_by_name("crossfit_athlete_airflow_run")
+    parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`airflow.run_id` = '{run_id}' and tags.pipeline = 'crossfit_training_pipeline'")
+    assert len(parents) == 1
+    return exp, parents[0]
+
+
+def test_eight_finished_child_runs_with_metrics_emissions_and_artifacts(stack, first_run):
+    client = _client(stack["uri"])
+    exp, parent = _parent(client, first_run)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["gate.decision"] == "promoted"
+    parent_files = {f.path for f in client.list_artifacts(parent.info.run_id)} | {
+        f.path for f in client.list_artifacts(parent.info.run_id, "plots")
+    }
+    assert {"leaderboard.json", "leaderboard.csv", "plots/leaderboard.png"} <= parent_files
+
+    children = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 8
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {(c.data.params["model"], c.data.params["feature_version"]) for c in children} == {
+        (m, v) for m in ("random_forest", "lightgbm") for v in ("v1", "v2")
+    }
+    for child in children:
+        metrics, tags = child.data.metrics, child.data.tags
+        for key in ("val_rmse", "val_mae", "val_r2", "test_rmse", "test_mae", "test_r2", "fit_seconds"):
+            assert key in metrics, key
+        assert metrics["emissions_kg_co2eq"] > 0 and metrics["energy_kwh"] > 0 and metrics["emissions_duration_s"] > 0
+        assert 0.0 < metrics["val_r2"] < 0.98
+        assert tags["snapshot_id"] == SNAPSHOT and len(tags["snapshot_sha256"]) == 64
+        assert tags["feature_service"] == f"model_{child.data.params['feature_version']}"
+        assert tags["airflow.run_id"] == first_run and tags["airflow.task_id"] == "train_candidate"
+        assert tags["git_commit"]
+        files = {f.path for f in client.list_artifacts(child.info.run_id, "plots")}
+        assert files == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
+        emissions = [f.path for f in client.list_artifacts(child.info.run_id, "emissions")]
+        assert len(emissions) == 1 and emissions[0].endswith(".csv")
+        assert [d.dataset.name for d in child.inputs.dataset_inputs] == [f"model_{child.data.params['feature_version']}-{SNAPSHOT}-train"]
+        models = client.search_logged_models([exp.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'")
+        assert len(models) == 1
+
+
+def test_first_run_registers_a_champion_with_its_lineage(stack, first_run):
+    client = _client(stack["uri"])
+    champion = client.get_model_version_by_alias("crossfit_total_lift", CHAMPION)
+    assert champion.version == "1"
+    tags = champion.tags
+    assert tags["gate.decision"] == "promoted" and "no champion yet" in tags["gate.reason"]
+    assert tags["legacy_stage"] == "Production"
+    assert tags["snapshot_id"] == SNAPSHOT and tags["feature_service"] in {"model_v1", "model_v2"}
+    assert tags["airflow.run_id"] == first_run
+    # the champion loads and predicts from the registry alias, with the spec's feature order
+    import mlflow
+    import pandas as pd
+
+    from crossfit_mlops.features.specs import feature_set
+
+    mlflow.set_tracking_uri(stack["uri"])
+    model = mlflow.pyfunc.load_model(f"models:/crossfit_total_lift@{CHAMPION}")
+    names = [c["name"] for c in model.metadata.get_input_schema().to_dict()]
+    assert names == feature_set(tags["feature_version"]).names
+    test = pd.read_parquet(stack["state"] / "data" / "training" / f"snapshot={SNAPSHOT}" / "sample=all" / tags["feature_version"] / "test.parquet")
+    assert len(model.predict(test[names])) == len(test)
+
+
+def test_a_worse_challenger_is_registered_but_rejected(stack, first_run):
+    worse = [{"model": "random_forest", "feature_version": "v1", "params": {"n_estimators": 2, "max_depth": 1}}]
+    second = run_dag(stack, {"snapshot": SNAPSHOT, "grid": worse, "r2_floor": 0.0})
+    client = _client(stack["uri"])
+    assert client.get_model_version_by_alias("crossfit_total_lift", CHAMPION).version == "1"
+    challenger = client.get_model_version_by_alias("crossfit_total_lift", CHALLENGER)
+    assert challenger.version == "2"
+    assert challenger.tags["gate.decision"] == "rejected"
+    assert "does not beat the champion" in challenger.tags["gate.reason"]
+    assert challenger.tags["gate.champion_version"] == "1"
+    assert challenger.tags["legacy_stage"] == "Archived"
+    _, parent = _parent(client, second)
+    assert parent.data.tags["gate.decision"] == "rejected"
+
+
+def test_promote_then_roll_back_with_the_cli(stack, first_run):
+    """Promoting v2 archives v1; ``registry rollback`` puts @champion back on v1."""
+    import os
+
+    from crossfit_mlops.registry.gate import promote
+
+    if _client(stack["uri"]).get_model_version_by_alias("crossfit_total_lift", CHALLENGER).version != "2":
+        pytest.skip("needs the rejected challenger of the previous test")
+    assert promote(stack["uri"], "crossfit_total_lift", "2") == "1"
+    client = _client(stack["uri"])
+    assert client.get_model_version("crossfit_total_lift", "1").tags["legacy_stage"] == "Archived"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": stack["uri"], "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run([sys.executable, "-m", "crossfit_mlops", "registry", "rollback"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "v2 -> v1" in done.stdout
+    assert client.get_model_version_by_alias("crossfit_total_lift", CHAMPION).version == "1"
+    assert client.get_model_version("crossfit_total_lift", "1").tags["legacy_stage"] == "Production"
+    # v1 was the first champion: rolling back again is refused with the reason
+    again = subprocess.run([sys.executable, "-m", "crossfit_mlops", "registry", "rollback"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "first champion" in again.stderr

@@ -1,0 +1,51 @@
+"""The training grid: the default, validation errors that name the entry, estimators."""
+
+from __future__ import annotations
+
+import pytest
+
+from crossfit_mlops.training.grid import DEFAULT_GRID, GridError, build_estimator, parse_grid
+
+
+def test_default_grid_is_the_four_original_forests_plus_lightgbm_on_both_versions():
+    configs = parse_grid(DEFAULT_GRID)
+    assert len(configs) == 8
+    forests = {(c.feature_version, c.params["n_estimators"], c.params["max_depth"]) for c in configs if c.model == "random_forest"}
+    assert forests == {("v1", 100, 10), ("v1", 200, 20), ("v2", 100, 10), ("v2", 200, 20)}
+    assert sum(c.model == "lightgbm" for c in configs) == 4
+    assert len({c.name for c in configs}) == 8
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"model": "xgboost", "feature_version": "v1"}, "grid[0]: model must be one of"),
+        ({"model": "lightgbm", "feature_version": "v3"}, "grid[0]: feature_version must be one of"),
+        ({"model": "lightgbm", "feature_version": "v1", "params": {"max_dept": 3}}, "does not take ['max_dept']"),
+        ({"model": "random_forest", "feature_version": "v1", "params": {"n_estimators": 0}}, "must be positive"),
+        ({"model": "random_forest", "feature_version": "v1", "params": {"n_estimators": 2.5}}, "whole number"),
+        ({"model": "random_forest", "feature_version": "v1", "params": {"n_estimators": "100"}}, "must be a number"),
+        ({"model": "random_forest", "feature_version": "v1", "colour": 1}, "unknown keys ['colour']"),
+        ("random_forest", "grid[0] must be an object"),
+    ],
+)
+def test_bad_entries_are_rejected_with_their_index_and_field(entry, message):
+    with pytest.raises(GridError) as info:
+        parse_grid([entry])
+    assert message in str(info.value)
+
+
+def test_empty_and_repeated_grids_are_rejected():
+    with pytest.raises(GridError, match="non-empty"):
+        parse_grid([])
+    entry = {"model": "lightgbm", "feature_version": "v1", "params": {"n_estimators": 10}}
+    with pytest.raises(GridError, match="repeats"):
+        parse_grid([entry, dict(entry)])
+
+
+def test_estimators_are_deterministic_and_single_threaded():
+    forest, booster = (build_estimator(c) for c in parse_grid(DEFAULT_GRID[:1] + DEFAULT_GRID[4:5]))
+    assert type(forest).__name__ == "RandomForestRegressor"
+    assert forest.get_params()["random_state"] == 42 and forest.get_params()["n_jobs"] == 1
+    assert type(booster).__name__ == "LGBMRegressor"
+    assert booster.get_params()["random_state"] == 42
