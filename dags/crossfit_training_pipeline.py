@@ -220,9 +220,16 @@ def crossfit_training_pipeline():
 
     @task
     def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One job per grid entry, each with the training set of its feature version."""
+        """One job per grid entry, each with the training set of its feature version, slowest first
+        (the mapped tasks start in this order, and the slowest one bounds the fan-out's wall time)."""
+        from crossfit_mlops.training.grid import TrainingConfig, estimated_cost
+
         by_version = {ts["feature_version"]: ts for ts in training_sets}
-        return [{"config": c, "training_set": by_version[c["feature_version"]]} for c in run["grid"]]
+        configs = sorted(
+            run["grid"],
+            key=lambda c: -estimated_cost(TrainingConfig(c["model"], c["feature_version"], c["params"])),
+        )
+        return [{"config": c, "training_set": by_version[c["feature_version"]]} for c in configs]
 
     @task(map_index_template="{{ run_label }}", **SERVER_RETRIES)
     def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:

@@ -49,3 +49,11 @@ def test_estimators_are_deterministic_and_single_threaded():
     assert forest.get_params()["random_state"] == 42 and forest.get_params()["n_jobs"] == 1
     assert type(booster).__name__ == "LGBMRegressor"
     assert booster.get_params()["random_state"] == 42
+
+
+def test_slowest_jobs_are_estimated_first():
+    from crossfit_mlops.training.grid import estimated_cost
+
+    ranked = sorted(parse_grid(DEFAULT_GRID), key=estimated_cost, reverse=True)
+    assert (ranked[0].model, ranked[0].feature_version, ranked[0].params["n_estimators"]) == ("random_forest", "v2", 200)
+    assert ranked[-1].model == "lightgbm" and ranked[-1].feature_version == "v1"
