@@ -32,7 +32,6 @@ from datetime import datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "training_pipeline.json"
-ROOT = Path(__file__).resolve().parents[1]
 DAG = "crossfit_training_pipeline"
 
 
@@ -76,7 +75,6 @@ def main() -> None:
     )
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from crossfit_mlops import localstack
-    from crossfit_mlops.airflow_client import AirflowClient, declared_variables
     from crossfit_mlops.training.grid import DEFAULT_GRID
     from crossfit_mlops.training.tracking import child_runs
 
@@ -85,11 +83,8 @@ def main() -> None:
     localstack.up(cfg)
     stack_start_s = time.perf_counter() - t0
     try:
-        client = AirflowClient(cfg.airflow_url, localstack.ADMIN_USER, localstack.ensure_secrets(cfg)["admin_password"])
-        variables = declared_variables(ROOT / "airflow_settings.yaml")
-        variables["crossfit_mlflow_tracking_uri"] = cfg.settings.mlflow_tracking_uri
-        for key, value in variables.items():
-            client.set_variable(key, value)
+        client = localstack.airflow_client(cfg)
+        localstack.set_declared_variables(cfg, client)
         client.wait_for_dag(DAG)
         client.unpause(DAG)
         client_trigger = time.perf_counter()
@@ -133,8 +128,7 @@ def main() -> None:
             )
         sum_fit = sum(r["fit_s"] for r in runs)
         sum_task = sum(r["task_s"] for r in runs)
-        training_sets = {ts["feature_version"]: ts for ts in client.xcom(DAG, run_id, "plan_training") and
-                         [job["training_set"] for job in client.xcom(DAG, run_id, "plan_training")]}
+        training_sets = {job["training_set"]["feature_version"]: job["training_set"] for job in client.xcom(DAG, run_id, "plan_training")}
         baseline = bare_fits(training_sets, DEFAULT_GRID)
     finally:
         if not args.keep_stack:

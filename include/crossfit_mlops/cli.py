@@ -24,6 +24,10 @@ def _emit(result: object) -> None:
     print(json.dumps(result, indent=2, default=str))
 
 
+class PipelineFailed(RuntimeError):
+    """The triggered DAG run did not succeed."""
+
+
 def _cmd_settings(args: argparse.Namespace) -> None:
     from crossfit_mlops.settings import get_settings
 
@@ -115,15 +119,11 @@ def _cmd_stack(args: argparse.Namespace) -> None:
 def _cmd_pipeline(args: argparse.Namespace) -> None:
     """Set the Variables, trigger the training DAG through the REST API, follow it, summarize."""
     from crossfit_mlops import localstack
-    from crossfit_mlops.airflow_client import AirflowClient, declared_variables
     from crossfit_mlops.report import failed_tasks, format_summary, run_and_follow, summarize
 
     cfg = localstack.config_from_env()
-    client = AirflowClient(cfg.airflow_url, localstack.ADMIN_USER, localstack.ensure_secrets(cfg)["admin_password"])
-    variables = declared_variables(cfg.settings.project_root / "airflow_settings.yaml")
-    variables["crossfit_mlflow_tracking_uri"] = cfg.settings.mlflow_tracking_uri  # local mode
-    for key, value in variables.items():
-        client.set_variable(key, value, "set by start-all.sh from airflow_settings.yaml")
+    client = localstack.airflow_client(cfg)
+    localstack.set_declared_variables(cfg, client)
     conf = json.loads(args.conf) if args.conf else {}
     if args.snapshot:
         conf["snapshot"] = args.snapshot
@@ -140,10 +140,6 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
         )
     summary = summarize(client, run_id)
     print(format_summary(summary, cfg.mlflow_url, cfg.airflow_url, cfg.settings.registered_model_name))
-
-
-class PipelineFailed(RuntimeError):
-    pass
 
 
 def _cmd_registry(args: argparse.Namespace) -> None:

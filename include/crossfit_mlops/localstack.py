@@ -330,6 +330,24 @@ def up(cfg: StackConfig) -> dict[str, str]:
     return status
 
 
+def airflow_client(cfg: StackConfig):
+    """A REST client logged in as the generated admin user of this stack."""
+    from crossfit_mlops.airflow_client import AirflowClient
+
+    return AirflowClient(cfg.airflow_url, ADMIN_USER, ensure_secrets(cfg)["admin_password"])
+
+
+def set_declared_variables(cfg: StackConfig, client) -> dict[str, str]:
+    """Set the Variables of ``airflow_settings.yaml``; the tracking URI becomes the local server's."""
+    from crossfit_mlops.airflow_client import declared_variables
+
+    variables = declared_variables(cfg.settings.project_root / "airflow_settings.yaml")
+    variables["crossfit_mlflow_tracking_uri"] = cfg.settings.mlflow_tracking_uri
+    for key, value in variables.items():
+        client.set_variable(key, value, "set by start-all.sh from airflow_settings.yaml (local mode)")
+    return variables
+
+
 def down(cfg: StackConfig) -> list[str]:
     """Stop what :func:`up` started (Airflow first, so no task is left talking to MLflow)."""
     stopped = []
