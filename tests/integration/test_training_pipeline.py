@@ -163,3 +163,17 @@ def test_promote_then_roll_back_with_the_cli(stack, first_run):
     # v1 was the first champion: rolling back again is refused with the reason
     again = subprocess.run([sys.executable, "-m", "crossfit_mlops", "registry", "rollback"], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "first champion" in again.stderr
+
+
+def test_connections_dag_reaches_mlflow_and_feast(stack):
+    """``test_connections`` passes against the real server; PostgreSQL is skipped when unconfigured."""
+    from tests.support.services import ROOT
+
+    code = RUN_DAG.replace('"crossfit_training_pipeline"', '"test_connections"')
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "dags"), "{}"], env=stack["env"], capture_output=True, text=True, timeout=300
+    )
+    out = done.stdout + done.stderr
+    assert "DAG_RUN_STATE=success" in out, out[-4000:]
+    assert "MLflow OK" in out and "Feast OK" in out
+    assert "connection 'crossfit_postgres' is not configured" in out
