@@ -33,6 +33,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from crossfit_mlops.assets import CHAMPION_MODEL, ONLINE_FEATURES
 from crossfit_mlops.features.specs import FEATURE_SETS
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.training.grid import DEFAULT_GRID
@@ -202,13 +203,15 @@ def crossfit_training_pipeline():
 
         return apply_definitions(settings=task_settings())
 
-    @task(**SERVER_RETRIES)
+    @task(outlets=[ONLINE_FEATURES], **SERVER_RETRIES)
     def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
-        """Load each athlete's newest features up to the snapshot into the online store."""
+        """Load each athlete's newest features up to the snapshot into the online store; updates the
+        Asset `crossfit_online_features` (with the snapshot id), which schedules batch inference."""
         from crossfit_mlops.data.pipeline import snapshot_time
         from crossfit_mlops.features.store import materialize_snapshot
 
         materialize_snapshot(snapshot_time(run["snapshot_id"]), settings=task_settings())
+        get_current_context()["outlet_events"][ONLINE_FEATURES].extra = {"snapshot_id": run["snapshot_id"]}
         return run["snapshot_id"]
 
     @task(**SERVER_RETRIES)
@@ -288,12 +291,15 @@ def crossfit_training_pipeline():
         """Promote or keep: the branch taken is the decision, visible in the graph."""
         return "promote_challenger" if decision["promote"] else "keep_champion"
 
-    @task(**SERVER_RETRIES)
+    @task(outlets=[CHAMPION_MODEL], **SERVER_RETRIES)
     def promote_challenger(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
-        """Move @champion to the challenger; the previous champion is tagged archived."""
+        """Move @champion to the challenger; the previous champion is tagged archived. Updates the
+        Asset `crossfit_champion_model`, which schedules batch inference with the new champion."""
         from crossfit_mlops.registry.gate import promote
 
-        previous = promote(parent["tracking_uri"], decision["model_name"], decision["challenger"]["version"])
+        version = decision["challenger"]["version"]
+        previous = promote(parent["tracking_uri"], decision["model_name"], version)
+        get_current_context()["outlet_events"][CHAMPION_MODEL].extra = {"model_version": str(version)}
         return {**decision, "previous_champion": previous}
 
     @task(**SERVER_RETRIES)

@@ -24,6 +24,9 @@ def _emit(result: object) -> None:
     print(json.dumps(result, indent=2, default=str))
 
 
+BATCH_DAG = "crossfit_batch_inference"
+
+
 class PipelineFailed(RuntimeError):
     """The triggered DAG run did not succeed."""
 
@@ -101,18 +104,20 @@ def _cmd_stack(args: argparse.Namespace) -> None:
     cfg = localstack.config_from_env()
     if args.action == "up":
         status = localstack.up(cfg)
+        api = localstack.start_api(cfg)
         secrets = localstack.ensure_secrets(cfg)
         print(
             f"MLflow  ({status['mlflow']}): {cfg.mlflow_url}\n"
             f"Airflow ({status['airflow']}): {cfg.airflow_url}  user {localstack.ADMIN_USER}, "
             f"password {secrets['admin_password']}\n"
+            f"API     ({api}): {cfg.api_url}/docs\n"
             f"logs: {cfg.log_dir}"
         )
     elif args.action == "down":
         stopped = localstack.down(cfg)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     else:
-        names = ["mlflow", *(f"airflow-{c}" for c in localstack.AIRFLOW_COMPONENTS)]
+        names = ["mlflow", *(f"airflow-{c}" for c in localstack.AIRFLOW_COMPONENTS), "api"]
         _emit({name: localstack.running_pid(cfg, name) for name in names})
 
 
@@ -124,6 +129,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     cfg = localstack.config_from_env()
     client = localstack.airflow_client(cfg)
     localstack.set_declared_variables(cfg, client)
+    # batch inference is scheduled on the assets the training run updates: unpaused, it follows
+    client.wait_for_dag(BATCH_DAG)
+    client.unpause(BATCH_DAG)
     conf = json.loads(args.conf) if args.conf else {}
     if args.snapshot:
         conf["snapshot"] = args.snapshot
@@ -140,6 +148,19 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
         )
     summary = summarize(client, run_id)
     print(format_summary(summary, cfg.mlflow_url, cfg.airflow_url, cfg.settings.registered_model_name))
+    api = localstack.start_api(cfg)
+    if api.startswith("skipped"):
+        print(f"prediction API: {api}")
+    else:
+        from crossfit_mlops.serving.features import example_athlete
+
+        athlete = example_athlete(cfg.settings) or 2554
+        print(
+            f"prediction API ({api}): {cfg.api_url}/docs\n"
+            f"  curl -s {cfg.api_url}/predict -H 'Content-Type: application/json' -d '{{\"athlete_id\": {athlete}}}'\n"
+            f"batch inference: DAG {BATCH_DAG} runs on the new features / champion "
+            f"(predictions under {cfg.settings.predictions_dir})"
+        )
 
 
 def _cmd_registry(args: argparse.Namespace) -> None:
@@ -169,6 +190,30 @@ def _cmd_registry(args: argparse.Namespace) -> None:
             }
         )
     _emit({"model": name, CHAMPION: model.aliases.get(CHAMPION), CHALLENGER: model.aliases.get(CHALLENGER), "versions": rows})
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from crossfit_mlops.serving.app import build_app
+
+    app = build_app(refresh_seconds=args.refresh_seconds, max_batch=args.max_batch)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+
+
+def _cmd_predict_two_hop(args: argparse.Namespace) -> None:
+    from crossfit_mlops.serving.two_hop import TwoHopClient
+
+    client = TwoHopClient(args.endpoint)
+    predictions = client.predict(args.athlete_id)
+    _emit(
+        {
+            "endpoint": client.endpoint,
+            "model_version": client.inputs.version,
+            "feature_version": client.inputs.feature_version,
+            "predictions": dict(zip(args.athlete_id, predictions, strict=True)),
+        }
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("registry", help="show the registered model, or roll @champion back")
     p.add_argument("action", choices=["show", "rollback"])
     p.set_defaults(func=_cmd_registry)
+
+    p = sub.add_parser("serve", help="the prediction API (FastAPI + uvicorn) on @champion and Feast's online store")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--refresh-seconds", type=float, default=None, help="how often @champion is polled")
+    p.add_argument("--max-batch", type=int, default=None, help="athletes per request (413 above)")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--access-log", action="store_true", help="log every request (off: it costs latency)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "predict-two-hop",
+        help="the tutorial's path: read online features from Feast, POST them to `mlflow models serve`",
+    )
+    p.add_argument("--athlete-id", type=int, action="append", required=True, help="repeat for several")
+    p.add_argument("--endpoint", default="http://127.0.0.1:1234/invocations")
+    p.set_defaults(func=_cmd_predict_two_hop)
     return parser
 
 

@@ -47,6 +47,7 @@ class StackConfig:
     host: str
     mlflow_port: int
     airflow_port: int
+    api_port: int
     mlflow_backend_uri: str
     airflow_db_uri: str
     parallelism: int
@@ -75,6 +76,10 @@ class StackConfig:
     def airflow_url(self) -> str:
         return f"http://127.0.0.1:{self.airflow_port}"
 
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
 
 def config_from_env(environ: dict[str, str] | None = None) -> StackConfig:
     env = dict(os.environ if environ is None else environ)
@@ -91,6 +96,7 @@ def config_from_env(environ: dict[str, str] | None = None) -> StackConfig:
         host=env.get("CROSSFIT_BIND_HOST") or "127.0.0.1",
         mlflow_port=mlflow_port,
         airflow_port=int(env.get("CROSSFIT_AIRFLOW_PORT") or 8080),
+        api_port=int(env.get("CROSSFIT_API_PORT") or 8000),
         mlflow_backend_uri=env.get("CROSSFIT_MLFLOW_BACKEND_URI")
         or f"sqlite:///{settings.state_dir / 'mlflow' / 'mlflow.db'}",
         airflow_db_uri=env.get("CROSSFIT_AIRFLOW_DB_URI") or f"sqlite:///{home / 'airflow.db'}",
@@ -281,6 +287,31 @@ def start_airflow(cfg: StackConfig, env: dict[str, str]) -> str:
     return "started"
 
 
+def start_api(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
+    """The prediction API (``python -m crossfit_mlops serve``) on :8000, once a champion exists.
+
+    Returns "started", "reused", or "skipped: <reason>" when there is no champion to serve yet.
+    """
+    from crossfit_mlops.serving.champion import champion_version
+
+    url = f"{cfg.api_url}/health"
+    if running_pid(cfg, "api") and http_ok(url):
+        return "reused"
+    name = cfg.settings.registered_model_name
+    if champion_version(cfg.settings.mlflow_tracking_uri, name) is None:
+        return f"skipped: no version of {name} has @champion yet"
+    if _port_in_use(cfg.host, cfg.api_port):
+        raise StackError(f"port {cfg.api_port} is used by another program: stop it or set CROSSFIT_API_PORT")
+    env = env or service_env(cfg)
+    argv = [
+        str(cfg.bin_dir / "python"), "-m", "crossfit_mlops", "serve",
+        "--host", cfg.host, "--port", str(cfg.api_port), "--log-level", "warning",
+    ]
+    _start(cfg, "api", argv, env)
+    _wait_healthy(cfg, "api", f"{cfg.api_url}/ready", timeout=90)
+    return "started"
+
+
 def stop_service(cfg: StackConfig, name: str, timeout: float = 20.0) -> bool:
     """End a service and everything it forked (its session). True if something was running."""
     import psutil
@@ -351,7 +382,7 @@ def set_declared_variables(cfg: StackConfig, client) -> dict[str, str]:
 def down(cfg: StackConfig) -> list[str]:
     """Stop what :func:`up` started (Airflow first, so no task is left talking to MLflow)."""
     stopped = []
-    for name in (*(f"airflow-{c}" for c in ("scheduler", "triggerer", "dag-processor", "api-server")), "mlflow"):
+    for name in ("api", *(f"airflow-{c}" for c in ("scheduler", "triggerer", "dag-processor", "api-server")), "mlflow"):
         if stop_service(cfg, name):
             stopped.append(name)
     return stopped

@@ -62,6 +62,9 @@ class Settings:
     registered_model_name: str
     codecarbon_country: str
     min_valid_share: float
+    predictions_dir: Path
+    serving_refresh_seconds: float
+    serving_max_batch: int
 
     # --- snapshot-keyed locations -------------------------------------------------------------
     def raw_snapshot_dir(self, snapshot_id: str) -> Path:
@@ -149,6 +152,9 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         registered_model_name=env.get("CROSSFIT_REGISTERED_MODEL") or "crossfit_total_lift",
         codecarbon_country=env.get("CROSSFIT_CODECARBON_COUNTRY") or "USA",
         min_valid_share=_float(env, "CROSSFIT_MIN_VALID_SHARE", 0.80),
+        predictions_dir=data / "predictions",
+        serving_refresh_seconds=_float(env, "CROSSFIT_SERVING_REFRESH_S", 5.0),
+        serving_max_batch=int(_float(env, "CROSSFIT_SERVING_MAX_BATCH", 100)),
     )
 
 

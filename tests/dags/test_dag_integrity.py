@@ -28,9 +28,11 @@ for dag_id, dag in bag.dags.items():
                 "exponential": bool(getattr(t, "retry_exponential_backoff", False)),
                 "mapped": "MappedOperator" in type(t).__name__,
                 "doc": bool(t.doc_md or t.doc or getattr(getattr(t, "python_callable", None), "__doc__", None)),
+                "outlets": sorted(getattr(o, "name", str(o)) for o in (t.outlets or [])),
             }
             for t in dag.tasks
         },
+        "schedule_assets": sorted(a.name for a in getattr(getattr(dag.timetable, "asset_condition", None), "objects", ())),
     }
 print("JSON" + json.dumps(out))
 """
@@ -48,7 +50,7 @@ def parsed(tmp_path_factory) -> dict:
 
 def test_no_import_errors_and_no_heavy_imports_at_parse_time(parsed):
     assert parsed["import_errors"] == {}
-    assert set(parsed["dags"]) == {"crossfit_training_pipeline", "test_connections"}
+    assert set(parsed["dags"]) == {"crossfit_training_pipeline", "crossfit_batch_inference", "test_connections"}
     assert parsed["heavy_modules"] == [], "DAG files must not import heavy libraries at parse time"
 
 
@@ -101,3 +103,14 @@ def test_connections_dag(parsed):
     tasks = parsed["dags"]["test_connections"]["tasks"]
     assert set(tasks) == {"check_mlflow", "check_feast", "check_postgres"}
     assert all(t["retries"] >= 1 for t in tasks.values())
+
+
+def test_batch_inference_is_scheduled_on_the_assets_the_training_pipeline_updates(parsed):
+    batch = parsed["dags"]["crossfit_batch_inference"]
+    assert batch["doc_md"] and "snapshot" in batch["params"]
+    assert batch["tasks"]["resolve_snapshot"]["downstream"] == ["score_snapshot"]
+    assert batch["tasks"]["score_snapshot"]["retries"] >= 1
+    assert batch["schedule_assets"] == ["crossfit_champion_model", "crossfit_online_features"]
+    training = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
+    assert training["materialize_online_store"]["outlets"] == ["crossfit_online_features"]
+    assert training["promote_challenger"]["outlets"] == ["crossfit_champion_model"]

@@ -34,7 +34,7 @@ def _session_members(sid: int) -> list[int]:
 
 def test_start_all_runs_the_pipeline_and_stop_all_leaves_nothing(tmp_path):
     state = tmp_path / "state"
-    mlflow_port, airflow_port = free_port(), free_port()
+    mlflow_port, airflow_port, api_port = free_port(), free_port(), free_port()
     grid = [
         {"model": "lightgbm", "feature_version": "v1", "params": {"n_estimators": 50}},
         {"model": "lightgbm", "feature_version": "v2", "params": {"n_estimators": 50}},
@@ -45,6 +45,7 @@ def test_start_all_runs_the_pipeline_and_stop_all_leaves_nothing(tmp_path):
         "CROSSFIT_STATE_DIR": str(state),
         "CROSSFIT_MLFLOW_PORT": str(mlflow_port),
         "CROSSFIT_AIRFLOW_PORT": str(airflow_port),
+        "CROSSFIT_API_PORT": str(api_port),
         "CROSSFIT_ROWS": "20000",
         "CROSSFIT_SNAPSHOT": "2026-11-01",
         "CROSSFIT_PIPELINE_CONF": json.dumps({"grid": grid, "r2_floor": 0.2}),
@@ -59,13 +60,28 @@ def test_start_all_runs_the_pipeline_and_stop_all_leaves_nothing(tmp_path):
         assert "-> PROMOTED" in out
         assert f"http://127.0.0.1:{airflow_port}/dags/crossfit_training_pipeline" in out
         sessions = _sessions(state)
-        assert set(sessions) == {"mlflow", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server"}
+        assert set(sessions) == {
+            "mlflow", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server", "api"
+        }
+        # the prediction API started once the champion existed, and answers with it
+        assert f"prediction API (started): http://127.0.0.1:{api_port}/docs" in out
+        import re
+
+        import requests
+
+        curl = re.search(r"-d '(\{\"athlete_id\": \d+\})'", out)
+        assert curl, out[-3000:]
+        answer = requests.post(f"http://127.0.0.1:{api_port}/predict", data=curl.group(1), timeout=30,
+                               headers={"Content-Type": "application/json"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == "1" and answer.json()["prediction"] > 0
 
         again = subprocess.run(
             ["bash", str(ROOT / "start-all.sh")], env={**env, "CROSSFIT_TRIGGER": "0"}, capture_output=True, text=True, timeout=300
         )
         assert again.returncode == 0, again.stderr[-3000:]
         assert "MLflow  (reused)" in again.stdout and "Airflow (reused)" in again.stdout
+        assert "API     (reused)" in again.stdout
         assert _sessions(state) == sessions
     finally:
         sessions = _sessions(state) if (state / "run").exists() else {}
@@ -77,6 +93,6 @@ def test_start_all_runs_the_pipeline_and_stop_all_leaves_nothing(tmp_path):
     assert not list((state / "run").glob("*.json"))
     import socket
 
-    for port in (mlflow_port, airflow_port):
+    for port in (mlflow_port, airflow_port, api_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"

@@ -68,6 +68,30 @@ class TrainingSet:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def dataset_name(self) -> str:
+        return f"{self.feature_service}-{self.snapshot_id}-train"
+
+    def mlflow_dataset(self) -> dict[str, str] | None:
+        """The train split described as an MLflow dataset (digest, schema, profile), computed once
+        when the set was built; None for sets built before this file existed."""
+        path = Path(self.directory) / MLFLOW_DATASET_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+MLFLOW_DATASET_FILE = "mlflow_dataset_train.json"
+
+
+def describe_for_mlflow(frame: pd.DataFrame, source: Path, name: str) -> dict[str, str]:
+    """``mlflow.data.from_pandas(...).to_dict()``: name, digest, source, schema and profile.
+
+    Computing the digest and schema of a 20,000-row split costs about 0.5 s; every training task
+    of the fan-out logs the same split, so it is done once here and each task logs the result.
+    """
+    import mlflow.data
+
+    return mlflow.data.from_pandas(frame, source=str(source), name=name, targets=TARGET).to_dict()
+
 
 def build_training_set(
     snapshot_id: str,
@@ -104,8 +128,13 @@ def build_training_set(
             part = frame.loc[frame["split"] == split, [ENTITY_KEY, EVENT_TIMESTAMP, *spec.names, TARGET]]
             if part.empty:
                 raise ValueError(f"split {split!r} of snapshot {snapshot_id} is empty: the sample is too small")
-            part.reset_index(drop=True).to_parquet(tmp / f"{split}.parquet", index=False)
+            part = part.reset_index(drop=True)
+            part.to_parquet(tmp / f"{split}.parquet", index=False)
             rows[split] = len(part)
+            if split == "train":
+                name = f"{spec.service_name}-{snapshot_id}-train"
+                description = describe_for_mlflow(part, final / "train.parquet", name)
+                (tmp / MLFLOW_DATASET_FILE).write_text(json.dumps(description))
         result = TrainingSet(
             snapshot_id=snapshot_id,
             snapshot_sha256=load_raw_manifest(snapshot_id, settings).sha256,

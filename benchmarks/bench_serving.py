@@ -1,0 +1,294 @@
+"""Online prediction latency and throughput: this project's API against the tutorial's two-hop path.
+
+Both paths serve the same model (``@champion``) on the same Feast online store, in one run:
+
+- **api** (one hop): ``POST /predict {"athlete_id": N}`` to ``python -m crossfit_mlops serve``
+  (FastAPI + uvicorn, 1 worker), which reads the online store itself;
+- **two-hop** (the named baseline, the seed tutorial's pattern): the client reads the athlete's
+  features from Feast's online store, then POSTs them to ``mlflow models serve`` (1 worker).
+
+The load generator runs in a separate process (``--loadgen``): threads with keep-alive HTTP
+connections, cycling through athlete ids. Single-athlete latency p50/p99 at concurrency 1, then
+throughput (and latency) at concurrency 16 for a fixed duration. Targets: API p99 < 5 ms at
+concurrency 1; API throughput >= 2x two-hop at concurrency 16.
+
+Setup (in ``<state dir>/bench/serving``, deleted first): a generated snapshot (default full size,
+423,006 raw rows), Feast apply + materialize, a real MLflow server, and the champion trained by the
+project's code: the default grid's best entry of the benchmark run (LightGBM on V2, 600 trees).
+
+    .venv/bin/python benchmarks/bench_serving.py [--rows N] [--requests 3000] [--seconds 15]
+
+Writes benchmarks/results/serving.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "serving.json"
+CHAMPION_CONFIG = {
+    "model": "lightgbm",
+    "feature_version": "v2",
+    "params": {
+        "n_estimators": 600, "learning_rate": 0.03, "num_leaves": 15,
+        "min_child_samples": 40, "subsample": 0.8, "colsample_bytree": 0.8,
+    },
+}
+
+
+# --------------------------------------------------------------------------------------- loadgen
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def loadgen(args: argparse.Namespace) -> None:
+    """One measurement, printed as JSON: ``--mode api|two-hop``, concurrency, requests or seconds."""
+    import http.client
+
+    ids = json.loads(Path(args.ids_file).read_text())
+    host, port = args.target.split(":")
+    two_hop = None
+    if args.mode == "two-hop":
+        from crossfit_mlops.serving.two_hop import TwoHopClient
+
+        two_hop = TwoHopClient(f"http://{args.target}/invocations")
+    lock = threading.Lock()  # Feast's SQLite reads in the client are not shared across threads
+
+    def one(conn: http.client.HTTPConnection, athlete: int) -> None:
+        if two_hop is None:
+            body, path = json.dumps({"athlete_id": athlete}), "/predict"
+        else:
+            with lock:
+                payload = two_hop.payload([athlete])
+            body, path = json.dumps(payload), "/invocations"
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{response.status}: {data[:300]!r}")
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    counter = {"next": 0}
+    stop_at = time.perf_counter() + args.seconds if args.seconds else None
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        local = []
+        while True:
+            with counter_lock:
+                index = counter["next"]
+                counter["next"] += 1
+            if stop_at is None and index >= args.requests:
+                break
+            if stop_at is not None and time.perf_counter() >= stop_at:
+                break
+            started = time.perf_counter()
+            try:
+                one(conn, ids[index % len(ids)])
+                local.append(time.perf_counter() - started)
+            except Exception as exc:  # counted, reported
+                errors.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        with counter_lock:
+            latencies.extend(local)
+
+    counter_lock = threading.Lock()
+    warm = http.client.HTTPConnection(host, int(port), timeout=30)
+    for athlete in ids[: args.warmup]:
+        one(warm, athlete)
+    warm.close()
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    ms = [v * 1000 for v in latencies]
+    print(json.dumps({
+        "mode": args.mode, "concurrency": args.concurrency, "requests": len(ms), "errors": len(errors),
+        "first_errors": errors[:3], "seconds": round(elapsed, 2), "throughput_rps": round(len(ms) / elapsed, 1),
+        "p50_ms": round(_percentile(ms, 0.50), 3), "p90_ms": round(_percentile(ms, 0.90), 3),
+        "p99_ms": round(_percentile(ms, 0.99), 3), "max_ms": round(max(ms), 3), "mean_ms": round(sum(ms) / len(ms), 3),
+    }))
+
+
+# ----------------------------------------------------------------------------------------- setup
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not come up: {log.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def _prepare(settings, rows: int, snapshot: str) -> dict:
+    """Snapshot -> features -> Feast -> champion, with the project's own functions."""
+    from crossfit_mlops.data.pipeline import ingest_snapshot, snapshot_time, validate_and_clean
+    from crossfit_mlops.features.build import build_feature_table
+    from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
+    from crossfit_mlops.registry.gate import promote, register_challenger
+    from crossfit_mlops.training.datasets import build_training_set
+    from crossfit_mlops.training.grid import TrainingConfig
+    from crossfit_mlops.training.tracking import ensure_experiment, finish_run, start_parent_run
+    from crossfit_mlops.training.train import RunContext, train_candidate
+
+    ingest_snapshot(snapshot, rows=rows, settings=settings)
+    validate_and_clean(snapshot, settings=settings)
+    for version in ("v1", "v2"):
+        build_feature_table(snapshot, version, settings=settings)
+    store = get_store(settings)
+    apply_definitions(settings=settings, store=store)
+    materialize_snapshot(snapshot_time(snapshot), versions=("v2",), settings=settings, store=store)
+    uri = settings.mlflow_tracking_uri
+    experiment = ensure_experiment(uri, "crossfit_serving_benchmark")
+    parent = start_parent_run(uri, experiment, "bench-serving", {"pipeline": "bench_serving"})
+    ctx = RunContext(uri, experiment, parent, str(settings.emissions_dir))
+    training_set = build_training_set(snapshot, "v2", settings=settings)
+    summary = train_candidate(TrainingConfig(**CHAMPION_CONFIG), training_set, ctx)
+    finish_run(uri, parent)
+    version = register_challenger(uri, settings.registered_model_name, summary, {"source": "bench_serving"})
+    promote(uri, settings.registered_model_name, version)
+    return {"model_version": version, "run": summary["run_name"], "val_rmse": round(summary["val_rmse"], 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=423006)
+    parser.add_argument("--requests", type=int, default=3000, help="requests at concurrency 1")
+    parser.add_argument("--seconds", type=float, default=15.0, help="duration at concurrency 16")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="api")
+    parser.add_argument("--target", default="")
+    parser.add_argument("--ids-file", default="")
+    parser.add_argument("--warmup", type=int, default=300)
+    args = parser.parse_args()
+    if args.loadgen:
+        loadgen(args)
+        return
+
+    from crossfit_mlops.settings import get_settings
+
+    state = get_settings().state_dir / "bench" / "serving"
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    quiet = {
+        "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "FEAST_USAGE": "False",
+        "CODECARBON_LOG_LEVEL": "error", "PYTHONWARNINGS": "ignore",
+    }
+    os.environ.update({**quiet, "CROSSFIT_STATE_DIR": str(state), "CROSSFIT_MLFLOW_PORT": "5072"})
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from crossfit_mlops import localstack
+
+    cfg = localstack.config_from_env()
+    os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_url
+    settings = get_settings()
+    procs: list[subprocess.Popen] = []
+    localstack.start_mlflow(cfg, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    try:
+        snapshot = date.today().isoformat()
+        t0 = time.perf_counter()
+        champion = _prepare(settings, args.rows, snapshot)
+        setup_s = time.perf_counter() - t0
+        import pandas as pd
+
+        from crossfit_mlops.features.specs import feature_set
+
+        ids = pd.read_parquet(settings.feature_table_file(feature_set("v2").view_name, snapshot), columns=["athlete_id"])
+        ids_file = state / "athlete_ids.json"
+        ids_file.write_text(json.dumps(ids["athlete_id"].sample(frac=1.0, random_state=1).astype(int).tolist()))
+
+        api_port, mlflow_port = 8092, 8093
+        api_log, mlflow_log = state / "api.log", state / "mlflow-serve.log"
+        # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        api = subprocess.Popen(
+            [sys.executable, "-m", "crossfit_mlops", "serve", "--port", str(api_port), "--log-level", "warning"],
+            env=env, stdout=api_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        procs.append(api)
+        _wait_http(f"http://127.0.0.1:{api_port}/ready", api, api_log)
+        serve = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+             f"models:/{settings.registered_model_name}@champion", "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(mlflow_port), "-w", "1"],
+            env=env, stdout=mlflow_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        procs.append(serve)
+        _wait_http(f"http://127.0.0.1:{mlflow_port}/ping", serve, mlflow_log)
+
+        def measure(mode: str, concurrency: int) -> dict:
+            target = f"127.0.0.1:{api_port if mode == 'api' else mlflow_port}"
+            cmd = [sys.executable, __file__, "--loadgen", "--mode", mode, "--target", target, "--ids-file", str(ids_file),
+                   "--concurrency", str(concurrency)]
+            cmd += ["--requests", str(args.requests), "--seconds", "0"] if concurrency == 1 else ["--seconds", str(args.seconds)]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                raise SystemExit(f"loadgen {mode} c={concurrency} failed: {done.stderr[-3000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"  {mode:8s} c={concurrency:<3d} {result['requests']:6d} req, {result['errors']} errors, "
+                  f"p50 {result['p50_ms']:7.3f} ms, p99 {result['p99_ms']:7.3f} ms, {result['throughput_rps']:8.1f} req/s")
+            return result
+
+        print("measuring (load generator in a separate process):")
+        runs = {}
+        for mode in ("api", "two-hop"):
+            runs[f"{mode}_c1"] = measure(mode, 1)
+        for mode in ("api", "two-hop"):
+            runs[f"{mode}_c{args.concurrency}"] = measure(mode, args.concurrency)
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        localstack.stop_service(cfg, "mlflow")
+
+    c = args.concurrency
+    ratio = runs[f"api_c{c}"]["throughput_rps"] / runs[f"two-hop_c{c}"]["throughput_rps"]
+    result = {
+        "rows": args.rows,
+        "athletes_in_online_store": len(ids),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "champion": {**champion, **CHAMPION_CONFIG},
+        "setup_s": round(setup_s, 1),
+        "workers": {"api": 1, "mlflow_models_serve": 1},
+        "single_athlete_c1": {"api": runs["api_c1"], "two_hop_baseline": runs["two-hop_c1"]},
+        f"throughput_c{c}": {"api": runs[f"api_c{c}"], "two_hop_baseline": runs[f"two-hop_c{c}"]},
+        "targets": {"api_p99_ms_below": 5.0, "throughput_ratio_at_least": 2.0},
+        "api_p99_ms": runs["api_c1"]["p99_ms"],
+        "throughput_ratio": round(ratio, 2),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nAPI single-athlete p99 {result['api_p99_ms']} ms (target < 5 ms); "
+          f"throughput at c={c}: API {runs[f'api_c{c}']['throughput_rps']} req/s vs two-hop "
+          f"{runs[f'two-hop_c{c}']['throughput_rps']} req/s = {ratio:.2f}x (target >= 2x)\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""
+### crossfit_batch_inference
+
+Scores **every athlete** of a snapshot with the model behind `crossfit_total_lift@champion`.
+
+- **Schedule**: data-aware, on either Asset: `crossfit_online_features` (updated by
+  `crossfit_training_pipeline.materialize_online_store`: new features, the snapshot comes with the
+  event) or `crossfit_champion_model` (updated by `promote_challenger`: a new champion rescoring
+  the newest snapshot). Trigger it by hand too (the `snapshot` param; empty = the newest snapshot
+  with features).
+- **resolve_snapshot** picks the snapshot; **score_snapshot** reads its features point-in-time
+  through the champion's FeatureService (the feature version recorded on the model version),
+  predicts, and writes `data/predictions/snapshot=<id>/run=<dag run id>/predictions.parquet`
+  (athlete_id, prediction, model version, feature version, snapshot id, scored_at); a summary run
+  goes to the MLflow experiment `crossfit_batch_inference`.
+- Without a champion (the very first pipeline run materializes before anything is promoted) the
+  scoring task is **skipped** with the reason in its log; nothing is written.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from crossfit_mlops.assets import CHAMPION_MODEL, ONLINE_FEATURES
+from crossfit_mlops.settings import task_settings
+
+SERVER_RETRIES: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay": timedelta(seconds=5),
+    "retry_exponential_backoff": True,
+}
+
+
+@dag(
+    dag_id="crossfit_batch_inference",
+    schedule=(ONLINE_FEATURES | CHAMPION_MODEL),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["crossfit", "inference"],
+    doc_md=__doc__,
+    params={
+        "snapshot": Param(
+            "", type="string", title="Snapshot id", description="YYYY-MM-DD; empty = from the asset event, else newest"
+        ),
+    },
+)
+def crossfit_batch_inference():
+    @task
+    def resolve_snapshot() -> str | None:
+        """The snapshot to score: the param, else the triggering asset event's, else None (newest)."""
+        context = get_current_context()
+        chosen = (context["params"].get("snapshot") or "").strip()
+        if chosen:
+            return chosen
+        events = context.get("triggering_asset_events") or {}
+        for asset_events in events.values():
+            for event in reversed(list(asset_events)):
+                snapshot = (event.extra or {}).get("snapshot_id")
+                if snapshot:
+                    return snapshot
+        return None
+
+    @task(**SERVER_RETRIES)
+    def score_snapshot(snapshot_id: str | None) -> dict[str, Any]:
+        """Score the snapshot with @champion; write the parquet partition; log the MLflow summary run."""
+        from airflow.exceptions import AirflowSkipException
+
+        from crossfit_mlops.serving.batch import score_snapshot as score
+        from crossfit_mlops.serving.champion import NoChampion
+
+        context = get_current_context()
+        tags = {"airflow.dag_id": context["dag"].dag_id, "airflow.run_id": context["run_id"]}
+        try:
+            return score(snapshot_id, context["run_id"], settings=task_settings(), tags=tags)
+        except NoChampion as exc:
+            raise AirflowSkipException(f"nothing to score with: {exc}") from exc
+
+    score_snapshot(resolve_snapshot())
+
+
+crossfit_batch_inference()

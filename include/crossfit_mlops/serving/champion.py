@@ -1,0 +1,262 @@
+"""The model that serves: whatever ``@champion`` points at, loaded once, swapped in the background.
+
+A :class:`Champion` is one loaded model version with everything a prediction needs to be correct
+and traceable: the feature version it was trained on (read from the version's tags, never
+guessed), the input columns of its signature in order, its training metrics and data snapshot.
+
+:class:`ChampionHolder` keeps the current champion. Its refresher thread polls the alias; when it
+moves, the new version is loaded completely *before* the reference is swapped, so requests keep
+being answered by the old model until the new one is ready, and a request that already holds a
+champion finishes with it (every request reads :attr:`ChampionHolder.current` exactly once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from crossfit_mlops.features.specs import FEATURE_SETS, feature_set
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+
+
+class NoChampion(RuntimeError):
+    """No model version can serve (no alias yet, or the one it points at cannot be loaded)."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    model_name: str
+    version: str
+    model: Any  # the native scikit-learn / LightGBM estimator (no pyfunc wrapper: it is the hot path)
+    feature_version: str
+    feature_service: str
+    columns: tuple[str, ...]  # model input columns, signature order
+    column_types: dict[str, str]  # MLflow schema types: "double", "long", ...
+    run_id: str
+    snapshot_id: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    fast_predict: Callable[[Any], Any] | None = None  # ndarray -> predictions, verified at load
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+    def predict(self, rows: list[list[float]]) -> list[float]:
+        """Predict for rows of values in :attr:`columns` order."""
+        import numpy as np
+
+        if self.fast_predict is not None:
+            return self.fast_predict(np.asarray(rows, dtype=np.float64)).tolist()
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=list(self.columns), dtype="float64")
+        return [float(v) for v in self.model.predict(frame)]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "alias": CHAMPION_ALIAS,
+            "model_uri": self.uri,
+            "feature_version": self.feature_version,
+            "feature_service": self.feature_service,
+            "features": list(self.columns),
+            "run_id": self.run_id,
+            "snapshot_id": self.snapshot_id,
+            "training_metrics": self.metrics,
+            "model_family": self.tags.get("model_family"),
+            "gate": {k.removeprefix("gate."): v for k, v in self.tags.items() if k.startswith("gate.")},
+            "loaded_at": self.loaded_at,
+        }
+
+
+def fast_predictor(model: Any, columns: tuple[str, ...]) -> Callable[[Any], Any] | None:
+    """A predictor on a plain float array that skips the pandas wrapper, or None.
+
+    A LightGBM regressor's ``predict(DataFrame)`` spends about 1.2 ms of a single-row request
+    converting and checking the frame; its booster predicts the same array in 0.07 ms. Used only
+    when the booster's feature order is the signature's and both paths agree on probe rows.
+    """
+    import numpy as np
+    import pandas as pd
+
+    booster = getattr(model, "booster_", None)
+    if booster is None or not type(model).__module__.startswith("lightgbm"):
+        return None
+    if list(booster.feature_name()) != list(columns):
+        return None
+    probe = np.vstack([np.zeros(len(columns)), np.arange(len(columns), dtype=np.float64), np.full(len(columns), 100.0)])
+    reference = model.predict(pd.DataFrame(probe, columns=list(columns)))
+    if not np.allclose(booster.predict(probe), reference, rtol=0, atol=1e-9):
+        log.warning("booster and estimator disagree on probe rows: serving through the estimator")
+        return None
+    return booster.predict
+
+
+def _client(tracking_uri: str):
+    from crossfit_mlops.training.tracking import client
+
+    return client(tracking_uri)
+
+
+def champion_version(tracking_uri: str, model_name: str) -> str | None:
+    """The version number behind ``@champion`` (None: no such alias or model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(_client(tracking_uri).get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def load_version(tracking_uri: str, model_name: str, version: str) -> Champion:
+    """Load one registered version and check it can be served with this project's features."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import get_model_info
+
+    c = _client(tracking_uri)
+    mv = c.get_model_version(model_name, version)
+    tags = dict(mv.tags)
+    feature_version = tags.get("feature_version")
+    if feature_version not in FEATURE_SETS:
+        raise NoChampion(
+            f"{model_name} v{version} has feature_version tag {feature_version!r}; expected one of {sorted(FEATURE_SETS)}"
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    uri = f"models:/{model_name}/{version}"
+    signature = get_model_info(uri).signature
+    if signature is None or signature.inputs is None:
+        raise NoChampion(f"{uri} was logged without a signature: its input columns are unknown")
+    schema = signature.inputs.to_dict()
+    columns = tuple(col["name"] for col in schema)
+    expected = feature_set(feature_version).names
+    if sorted(columns) != sorted(expected):
+        raise NoChampion(
+            f"{uri} expects columns {sorted(set(columns) ^ set(expected))} that differ from FeatureService "
+            f"{feature_set(feature_version).service_name}"
+        )
+    model = mlflow.sklearn.load_model(uri)
+    run = c.get_run(mv.run_id) if mv.run_id else None
+    metrics = {k: float(v) for k, v in (run.data.metrics if run else {}).items() if k.startswith(("val_", "test_"))}
+    return Champion(
+        model_name=model_name,
+        version=str(version),
+        model=model,
+        feature_version=feature_version,
+        feature_service=tags.get("feature_service") or feature_set(feature_version).service_name,
+        columns=columns,
+        column_types={col["name"]: col["type"] for col in schema},
+        run_id=mv.run_id or "",
+        snapshot_id=tags.get("snapshot_id", ""),
+        metrics=metrics,
+        tags=tags,
+        fast_predict=fast_predictor(model, columns),
+    )
+
+
+def _settle_heap() -> None:
+    """Collect once, then move every surviving object (models, libraries) out of the collector's
+    view: later full collections scan only request garbage, which keeps them off the p99."""
+    import gc
+
+    gc.unfreeze()  # the previous champion, frozen last time, becomes collectable again
+    gc.collect()
+    gc.freeze()
+
+
+class ChampionHolder:
+    """The current champion of a registered model, refreshed by a background thread.
+
+    Args:
+        tracking_uri: MLflow tracking + registry URI.
+        model_name: registered model name.
+        refresh_seconds: how often the alias is polled.
+        loader: ``(tracking_uri, model_name, version) -> Champion`` (injected by tests of pure logic).
+    """
+
+    def __init__(self, tracking_uri: str, model_name: str, refresh_seconds: float = 5.0, loader=load_version):
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.refresh_seconds = refresh_seconds
+        self._loader = loader
+        self._current: Champion | None = None
+        self.last_error: str | None = "not loaded yet"
+        self.last_check: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one refresh at a time
+
+    @property
+    def current(self) -> Champion | None:
+        return self._current
+
+    def require(self) -> Champion:
+        champion = self._current
+        if champion is None:
+            raise NoChampion(self.last_error or f"no @{CHAMPION_ALIAS} loaded")
+        return champion
+
+    def refresh(self) -> bool:
+        """Load the alias's version if it differs from the one serving; True when it swapped."""
+        with self._lock:
+            self.last_check = time.time()
+            try:
+                version = champion_version(self.tracking_uri, self.model_name)
+            except Exception as exc:  # registry down: keep serving what we have
+                self.last_error = f"registry at {self.tracking_uri} unreachable: {exc}"
+                log.warning("%s", self.last_error)
+                return False
+            if version is None:
+                self.last_error = (
+                    f"no version of {self.model_name} has alias @{CHAMPION_ALIAS} yet: run the training pipeline"
+                )
+                if self._current is not None:
+                    log.warning("@%s disappeared; still serving v%s", CHAMPION_ALIAS, self._current.version)
+                return False
+            if self._current is not None and self._current.version == version:
+                self.last_error = None
+                return False
+            try:
+                started = time.perf_counter()
+                champion = self._loader(self.tracking_uri, self.model_name, version)
+            except Exception as exc:
+                self.last_error = f"cannot load {self.model_name} v{version} (@{CHAMPION_ALIAS}): {exc}"
+                log.exception("%s", self.last_error)
+                return False
+            previous = self._current
+            self._current = champion  # one reference assignment: atomic for readers
+            _settle_heap()
+            self.last_error = None
+            log.info(
+                "serving %s v%s (%s features) after %.2fs load%s",
+                self.model_name, version, champion.feature_version, time.perf_counter() - started,
+                f", replacing v{previous.version}" if previous else "",
+            )
+            return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            self.refresh()
+
+    def start(self) -> None:
+        self.refresh()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="champion-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.refresh_seconds + 5)

@@ -1,0 +1,68 @@
+"""The seed tutorial's serving path: read online features from Feast, POST them to MLflow's server.
+
+``mlflow models serve -m models:/crossfit_total_lift@champion`` answers ``/invocations``; the
+client does the feature lookup itself (two hops: the online store, then the model server). Kept as
+a working, documented path and as the benchmark's baseline against the one-hop API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from crossfit_mlops.serving.champion import CHAMPION_ALIAS
+from crossfit_mlops.serving.features import KnownAthletes, OnlineFeatureReader
+from crossfit_mlops.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class ChampionInputs:
+    version: str
+    feature_version: str
+    columns: tuple[str, ...]
+
+
+def champion_inputs(settings: Settings) -> ChampionInputs:
+    """Feature version and input columns of ``@champion`` (from tags and signature; no model load)."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    from crossfit_mlops.training.tracking import client
+
+    name = settings.registered_model_name
+    mv = client(settings.mlflow_tracking_uri).get_model_version_by_alias(name, CHAMPION_ALIAS)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    signature = get_model_info(f"models:/{name}/{mv.version}").signature
+    return ChampionInputs(
+        version=str(mv.version),
+        feature_version=mv.tags["feature_version"],
+        columns=tuple(col["name"] for col in signature.inputs.to_dict()),
+    )
+
+
+class TwoHopClient:
+    """Feast online read in this process, then ``POST /invocations`` to ``mlflow models serve``."""
+
+    def __init__(self, endpoint: str, settings: Settings | None = None, inputs: ChampionInputs | None = None):
+        import requests
+
+        from crossfit_mlops.features.store import get_store
+
+        self.settings = settings or get_settings()
+        self.endpoint = endpoint.rstrip("/")
+        if not self.endpoint.endswith("/invocations"):
+            self.endpoint += "/invocations"
+        self.inputs = inputs or champion_inputs(self.settings)
+        self.reader = OnlineFeatureReader(get_store(self.settings), KnownAthletes(self.settings))
+        self.http = requests.Session()  # keep-alive, as a real client would
+
+    def payload(self, athlete_ids: list[int]) -> dict[str, Any]:
+        rows = self.reader.read(athlete_ids, self.inputs.feature_version, self.inputs.columns)
+        return {"dataframe_split": {"columns": list(self.inputs.columns), "data": [r.values for r in rows]}}
+
+    def predict(self, athlete_ids: list[int]) -> list[float]:
+        response = self.http.post(self.endpoint, json=self.payload(athlete_ids), timeout=30)
+        if response.status_code != 200:
+            raise RuntimeError(f"{self.endpoint} answered {response.status_code}: {response.text[:500]}")
+        return [float(v) for v in response.json()["predictions"]]
