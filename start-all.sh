@@ -11,10 +11,20 @@
 # Knobs: CROSSFIT_SNAPSHOT (snapshot id, default today UTC), CROSSFIT_ROWS (raw rows to generate,
 # default 423006), CROSSFIT_SAMPLE_SIZE (athletes to train on, 0 = all), CROSSFIT_TRIGGER=0 (start
 # the stack only), CROSSFIT_MLFLOW_PORT, CROSSFIT_AIRFLOW_PORT, CROSSFIT_STATE_DIR; see README.
-# Compose mode (Docker + Astro CLI) is not built yet: this script always runs the local mode.
+#
+# Mode (CROSSFIT_MODE): "auto" (default) runs compose mode when a Docker engine answers and the Astro
+# CLI is installed (scripts/compose.sh: MLflow + PostgreSQL + Redis stack and `astro dev start` on
+# the network ml-network), else the local mode above. "local" / "compose" force one.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")" && pwd)"
 cd "$ROOT"
+mode="${CROSSFIT_MODE:-auto}"
+if [ "$mode" = "auto" ]; then
+  if command -v astro >/dev/null 2>&1 && docker info >/dev/null 2>&1; then mode=compose; else mode=local; fi
+fi
+if [ "$mode" = "compose" ]; then
+  exec bash scripts/compose.sh up
+fi
 bash scripts/ensure-env.sh
 PY="$ROOT/.venv/bin/python"
 export MLFLOW_DISABLE_TELEMETRY=true FEAST_USAGE=False PYTHONWARNINGS="ignore::FutureWarning,ignore::DeprecationWarning"

@@ -55,6 +55,7 @@ class Settings:
     feast_dir: Path
     feast_registry_path: Path
     feast_online_store_path: Path
+    feast_redis: str  # "host:port[,db=N,password=...]": Redis online store instead of SQLite
     training_dir: Path
     emissions_dir: Path
     mlflow_tracking_uri: str
@@ -96,6 +97,7 @@ class Settings:
             "CROSSFIT_FEAST_REPO": str(self.feast_repo_path),
             "CROSSFIT_FEAST_REGISTRY": str(self.feast_registry_path),
             "CROSSFIT_FEAST_ONLINE_STORE": str(self.feast_online_store_path),
+            "CROSSFIT_FEAST_REDIS": self.feast_redis,
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "CROSSFIT_MLFLOW_EXPERIMENT": self.mlflow_experiment,
             "CROSSFIT_REGISTERED_MODEL": self.registered_model_name,
@@ -145,6 +147,7 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         feast_online_store_path=_path(
             env, "CROSSFIT_FEAST_ONLINE_STORE", feast_dir / "online_store.db", root
         ),
+        feast_redis=env.get("CROSSFIT_FEAST_REDIS", "").strip(),
         training_dir=data / "training",
         emissions_dir=state / "emissions",
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000",

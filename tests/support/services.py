@@ -58,3 +58,45 @@ def airflow_env(airflow_home: Path, state_dir: Path, tracking_uri: str) -> dict[
             [str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True
         )
     return env
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A new database on the local PostgreSQL (127.0.0.1:5432, trust auth), dropped afterwards.
+
+    Yields its SQLAlchemy URI with the psycopg2 driver (the one MLflow and Airflow need)."""
+    import uuid
+
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@contextmanager
+def empty_redis_db() -> Iterator[int]:
+    """An empty database (1-15) of the local Redis, claimed with a marker key, flushed afterwards."""
+    import redis
+
+    for db in range(15, 0, -1):
+        candidate = redis.Redis(host="127.0.0.1", port=6379, db=db, socket_timeout=5)
+        if candidate.dbsize() != 0 or not candidate.set("crossfit-test-claim", "1", nx=True):
+            continue
+        if candidate.dbsize() != 1:  # someone else wrote meanwhile: leave their database alone
+            candidate.delete("crossfit-test-claim")
+            continue
+        try:
+            yield db
+        finally:
+            candidate.flushdb()
+        return
+    raise RuntimeError("no empty Redis database (1-15) on 127.0.0.1:6379")

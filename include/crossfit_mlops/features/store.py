@@ -4,7 +4,8 @@ The Feast repo (``include/feast/repo/feature_repo``) holds ``feature_store.yaml`
 ``feature_definitions.py`` that calls :func:`feast_definitions`, so ``feast apply`` in that folder and
 :func:`apply_definitions` register exactly the same objects. :func:`get_store` reads the same yaml and
 only replaces its registry and online-store paths by the ones of the current settings (so tests and
-the pipeline can run against a state directory of their own).
+the pipeline can run against a state directory of their own). With ``CROSSFIT_FEAST_REDIS`` set
+(``host:port[,db=N]``) the online store is Redis instead of the SQLite file.
 """
 
 from __future__ import annotations
@@ -95,7 +96,9 @@ def repo_config(settings: Settings | None = None):
     registry["path"] = str(settings.feast_registry_path)
     raw["registry"] = registry
     online = dict(raw.get("online_store") or {"type": "sqlite"})
-    if online.get("type", "sqlite") == "sqlite":
+    if settings.feast_redis:  # the scale-out option: compose mode, or any shared deployment
+        online = {"type": "redis", "connection_string": settings.feast_redis}
+    elif online.get("type", "sqlite") == "sqlite":
         online["path"] = str(settings.feast_online_store_path)
     raw["online_store"] = online
     config = RepoConfig(**raw)
