@@ -45,7 +45,10 @@ SERVER_RETRIES: dict[str, Any] = {
     doc_md=__doc__,
     params={
         "snapshot": Param(
-            "", type="string", title="Snapshot id", description="YYYY-MM-DD; empty = from the asset event, else newest"
+            None,
+            type=["null", "string"],
+            title="Snapshot id",
+            description="YYYY-MM-DD; empty = from the asset event, else the newest with features",
         ),
     },
 )

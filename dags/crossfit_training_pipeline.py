@@ -85,9 +85,10 @@ def _fail_parent_run(context) -> None:
     tags=["crossfit", "training", "mlflow", "feast"],
     default_args={"owner": "crossfit-mlops", "retries": 0, "on_failure_callback": _fail_parent_run},
     params={
+        # ["null", "string"]: optional in the trigger form (a plain "string" is a required field there)
         "snapshot": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Snapshot id",
             description="ISO date of the raw snapshot; empty = the DAG run's date (UTC).",
         ),
@@ -106,9 +107,12 @@ def _fail_parent_run(context) -> None:
             title="Athletes to train on",
             description="0 = every clean athlete; otherwise a deterministic sample of that many.",
         ),
+        # items of type object: the trigger form shows a JSON editor (a plain array is a one-string-per-
+        # line box, which renders these entries as "[object Object]")
         "grid": Param(
             DEFAULT_GRID,
             type="array",
+            items={"type": "object"},
             title="Training grid",
             description="One task per entry: {model: random_forest|lightgbm, feature_version: v1|v2, params: {...}}.",
         ),
@@ -118,8 +122,8 @@ def _fail_parent_run(context) -> None:
         "r2_floor": Param(0.5, type="number", title="Gate: minimum test R²"),
         "r2_ceiling": Param(0.98, type="number", title="Gate: leakage ceiling on test R²"),
         "codecarbon_country": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="CodeCarbon country (ISO 3166 alpha-3)",
             description="Empty = CROSSFIT_CODECARBON_COUNTRY (default USA).",
         ),

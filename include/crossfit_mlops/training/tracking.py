@@ -33,7 +33,10 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
             c.restore_experiment(found.experiment_id)
         return found.experiment_id
     try:
-        return c.create_experiment(name, artifact_location=artifact_location, tags={"project": "crossfit-mlops"})
+        # experimentKind: MLflow 3's UI opens the experiment on its training runs, not on the GenAI
+        # (traces) overview it shows for experiments of unknown kind
+        tags = {"project": "crossfit-mlops", "mlflow.experimentKind": "custom_model_development"}
+        return c.create_experiment(name, artifact_location=artifact_location, tags=tags)
     except MlflowException:  # created meanwhile by someone else
         found = c.get_experiment_by_name(name)
         if found is None:

@@ -1,0 +1,227 @@
+"""The UIs as a user uses them, in headless Chromium (Debian's chromium + chromium-driver, Selenium).
+
+Against a real local stack (MLflow + Airflow processes, own ports and state dir):
+
+1. log into the Airflow UI with the generated admin password;
+2. open ``crossfit_training_pipeline``, press *Trigger*, edit the form (snapshot, rows, the gate's
+   R² floor; the grid stays the default 8 entries, shown in a JSON editor), submit, and wait until
+   the run succeeds (the run itself is found through the REST API);
+3. in the MLflow UI, find the DAG run's parent run and its 8 child runs, open the comparison of
+   the children and see the metric and emissions columns;
+4. open the registry and see ``@champion``.
+
+Screenshots are saved under ``$CROSSFIT_E2E_SCREENSHOTS`` (default: the test's temp dir), one per
+step, and their paths printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import QUIET_ENV, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+DAG = "crossfit_training_pipeline"
+SNAPSHOT = "2026-11-04"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from crossfit_mlops import localstack
+
+    base = tmp_path_factory.mktemp("e2e")
+    env = {
+        **QUIET_ENV,
+        "CROSSFIT_STATE_DIR": str(base / "state"),
+        "CROSSFIT_MLFLOW_PORT": str(free_port()),
+        "CROSSFIT_AIRFLOW_PORT": str(free_port()),
+    }
+    saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"]}
+    os.environ.update(env)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("AIRFLOW_HOME", None)
+    cfg = localstack.config_from_env()
+    try:
+        localstack.up(cfg)
+        client = localstack.airflow_client(cfg)
+        localstack.set_declared_variables(cfg, client)
+        client.wait_for_dag(DAG)
+        yield {"cfg": cfg, "client": client, "password": localstack.ensure_secrets(cfg)["admin_password"]}
+    finally:
+        localstack.down(cfg)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail("chromium and chromium-driver are missing: apt-get install chromium chromium-driver (.ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,1000"):
+        options.add_argument(argument)
+    options.binary_location = CHROMIUM
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(2)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("CROSSFIT_E2E_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _snap(driver, shots: Path, name: str) -> None:
+    path = shots / f"{name}.png"
+    driver.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+
+
+def _wait(driver, condition, timeout: float = 60, what: str = ""):
+    """Wait for ``condition``; on a timeout, keep a screenshot of what the page showed instead."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(condition, message=what)
+    except TimeoutException:
+        folder = Path(os.environ.get("CROSSFIT_E2E_SCREENSHOTS") or "/tmp")
+        driver.save_screenshot(str(folder / f"failed_{what.replace(' ', '_')[:40]}.png"))
+        raise
+
+
+def _text_present(text: str, ignore_case: bool = False):
+    from selenium.webdriver.common.by import By
+
+    def seen(d) -> bool:
+        body = d.find_element(By.TAG_NAME, "body").text
+        return text.lower() in body.lower() if ignore_case else text in body
+
+    return seen
+
+
+def _set_input(driver, element, value: str) -> None:
+    """Replace a React-controlled input's value the way a user does: select all, type."""
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+    element.send_keys(Keys.CONTROL, "a")
+    element.send_keys(Keys.DELETE)
+    element.send_keys(value)
+
+
+@pytest.fixture(scope="module")
+def ui_run(stack, browser, shots) -> str:
+    """Log in, trigger the DAG from its trigger form, wait for success; return the run id."""
+    from selenium.webdriver.common.by import By
+
+    cfg, client, driver = stack["cfg"], stack["client"], browser
+    driver.get(f"{cfg.airflow_url}/")
+    _wait(driver, lambda d: d.find_elements(By.NAME, "username"), what="login form")
+    _snap(driver, shots, "01_airflow_login")
+    driver.find_element(By.NAME, "username").send_keys("admin")
+    driver.find_element(By.NAME, "password").send_keys(stack["password"])
+    driver.find_element(By.XPATH, "//button[normalize-space()='Sign in']").click()
+    _wait(driver, lambda d: "/auth/login" not in d.current_url, what="logged in")
+
+    driver.get(f"{cfg.airflow_url}/dags/{DAG}")
+    trigger = _wait(
+        driver,
+        lambda d: [b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Trigger"],
+        what="Trigger button",
+    )[0]
+    trigger.click()
+    _wait(driver, lambda d: d.find_elements(By.NAME, "element_rows"), what="trigger form")
+    time.sleep(1)  # the form fills its defaults after it appears
+    _set_input(driver, driver.find_element(By.NAME, "element_snapshot"), SNAPSHOT)
+    _set_input(driver, driver.find_element(By.NAME, "element_rows"), "20000")
+    _set_input(driver, driver.find_element(By.NAME, "element_r2_floor"), "0.2")
+    editors = driver.find_elements(By.CSS_SELECTOR, ".cm-editor, .monaco-editor")
+    assert editors, "the grid should be a JSON editor in the trigger form"
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", editors[0])
+    assert '"random_forest"' in editors[0].get_attribute("innerText")
+    _snap(driver, shots, "02_airflow_trigger_form")
+    submit = [b for b in driver.find_elements(By.CSS_SELECTOR, "[role=dialog] button") if b.text.strip() == "Trigger"]
+    assert submit, "no Trigger button in the form"
+    submit[-1].click()
+
+    runs = _wait(
+        driver,
+        lambda d: client.request("GET", f"dags/{DAG}/dagRuns", params={"limit": 5})["dag_runs"],
+        what="the run the form triggered",
+    )
+    run = runs[-1]
+    assert run["conf"]["snapshot"] == SNAPSHOT and run["conf"]["rows"] == 20000, run["conf"]
+    assert run["conf"]["r2_floor"] == 0.2 and len(run["conf"]["grid"]) == 8
+    finished = client.wait_for_run(DAG, run["dag_run_id"], timeout=900, poll=3.0)
+    assert finished["state"] == "success", f"{finished}; logs in {cfg.airflow_home / 'logs'}"
+    driver.get(f"{cfg.airflow_url}/dags/{DAG}/runs/{run['dag_run_id']}")
+    _wait(driver, _text_present("success", ignore_case=True), what="run page shows success")
+    time.sleep(2)
+    _snap(driver, shots, "03_airflow_run_success")
+    return run["dag_run_id"]
+
+
+def test_airflow_ui_triggered_run_succeeds(ui_run):
+    assert ui_run
+
+
+def test_mlflow_ui_shows_the_runs_their_comparison_and_the_champion(stack, browser, shots, ui_run):
+    from mlflow import MlflowClient
+    from selenium.webdriver.common.by import By
+
+    cfg, driver = stack["cfg"], browser
+    mlflow = MlflowClient(tracking_uri=cfg.mlflow_url, registry_uri=cfg.mlflow_url)
+    experiment = mlflow.get_experiment_by_name("crossfit_athlete_airflow_run")
+    parent = mlflow.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`airflow.run_id` = '{ui_run}' and tags.pipeline = '{DAG}'"
+    )[0]
+    children = mlflow.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert len(children) == 8
+
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    driver.get(f"{cfg.mlflow_url}/#/experiments/{experiment.experiment_id}")
+    _wait(driver, _text_present("Training runs"), what="experiment page")
+    driver.get(f"{cfg.mlflow_url}/#/experiments/{experiment.experiment_id}/runs")
+    _wait(driver, _text_present(parent.info.run_name), what="parent run in the experiment's run list")
+    time.sleep(2)
+    _snap(driver, shots, "04_mlflow_experiment_runs")
+
+    ids = json.dumps([c.info.run_id for c in children])
+    driver.get(f"{cfg.mlflow_url}/#/compare-runs?runs={ids}&experiments={json.dumps([experiment.experiment_id])}")
+    _wait(driver, _text_present("Comparing 8 Runs"), what="the comparison page")
+    time.sleep(2)
+    _snap(driver, shots, "05_mlflow_compare_runs")
+    # the parameter and metric tables are below the plots: scroll to them as a user would
+    metrics = _wait(driver, lambda d: d.find_elements(By.XPATH, "//*[normalize-space()='Metrics']"), what="Metrics table")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", metrics[-1])
+    time.sleep(1)
+    for column in ("val_rmse", "val_r2", "test_rmse", "emissions_kg_co2eq", "energy_kwh", "feature_version"):
+        _wait(driver, lambda d, c=column: c in d.execute_script("return document.body.innerText"), what=f"{column} in the comparison")
+    _snap(driver, shots, "06_mlflow_compare_metrics")
+
+    driver.get(f"{cfg.mlflow_url}/#/models/crossfit_total_lift")
+    _wait(driver, _text_present("champion"), what="@champion in the registry")
+    time.sleep(1)
+    _snap(driver, shots, "07_mlflow_registry")
+    assert mlflow.get_model_version_by_alias("crossfit_total_lift", "champion").version == "1"
