@@ -128,21 +128,6 @@ def loadgen(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------- setup
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{url} did not come up: {log.read_text()[-3000:]}")
-        time.sleep(0.3)
-
-
 def _prepare(settings, rows: int, snapshot: str) -> dict:
     """Snapshot -> features -> Feast -> champion, with the project's own functions."""
     from crossfit_mlops.data.pipeline import ingest_snapshot, snapshot_time, validate_and_clean
@@ -201,6 +186,7 @@ def main() -> None:
     os.environ.update({**quiet, "CROSSFIT_STATE_DIR": str(state), "CROSSFIT_MLFLOW_PORT": "5072"})
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from crossfit_mlops import localstack
+    from crossfit_mlops.localstack import wait_for_url
 
     cfg = localstack.config_from_env()
     os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_url
@@ -229,7 +215,7 @@ def main() -> None:
             env=env, stdout=api_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         procs.append(api)
-        _wait_http(f"http://127.0.0.1:{api_port}/ready", api, api_log)
+        wait_for_url(f"http://127.0.0.1:{api_port}/ready", api, api_log)
         serve = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
              f"models:/{settings.registered_model_name}@champion", "--env-manager", "local",
@@ -237,7 +223,7 @@ def main() -> None:
             env=env, stdout=mlflow_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         procs.append(serve)
-        _wait_http(f"http://127.0.0.1:{mlflow_port}/ping", serve, mlflow_log)
+        wait_for_url(f"http://127.0.0.1:{mlflow_port}/ping", serve, mlflow_log)
 
         def measure(mode: str, concurrency: int) -> dict:
             target = f"127.0.0.1:{api_port if mode == 'api' else mlflow_port}"

@@ -81,12 +81,9 @@ def main() -> None:
 
     cfg = localstack.config_from_env()
     t0 = time.perf_counter()
-    localstack.up(cfg)
+    client = localstack.up_and_connect(cfg, DAG)
     stack_start_s = time.perf_counter() - t0
     try:
-        client = localstack.airflow_client(cfg)
-        localstack.set_declared_variables(cfg, client)
-        client.wait_for_dag(DAG)
         client.unpause(DAG)
         client_trigger = time.perf_counter()
         run_id = client.trigger(DAG, {"rows": args.rows})

@@ -228,6 +228,17 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def wait_for_url(url: str, proc: subprocess.Popen, log_file: Path, timeout: float = 90.0) -> None:
+    """Wait until ``url`` answers 2xx; raise StackError with the end of ``log_file`` if the process
+    exits first or the time runs out (for processes started outside the recorded services)."""
+    deadline = time.monotonic() + timeout
+    while not http_ok(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log_file.read_text()[-3000:] if log_file.exists() else ""
+            raise StackError(f"{url} did not answer within {timeout:.0f}s:\n{tail}")
+        time.sleep(0.3)
+
+
 def _port_in_use(host: str, port: int) -> bool:
     import socket
 
@@ -377,6 +388,16 @@ def set_declared_variables(cfg: StackConfig, client) -> dict[str, str]:
     for key, value in variables.items():
         client.set_variable(key, value, "set by start-all.sh from airflow_settings.yaml (local mode)")
     return variables
+
+
+def up_and_connect(cfg: StackConfig, dag_id: str):
+    """Start (or reuse) the stack, set the declared Variables, wait until ``dag_id`` is parsed;
+    return the logged-in REST client (what the benchmark and the stack tests start from)."""
+    up(cfg)
+    client = airflow_client(cfg)
+    set_declared_variables(cfg, client)
+    client.wait_for_dag(dag_id)
+    return client
 
 
 def down(cfg: StackConfig) -> list[str]:

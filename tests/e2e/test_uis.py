@@ -50,10 +50,7 @@ def stack(tmp_path_factory):
     os.environ.pop("AIRFLOW_HOME", None)
     cfg = localstack.config_from_env()
     try:
-        localstack.up(cfg)
-        client = localstack.airflow_client(cfg)
-        localstack.set_declared_variables(cfg, client)
-        client.wait_for_dag(DAG)
+        client = localstack.up_and_connect(cfg, DAG)
         yield {"cfg": cfg, "client": client, "password": localstack.ensure_secrets(cfg)["admin_password"]}
     finally:
         localstack.down(cfg)
@@ -94,7 +91,7 @@ def _snap(driver, shots: Path, name: str) -> None:
     print(f"screenshot: {path}")
 
 
-def _wait(driver, condition, timeout: float = 60, what: str = ""):
+def _wait(driver, condition, timeout: float = 120, what: str = ""):
     """Wait for ``condition``; on a timeout, keep a screenshot of what the page showed instead."""
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait

@@ -63,10 +63,7 @@ def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, mo
             monkeypatch.delenv(name, raising=False)
         cfg = localstack.config_from_env()
         try:
-            localstack.up(cfg)
-            client = localstack.airflow_client(cfg)
-            localstack.set_declared_variables(cfg, client)
-            client.wait_for_dag(DAG)
+            client = localstack.up_and_connect(cfg, DAG)
             client.unpause(DAG)
             run_id = client.trigger(DAG, {"rows": 20000, "snapshot": "2026-11-02", "grid": GRID, "r2_floor": 0.2})
             run = client.wait_for_run(DAG, run_id, timeout=900, poll=2.0)

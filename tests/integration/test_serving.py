@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from crossfit_mlops.registry.gate import promote, register_challenger
-from tests.support.services import QUIET_ENV, ROOT, airflow_env, free_port, mlflow_server
+from tests.support.services import QUIET_ENV, ROOT, airflow_env, free_port, mlflow_server, wait_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -117,16 +117,7 @@ class Api:
             [sys.executable, "-m", "crossfit_mlops", "serve", "--port", str(self.port), "--log-level", "warning"],
             env={**env, **overrides}, stdout=log.open("w"), stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"API did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_http(f"{self.url}/health", self.proc, log)
         self.http = requests.Session()
 
     def post(self, path: str, body) -> requests.Response:
@@ -334,15 +325,7 @@ def test_the_tutorials_two_hop_path_through_mlflow_models_serve(world, api):
         stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.5)
+        wait_http(f"http://127.0.0.1:{port}/ping", serve, log, timeout=120)
         athletes = world["serving"][3:5]
         args = [sys.executable, "-m", "crossfit_mlops", "predict-two-hop", "--endpoint", f"http://127.0.0.1:{port}/invocations"]
         for athlete in athletes:

@@ -41,6 +41,13 @@ def mlflow_server(state_dir: Path) -> Iterator[str]:
         localstack.stop_service(cfg, "mlflow")
 
 
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    """Wait until ``url`` answers; fail with the process's log if it exits or times out."""
+    from crossfit_mlops.localstack import wait_for_url
+
+    wait_for_url(url, proc, log, timeout)
+
+
 def airflow_env(airflow_home: Path, state_dir: Path, tracking_uri: str) -> dict[str, str]:
     """Environment of an isolated Airflow (SQLite metadata DB migrated in ``airflow_home``)."""
     env = {
