@@ -56,6 +56,7 @@ class Settings:
     feast_registry_path: Path
     feast_online_store_path: Path
     feast_redis: str  # "host:port[,db=N,password=...]": Redis online store instead of SQLite
+    feast_registry_uri: str  # SQLAlchemy URI: Feast's SQL registry (e.g. PostgreSQL) instead of the file
     training_dir: Path
     emissions_dir: Path
     mlflow_tracking_uri: str
@@ -98,6 +99,7 @@ class Settings:
             "CROSSFIT_FEAST_REGISTRY": str(self.feast_registry_path),
             "CROSSFIT_FEAST_ONLINE_STORE": str(self.feast_online_store_path),
             "CROSSFIT_FEAST_REDIS": self.feast_redis,
+            "CROSSFIT_FEAST_REGISTRY_URI": self.feast_registry_uri,
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "CROSSFIT_MLFLOW_EXPERIMENT": self.mlflow_experiment,
             "CROSSFIT_REGISTERED_MODEL": self.registered_model_name,
@@ -148,6 +150,7 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
             env, "CROSSFIT_FEAST_ONLINE_STORE", feast_dir / "online_store.db", root
         ),
         feast_redis=env.get("CROSSFIT_FEAST_REDIS", "").strip(),
+        feast_registry_uri=env.get("CROSSFIT_FEAST_REGISTRY_URI", "").strip(),
         training_dir=data / "training",
         emissions_dir=state / "emissions",
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000",

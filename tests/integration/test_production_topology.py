@@ -2,7 +2,8 @@
 
 - MLflow tracking + registry on PostgreSQL (a database created here on the local server);
 - Airflow's metadata on PostgreSQL (another database), LocalExecutor, parallelism 4;
-- Feast's online store on Redis (an empty database of the local server).
+- Feast's online store on Redis (an empty database of the local server), and its registry in
+  PostgreSQL (Feast's SQL registry, a third database).
 
 The training DAG is triggered through the REST API with a 4-task grid. The test then reads back
 that the fan-out ran in parallel (overlapping task intervals from Airflow's API), that the registry
@@ -44,6 +45,7 @@ def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, mo
     with (
         postgres_database("crossfit_test_mlflow") as mlflow_db,
         postgres_database("crossfit_test_airflow") as airflow_db,
+        postgres_database("crossfit_test_feast") as feast_db,
         empty_redis_db() as redis_db,
     ):
         env = {
@@ -55,6 +57,7 @@ def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, mo
             "CROSSFIT_MLFLOW_BACKEND_URI": mlflow_db,
             "CROSSFIT_AIRFLOW_DB_URI": airflow_db,
             "CROSSFIT_FEAST_REDIS": f"127.0.0.1:6379,db={redis_db}",
+            "CROSSFIT_FEAST_REGISTRY_URI": feast_db,
             "CROSSFIT_AIRFLOW_PARALLELISM": "4",
         }
         for name, value in env.items():
@@ -82,6 +85,11 @@ def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, mo
             aliases = _query(mlflow_db, "SELECT name, alias, version FROM registered_model_aliases")
             assert ("crossfit_total_lift", "champion", 1) in aliases
             assert _query(mlflow_db, "SELECT count(*) FROM runs")[0][0] >= 5  # parent + 4 children
+            # Feast's registry is in its PostgreSQL database: views and services applied by the DAG
+            views = _query(feast_db, "SELECT feature_view_name FROM feature_views ORDER BY 1")
+            assert views == [("athlete_features_v1",), ("athlete_features_v2",)]
+            assert len(_query(feast_db, "SELECT feature_service_name FROM feature_services")) == 2
+            assert not (cfg.settings.feast_registry_path).exists(), "the file registry should not be used"
             # Airflow's metadata is in the other PostgreSQL database
             assert _query(airflow_db, f"SELECT state FROM dag_run WHERE run_id = '{run_id}'") == [("success",)]
 

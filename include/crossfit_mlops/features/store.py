@@ -5,7 +5,9 @@ The Feast repo (``include/feast/repo/feature_repo``) holds ``feature_store.yaml`
 :func:`apply_definitions` register exactly the same objects. :func:`get_store` reads the same yaml and
 only replaces its registry and online-store paths by the ones of the current settings (so tests and
 the pipeline can run against a state directory of their own). With ``CROSSFIT_FEAST_REDIS`` set
-(``host:port[,db=N]``) the online store is Redis instead of the SQLite file.
+(``host:port[,db=N]``) the online store is Redis instead of the SQLite file; with
+``CROSSFIT_FEAST_REGISTRY_URI`` (a SQLAlchemy URI, e.g. PostgreSQL) the registry is Feast's SQL
+registry instead of the file.
 """
 
 from __future__ import annotations
@@ -93,7 +95,10 @@ def repo_config(settings: Settings | None = None):
     raw = yaml.safe_load(os.path.expandvars(yaml_path.read_text()))
     registry = raw.get("registry")
     registry = dict(registry) if isinstance(registry, dict) else {"path": registry}
-    registry["path"] = str(settings.feast_registry_path)
+    if settings.feast_registry_uri:  # scale-out: a SQL registry shared by every process and host
+        registry = {"registry_type": "sql", "path": settings.feast_registry_uri, "cache_ttl_seconds": 60}
+    else:
+        registry["path"] = str(settings.feast_registry_path)
     raw["registry"] = registry
     online = dict(raw.get("online_store") or {"type": "sqlite"})
     if settings.feast_redis:  # the scale-out option: compose mode, or any shared deployment
