@@ -4,11 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")" && pwd)"
 cd "$ROOT"
-mode="${CROSSFIT_MODE:-auto}"
-if [ "$mode" = "auto" ]; then
-  if command -v astro >/dev/null 2>&1 && docker info >/dev/null 2>&1; then mode=compose; else mode=local; fi
-fi
-if [ "$mode" = "compose" ]; then
+if [ "$(bash scripts/compose.sh mode)" = "compose" ]; then
   exec bash scripts/compose.sh down
 fi
 if [ ! -x "$ROOT/.venv/bin/python" ]; then

@@ -5,6 +5,8 @@
 #
 #   scripts/compose.sh up      start both stacks, apply Feast in the scheduler, trigger the DAG
 #   scripts/compose.sh down    stop both stacks (volumes are kept)
+#   scripts/compose.sh mode    print "compose" or "local": CROSSFIT_MODE, or for "auto" (default)
+#                              compose when a Docker engine answers and the Astro CLI is installed
 #
 # NOT RUN ON THE DEVELOPMENT MACHINES (no Docker engine there): the compose files are validated
 # statically by tests/compose; this script follows the README's compose instructions step by step.
@@ -20,6 +22,13 @@ scheduler() {
 }
 
 case "${1:-up}" in
+  mode)
+    mode="${CROSSFIT_MODE:-auto}"
+    if [ "$mode" = "auto" ]; then
+      if command -v astro >/dev/null 2>&1 && docker info >/dev/null 2>&1; then mode=compose; else mode=local; fi
+    fi
+    echo "$mode"
+    ;;
   up)
     if [ ! -f services/.env ]; then
       cp services/.env.example services/.env
@@ -45,7 +54,7 @@ case "${1:-up}" in
     "${ML[@]}" down
     ;;
   *)
-    echo "usage: $0 up|down" >&2
+    echo "usage: $0 up|down|mode" >&2
     exit 2
     ;;
 esac
