@@ -23,19 +23,12 @@ from typing import Any
 
 from crossfit_mlops.data.clean import ENTITY_KEY, EVENT_TIMESTAMP
 from crossfit_mlops.features.specs import feature_set
+from crossfit_mlops.serving.features import available_snapshots
 from crossfit_mlops.settings import Settings, check_snapshot_id, get_settings
 
 log = logging.getLogger(__name__)
 
 BATCH_EXPERIMENT = "crossfit_batch_inference"
-_SNAPSHOT_FILE = re.compile(r"^snapshot_(\d{4}-\d{2}-\d{2})\.parquet$")
-
-
-def available_snapshots(settings: Settings, version: str) -> list[str]:
-    """Snapshot ids that have a feature table of ``version``, oldest first."""
-    folder = settings.feature_table_dir(feature_set(version).view_name)
-    found = [m.group(1) for p in folder.glob("snapshot_*.parquet") if (m := _SNAPSHOT_FILE.match(p.name))]
-    return sorted(found)
 
 
 def partition_dir(settings: Settings, snapshot_id: str, run_key: str) -> Path:

@@ -103,6 +103,20 @@ def fast_predictor(model: Any, columns: tuple[str, ...]) -> Callable[[Any], Any]
     return booster.predict
 
 
+def input_schema(tracking_uri: str, uri: str) -> list[dict[str, Any]]:
+    """The input columns of a logged model's signature, in order (``[{"name", "type", ...}]``),
+    read from its metadata without loading the model."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    signature = get_model_info(uri).signature
+    if signature is None or signature.inputs is None:
+        raise NoChampion(f"{uri} was logged without a signature: its input columns are unknown")
+    return signature.inputs.to_dict()
+
+
 def _client(tracking_uri: str):
     from crossfit_mlops.training.tracking import client
 
@@ -121,9 +135,7 @@ def champion_version(tracking_uri: str, model_name: str) -> str | None:
 
 def load_version(tracking_uri: str, model_name: str, version: str) -> Champion:
     """Load one registered version and check it can be served with this project's features."""
-    import mlflow
     import mlflow.sklearn
-    from mlflow.models import get_model_info
 
     c = _client(tracking_uri)
     mv = c.get_model_version(model_name, version)
@@ -133,13 +145,8 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> Champion:
         raise NoChampion(
             f"{model_name} v{version} has feature_version tag {feature_version!r}; expected one of {sorted(FEATURE_SETS)}"
         )
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     uri = f"models:/{model_name}/{version}"
-    signature = get_model_info(uri).signature
-    if signature is None or signature.inputs is None:
-        raise NoChampion(f"{uri} was logged without a signature: its input columns are unknown")
-    schema = signature.inputs.to_dict()
+    schema = input_schema(tracking_uri, uri)
     columns = tuple(col["name"] for col in schema)
     expected = feature_set(feature_version).names
     if sorted(columns) != sorted(expected):

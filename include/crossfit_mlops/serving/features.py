@@ -14,6 +14,7 @@ three cases apart:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 log = logging.getLogger(__name__)
+
+_SNAPSHOT_FILE = re.compile(r"^snapshot_(\d{4}-\d{2}-\d{2})\.parquet$")
 
 
 class UnknownAthletes(LookupError):
@@ -168,12 +171,20 @@ class OnlineFeatureReader:
         return rows
 
 
+def available_snapshots(settings: Settings, version: str) -> list[str]:
+    """Snapshot ids that have a feature table of ``version``, oldest first."""
+    folder = settings.feature_table_dir(feature_set(version).view_name)
+    found = [m.group(1) for p in folder.glob("snapshot_*.parquet") if (m := _SNAPSHOT_FILE.match(p.name))]
+    return sorted(found)
+
+
 def example_athlete(settings: Settings, version: str = "v1") -> int | None:
     """One athlete id of the newest feature table (for the examples start-all prints)."""
     import pyarrow.parquet as pq
 
-    tables = sorted(settings.feature_table_dir(feature_set(version).view_name).glob("snapshot_*.parquet"))
-    if not tables:
+    snapshots = available_snapshots(settings, version)
+    if not snapshots:
         return None
-    ids = pq.read_table(tables[-1], columns=[ENTITY_KEY]).column(0).to_pylist()
+    table = settings.feature_table_file(feature_set(version).view_name, snapshots[-1])
+    ids = pq.read_table(table, columns=[ENTITY_KEY]).column(0).to_pylist()
     return int(ids[0]) if ids else None

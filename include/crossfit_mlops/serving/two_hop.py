@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crossfit_mlops.serving.champion import CHAMPION_ALIAS
+from crossfit_mlops.serving.champion import CHAMPION_ALIAS, input_schema
 from crossfit_mlops.serving.features import KnownAthletes, OnlineFeatureReader
 from crossfit_mlops.settings import Settings, get_settings
 
@@ -24,20 +24,15 @@ class ChampionInputs:
 
 def champion_inputs(settings: Settings) -> ChampionInputs:
     """Feature version and input columns of ``@champion`` (from tags and signature; no model load)."""
-    import mlflow
-    from mlflow.models import get_model_info
-
     from crossfit_mlops.training.tracking import client
 
-    name = settings.registered_model_name
-    mv = client(settings.mlflow_tracking_uri).get_model_version_by_alias(name, CHAMPION_ALIAS)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    signature = get_model_info(f"models:/{name}/{mv.version}").signature
+    name, uri = settings.registered_model_name, settings.mlflow_tracking_uri
+    mv = client(uri).get_model_version_by_alias(name, CHAMPION_ALIAS)
+    schema = input_schema(uri, f"models:/{name}/{mv.version}")
     return ChampionInputs(
         version=str(mv.version),
         feature_version=mv.tags["feature_version"],
-        columns=tuple(col["name"] for col in signature.inputs.to_dict()),
+        columns=tuple(col["name"] for col in schema),
     )
 
 
