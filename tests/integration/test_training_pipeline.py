@@ -101,8 +101,11 @@ def test_eight_finished_child_runs_with_metrics_emissions_and_artifacts(stack, f
         emissions = [f.path for f in client.list_artifacts(child.info.run_id, "emissions")]
         assert len(emissions) == 1 and emissions[0].endswith(".csv")
         assert [d.dataset.name for d in child.inputs.dataset_inputs] == [f"model_{child.data.params['feature_version']}-{SNAPSHOT}-train"]
+        assert tags["dataset.test"].endswith("/test.parquet")
         models = client.search_logged_models([exp.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'")
         assert len(models) == 1
+        # the run's metrics are linked to its LoggedModel too (the registry's model page shows them)
+        assert {m.key: m.value for m in models[0].metrics}["val_rmse"] == metrics["val_rmse"]
 
 
 def test_first_run_registers_a_champion_with_its_lineage(stack, first_run):
