@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -258,6 +259,23 @@ def _wait_healthy(cfg: StackConfig, name: str, url: str, timeout: float) -> None
     raise StackError(f"{name} did not answer {url} within {timeout:.0f}s; see {cfg.log_dir / (name + '.log')}")
 
 
+def sqlite_wal(uri: str) -> bool:
+    """Put a SQLite backend store in write-ahead-log mode (a no-op for other databases).
+
+    MLflow leaves its SQLite file in the default rollback-journal mode, where every write locks out
+    readers: with parallel training tasks logging at once, requests queue on the lock. In WAL mode
+    readers and one writer proceed together (Airflow sets it on its own SQLite database). The mode
+    is stored in the file, so it is set once, before the server opens it.
+    """
+    if not uri.startswith("sqlite:///"):
+        return False
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    return mode == "wal"
+
+
 def start_mlflow(cfg: StackConfig, env: dict[str, str]) -> str:
     url = f"{cfg.mlflow_url}/health"
     if running_pid(cfg, "mlflow") and http_ok(url):
@@ -266,6 +284,7 @@ def start_mlflow(cfg: StackConfig, env: dict[str, str]) -> str:
         raise StackError(f"port {cfg.mlflow_port} is used by another program: stop it or set CROSSFIT_MLFLOW_PORT")
     artifacts = cfg.mlflow_dir / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
+    sqlite_wal(cfg.mlflow_backend_uri)
     argv = [
         str(cfg.bin_dir / "mlflow"), "server",
         "--backend-store-uri", cfg.mlflow_backend_uri,
