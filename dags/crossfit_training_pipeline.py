@@ -47,8 +47,12 @@ SERVER_RETRIES: dict[str, Any] = {
     "max_retry_delay": timedelta(minutes=2),
 }
 VERSIONS = list(FEATURE_SETS)
-
-
+# CPU niceness of the compute-heavy task processes (0 = normal priority, 19 = idle only). The
+# parallel training tasks saturate every core of a small machine; the MLflow server and Airflow's
+# API (which the tasks call, and the UIs use) answer promptly only if they get the CPU first.
+# materialize_online_store is off the training path: below the training tasks.
+TRAINING_NICENESS = 5
+MATERIALIZE_NICENESS = 10
 
 
 def _lineage_tags(run: dict[str, Any]) -> dict[str, str]:
@@ -213,7 +217,9 @@ def crossfit_training_pipeline():
         Asset `crossfit_online_features` (with the snapshot id), which schedules batch inference."""
         from crossfit_mlops.data.pipeline import snapshot_time
         from crossfit_mlops.features.store import materialize_snapshot
+        from crossfit_mlops.process import lower_cpu_priority
 
+        lower_cpu_priority(MATERIALIZE_NICENESS)
         materialize_snapshot(snapshot_time(run["snapshot_id"]), settings=task_settings())
         get_current_context()["outlet_events"][ONLINE_FEATURES].extra = {"snapshot_id": run["snapshot_id"]}
         return run["snapshot_id"]
@@ -241,10 +247,12 @@ def crossfit_training_pipeline():
     @task(map_index_template="{{ run_label }}", **SERVER_RETRIES)
     def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
         """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets)."""
+        from crossfit_mlops.process import lower_cpu_priority
         from crossfit_mlops.training.train import RunContext
         from crossfit_mlops.training.train import train_candidate as train
 
         get_current_context()["run_label"] = job["config"]["name"]
+        lower_cpu_priority(TRAINING_NICENESS)
         settings = task_settings()
         ctx = RunContext(
             tracking_uri=parent["tracking_uri"],

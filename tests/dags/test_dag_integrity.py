@@ -4,6 +4,7 @@ work at parse time. The DagBag is built in a subprocess with its own AIRFLOW_HOM
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -114,3 +115,23 @@ def test_batch_inference_is_scheduled_on_the_assets_the_training_pipeline_update
     training = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
     assert training["materialize_online_store"]["outlets"] == ["crossfit_online_features"]
     assert training["promote_challenger"]["outlets"] == ["crossfit_champion_model"]
+
+
+def test_compute_tasks_lower_their_cpu_priority_without_stacking(tmp_path):
+    """Training and materialize run below the servers they call; in one process (``dag.test()``)
+    repeated tasks keep the level instead of adding up, and a lower level never raises it back."""
+    probe = (
+        "import os; import crossfit_training_pipeline as m; from crossfit_mlops.process import lower_cpu_priority as lower; "
+        "level = lambda: os.getpriority(os.PRIO_PROCESS, 0); start = level(); "
+        "lower(m.TRAINING_NICENESS); lower(m.TRAINING_NICENESS); a = level(); "
+        "lower(m.MATERIALIZE_NICENESS); lower(m.TRAINING_NICENESS); b = level(); "
+        "print('NICE', start, a, b, m.TRAINING_NICENESS, m.MATERIALIZE_NICENESS)"
+    )
+    env = airflow_env(tmp_path, tmp_path / "state", "http://127.0.0.1:1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "dags"), env.get("PYTHONPATH", "")) if p)
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("NICE"))
+    start, a, b, training, materialize = (int(v) for v in line.split()[1:])
+    assert 0 < training < materialize <= 19
+    assert (a, b) == (max(start, training), max(start, materialize))
