@@ -21,11 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crossfit_mlops.features.specs import FEATURE_SETS, feature_set
+from crossfit_mlops.registry.gate import CHAMPION, current_version
 
 log = logging.getLogger(__name__)
-
-CHAMPION_ALIAS = "champion"
-
 
 class NoChampion(RuntimeError):
     """No model version can serve (no alias yet, or the one it points at cannot be loaded)."""
@@ -66,7 +64,7 @@ class Champion:
         return {
             "model_name": self.model_name,
             "version": self.version,
-            "alias": CHAMPION_ALIAS,
+            "alias": CHAMPION,
             "model_uri": self.uri,
             "feature_version": self.feature_version,
             "feature_service": self.feature_service,
@@ -125,12 +123,8 @@ def _client(tracking_uri: str):
 
 def champion_version(tracking_uri: str, model_name: str) -> str | None:
     """The version number behind ``@champion`` (None: no such alias or model)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(_client(tracking_uri).get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
-    except MlflowException:
-        return None
+    mv = current_version(tracking_uri, model_name, CHAMPION)
+    return None if mv is None else str(mv.version)
 
 
 def load_version(tracking_uri: str, model_name: str, version: str) -> Champion:
@@ -212,7 +206,7 @@ class ChampionHolder:
     def require(self) -> Champion:
         champion = self._current
         if champion is None:
-            raise NoChampion(self.last_error or f"no @{CHAMPION_ALIAS} loaded")
+            raise NoChampion(self.last_error or f"no @{CHAMPION} loaded")
         return champion
 
     def refresh(self) -> bool:
@@ -227,10 +221,10 @@ class ChampionHolder:
                 return False
             if version is None:
                 self.last_error = (
-                    f"no version of {self.model_name} has alias @{CHAMPION_ALIAS} yet: run the training pipeline"
+                    f"no version of {self.model_name} has alias @{CHAMPION} yet: run the training pipeline"
                 )
                 if self._current is not None:
-                    log.warning("@%s disappeared; still serving v%s", CHAMPION_ALIAS, self._current.version)
+                    log.warning("@%s disappeared; still serving v%s", CHAMPION, self._current.version)
                 return False
             if self._current is not None and self._current.version == version:
                 self.last_error = None
@@ -239,7 +233,7 @@ class ChampionHolder:
                 started = time.perf_counter()
                 champion = self._loader(self.tracking_uri, self.model_name, version)
             except Exception as exc:
-                self.last_error = f"cannot load {self.model_name} v{version} (@{CHAMPION_ALIAS}): {exc}"
+                self.last_error = f"cannot load {self.model_name} v{version} (@{CHAMPION}): {exc}"
                 log.exception("%s", self.last_error)
                 return False
             previous = self._current

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crossfit_mlops.serving.champion import CHAMPION_ALIAS, input_schema
+from crossfit_mlops.registry.gate import CHAMPION
+from crossfit_mlops.serving.champion import input_schema
 from crossfit_mlops.serving.features import KnownAthletes, OnlineFeatureReader
 from crossfit_mlops.settings import Settings, get_settings
 
@@ -27,7 +28,7 @@ def champion_inputs(settings: Settings) -> ChampionInputs:
     from crossfit_mlops.training.tracking import client
 
     name, uri = settings.registered_model_name, settings.mlflow_tracking_uri
-    mv = client(uri).get_model_version_by_alias(name, CHAMPION_ALIAS)
+    mv = client(uri).get_model_version_by_alias(name, CHAMPION)
     schema = input_schema(uri, f"models:/{name}/{mv.version}")
     return ChampionInputs(
         version=str(mv.version),
