@@ -92,16 +92,37 @@ def _snap(driver, shots: Path, name: str) -> None:
 
 
 def _wait(driver, condition, timeout: float = 120, what: str = ""):
-    """Wait for ``condition``; on a timeout, keep a screenshot of what the page showed instead."""
-    from selenium.common.exceptions import TimeoutException
+    """Wait for ``condition``; on a timeout, keep a screenshot of what the page showed instead.
+
+    The UIs are React apps that re-render while they load, so an element found in one poll can
+    be gone by the time the condition reads it: a stale reference means "not yet", poll again.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(condition, message=what)
+        wait = WebDriverWait(
+            driver, timeout, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        return wait.until(condition, message=what)
     except TimeoutException:
         folder = Path(os.environ.get("CROSSFIT_E2E_SCREENSHOTS") or "/tmp")
         driver.save_screenshot(str(folder / f"failed_{what.replace(' ', '_')[:40]}.png"))
         raise
+
+
+def _click_button(driver, text: str, css: str = "button", index: int = 0, what: str = "") -> None:
+    """Click the ``index``-th button labelled ``text``, finding it again if a re-render replaced it."""
+    from selenium.webdriver.common.by import By
+
+    def clicked(d) -> bool:
+        buttons = [b for b in d.find_elements(By.CSS_SELECTOR, css) if b.text.strip() == text]
+        if not buttons:
+            return False
+        buttons[index].click()
+        return True
+
+    _wait(driver, clicked, what=what or f"{text} button")
 
 
 def _text_present(text: str, ignore_case: bool = False):
@@ -140,12 +161,7 @@ def ui_run(stack, browser, shots) -> str:
     _wait(driver, lambda d: "/auth/login" not in d.current_url, what="logged in")
 
     driver.get(f"{cfg.airflow_url}/dags/{DAG}")
-    trigger = _wait(
-        driver,
-        lambda d: [b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Trigger"],
-        what="Trigger button",
-    )[0]
-    trigger.click()
+    _click_button(driver, "Trigger", what="Trigger button")
     _wait(driver, lambda d: d.find_elements(By.NAME, "element_rows"), what="trigger form")
     time.sleep(1)  # the form fills its defaults after it appears
     _set_input(driver, driver.find_element(By.NAME, "element_snapshot"), SNAPSHOT)
@@ -156,9 +172,7 @@ def ui_run(stack, browser, shots) -> str:
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", editors[0])
     assert '"random_forest"' in editors[0].get_attribute("innerText")
     _snap(driver, shots, "02_airflow_trigger_form")
-    submit = [b for b in driver.find_elements(By.CSS_SELECTOR, "[role=dialog] button") if b.text.strip() == "Trigger"]
-    assert submit, "no Trigger button in the form"
-    submit[-1].click()
+    _click_button(driver, "Trigger", css="[role=dialog] button", index=-1, what="the form's Trigger button")
 
     runs = _wait(
         driver,
