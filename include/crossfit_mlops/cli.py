@@ -25,6 +25,7 @@ def _emit(result: object) -> None:
 
 
 BATCH_DAG = "crossfit_batch_inference"
+MONITORING_DAG = "crossfit_monitoring"
 
 
 class PipelineFailed(RuntimeError):
@@ -40,13 +41,17 @@ def _cmd_settings(args: argparse.Namespace) -> None:
 def _cmd_generate(args: argparse.Namespace) -> None:
     from crossfit_mlops.data.generate import write_snapshot
 
-    _emit(write_snapshot(Path(args.out), rows=args.rows, seed=args.seed, snapshot_id=args.snapshot))
+    _emit(
+        write_snapshot(
+            Path(args.out), rows=args.rows, seed=args.seed, snapshot_id=args.snapshot, season_shift=args.season_shift
+        )
+    )
 
 
 def _cmd_ingest(args: argparse.Namespace) -> None:
     from crossfit_mlops.data.pipeline import ingest_snapshot
 
-    _emit(ingest_snapshot(args.snapshot, rows=args.rows, seed=args.seed))
+    _emit(ingest_snapshot(args.snapshot, rows=args.rows, seed=args.seed, season_shift=args.season_shift))
 
 
 def _cmd_validate(args: argparse.Namespace) -> None:
@@ -132,6 +137,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     # batch inference is scheduled on the assets the training run updates: unpaused, it follows
     client.wait_for_dag(BATCH_DAG)
     client.unpause(BATCH_DAG)
+    # monitoring runs only when triggered (schedule None): unpaused, a trigger from the UI just runs
+    client.wait_for_dag(MONITORING_DAG)
+    client.unpause(MONITORING_DAG)
     conf = json.loads(args.conf) if args.conf else {}
     if args.snapshot:
         conf["snapshot"] = args.snapshot
@@ -161,6 +169,47 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
             f"batch inference: DAG {BATCH_DAG} runs on the new features / champion "
             f"(predictions under {cfg.settings.predictions_dir})"
         )
+
+
+def _cmd_monitor(args: argparse.Namespace) -> None:
+    """Trigger crossfit_monitoring through the REST API, follow it, print its decision and dashboard."""
+    from crossfit_mlops import localstack
+    from crossfit_mlops.monitoring.monitor import MONITORING_EXPERIMENT
+    from crossfit_mlops.report import failed_tasks, run_and_follow
+    from crossfit_mlops.training.tracking import client as mlflow_client
+
+    cfg = localstack.config_from_env()
+    client = localstack.airflow_client(cfg)
+    conf = json.loads(args.conf) if args.conf else {}
+    conf.update({"snapshot": args.snapshot, "season_shift": args.season_shift})
+    if args.rows:
+        conf["rows"] = args.rows
+    run_id, run = run_and_follow(client, conf, dag_id=MONITORING_DAG, timeout=args.timeout)
+    instances = client.task_instances(MONITORING_DAG, run_id)
+    tis = {ti["task_id"]: ti["state"] for ti in instances}
+    if run["state"] != "success":
+        raise PipelineFailed(
+            f"run {run_id} ended {run['state']}; failed tasks: {', '.join(failed_tasks(instances)) or 'none'}; "
+            f"task logs in the Airflow UI ({cfg.airflow_url}) or {cfg.airflow_home / 'logs'}"
+        )
+    if tis.get("find_champion") == "skipped":
+        print("no @champion to monitor yet: run the training pipeline first")
+        return
+    c = mlflow_client(cfg.settings.mlflow_tracking_uri)
+    experiment = c.get_experiment_by_name(MONITORING_EXPERIMENT)
+    found = c.search_runs([experiment.experiment_id], filter_string=f"tags.`airflow.run_id` = '{run_id}'")
+    if not found:
+        raise PipelineFailed(f"run {run_id} succeeded but left no MLflow run in {MONITORING_EXPERIMENT}")
+    tags, metrics = found[0].data.tags, found[0].data.metrics
+    print(
+        f"snapshot {tags['snapshot_id']} vs {tags['reference_snapshot_id']} (champion v{tags['model_version']}, "
+        f"{tags['feature_version']}): {tags['decision'].upper()}\n"
+        + "".join(f"  - {reason}\n" for reason in tags["reasons"].split("; "))
+        + f"  target drift {metrics['target_drift']:.3f}, prediction drift {metrics['prediction_drift']:.3f}\n"
+        f"retraining: {'triggered (' + cfg.airflow_url + '/dags/crossfit_training_pipeline)' if tis.get('trigger_retraining') == 'success' else 'not triggered'}\n"
+        f"dashboard: {tags['monitoring_path']}/report.html and dashboard.png\n"
+        f"MLflow: {cfg.mlflow_url}/#/experiments/{experiment.experiment_id}/runs/{found[0].info.run_id}"
+    )
 
 
 def _cmd_registry(args: argparse.Namespace) -> None:
@@ -228,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--rows", type=int, default=FULL_SIZE, help="rows to generate")
         p.add_argument("--seed", type=int, default=42)
 
+    def with_shift(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--season-shift", type=float, default=0.0,
+            help="simulate a later season: lifts this much heavier, body weight half as much (0.1 = +10%%)",
+        )
+
     p = sub.add_parser("settings", help="print the resolved settings")
     p.set_defaults(func=_cmd_settings)
 
@@ -235,11 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     with_snapshot(p)
     with_size(p)
+    with_shift(p)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("ingest", help="create the raw snapshot (provided file or generated)")
     with_snapshot(p)
     with_size(p)
+    with_shift(p)
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("validate", help="validate + clean a raw snapshot (quarantine, report)")
@@ -277,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", default=None, help="JSON of further DAG params (grid, gate thresholds...)")
     p.add_argument("--timeout", type=float, default=1800.0)
     p.set_defaults(func=_cmd_pipeline)
+
+    p = sub.add_parser("monitor", help="trigger crossfit_monitoring on a snapshot via the REST API and follow it")
+    p.add_argument("--snapshot", required=True, help="the new snapshot id (ISO date)")
+    p.add_argument("--rows", type=int, default=None, help="raw rows if generated (default: as the champion's)")
+    with_shift(p)
+    p.add_argument("--conf", default=None, help="JSON of further DAG params (thresholds, retrain)")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.set_defaults(func=_cmd_monitor)
 
     p = sub.add_parser("registry", help="show the registered model, or roll @champion back")
     p.add_argument("action", choices=["show", "rollback"])

@@ -65,6 +65,7 @@ class Settings:
     codecarbon_country: str
     min_valid_share: float
     predictions_dir: Path
+    monitoring_dir: Path  # one folder per monitoring run: Evidently report, dashboard, summary
     serving_refresh_seconds: float
     serving_max_batch: int
 
@@ -159,6 +160,7 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         codecarbon_country=env.get("CROSSFIT_CODECARBON_COUNTRY") or "USA",
         min_valid_share=_float(env, "CROSSFIT_MIN_VALID_SHARE", 0.80),
         predictions_dir=data / "predictions",
+        monitoring_dir=state / "monitoring",
         serving_refresh_seconds=_float(env, "CROSSFIT_SERVING_REFRESH_S", 5.0),
         serving_max_batch=int(_float(env, "CROSSFIT_SERVING_MAX_BATCH", 100)),
     )

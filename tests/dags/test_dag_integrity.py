@@ -51,8 +51,31 @@ def parsed(tmp_path_factory) -> dict:
 
 def test_no_import_errors_and_no_heavy_imports_at_parse_time(parsed):
     assert parsed["import_errors"] == {}
-    assert set(parsed["dags"]) == {"crossfit_training_pipeline", "crossfit_batch_inference", "test_connections"}
+    assert set(parsed["dags"]) == {
+        "crossfit_training_pipeline", "crossfit_batch_inference", "crossfit_monitoring", "test_connections"
+    }
     assert parsed["heavy_modules"] == [], "DAG files must not import heavy libraries at parse time"
+
+
+def test_monitoring_graph_branches_to_retraining_or_not(parsed):
+    dag = parsed["dags"]["crossfit_monitoring"]
+    tasks = dag["tasks"]
+    expected_edges = {
+        "resolve_run": {"prepare_snapshot", "measure_drift", "decide", "no_retraining"},
+        "find_champion": {"prepare_snapshot", "measure_drift"},
+        "prepare_snapshot": {"measure_drift"},
+        "measure_drift": {"decide", "no_retraining"},
+        "decide": {"trigger_retraining", "no_retraining"},
+        "trigger_retraining": set(),
+        "no_retraining": set(),
+    }
+    assert set(tasks) == set(expected_edges)
+    for task_id, downstream in expected_edges.items():
+        assert set(tasks[task_id]["downstream"]) == downstream, task_id
+    assert tasks["find_champion"]["retries"] > 0 and tasks["measure_drift"]["retries"] > 0
+    assert tasks["prepare_snapshot"]["retries"] == 0, "a data step fails fast: a retry would fail the same way"
+    assert {"snapshot", "season_shift", "max_rmse_increase", "max_drift_share", "retrain"} <= set(dag["params"])
+    assert dag["doc_md"]
 
 
 def test_training_pipeline_graph(parsed):

@@ -107,6 +107,7 @@ class GenerationResult:
     rows: int
     seed: int
     snapshot_id: str
+    season_shift: float = 0.0
 
 
 def _rng_for(seed: int, *salt: int) -> np.random.Generator:
@@ -333,10 +334,18 @@ def _strength(
     return (score - score.mean()) / score.std()
 
 
-def generate_frame(rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None) -> pd.DataFrame:
-    """Generate a raw snapshot as a DataFrame with the raw file's columns (as strings/floats)."""
+def generate_frame(
+    rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None, season_shift: float = 0.0
+) -> pd.DataFrame:
+    """Generate a raw snapshot as a DataFrame with the raw file's columns (as strings/floats).
+
+    ``season_shift`` > 0 simulates a later season in which the same athletes came back stronger and
+    heavier (see :func:`_apply_season_shift`): the drift that monitoring should catch. 0 = none.
+    """
     if rows < 10:
         raise ValueError(f"rows must be at least 10, got {rows}")
+    if not 0.0 <= season_shift <= MAX_SEASON_SHIFT:
+        raise ValueError(f"season_shift must be within [0, {MAX_SEASON_SHIFT}], got {season_shift}")
     rng = _rng_for(seed)
     n = rows
 
@@ -427,6 +436,8 @@ def generate_frame(rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | Non
     _inject_junk(rng, frame)
     if snapshot_id is not None:
         _apply_snapshot_updates(frame, seed, snapshot_id)
+    if season_shift:
+        _apply_season_shift(frame, season_shift)
 
     # --- nulls ----------------------------------------------------------------------------------
     frame.loc[empty, ["name", "gender", "age"]] = None
@@ -477,6 +488,24 @@ def _apply_snapshot_updates(frame: pd.DataFrame, seed: int, snapshot_id: str) ->
     for col in LIFT_COLUMNS:
         values = frame.loc[idx, col].to_numpy()
         frame.loc[idx, col] = np.where(values > 0, np.round(values * gain), values)
+
+
+# Beyond this the shifted lifts run into the cleaning caps for most men: the data stops looking real.
+MAX_SEASON_SHIFT = 0.5
+
+
+def _apply_season_shift(frame: pd.DataFrame, shift: float) -> None:
+    """A later season: every lift is ``shift`` heavier, body weight ``shift / 2`` heavier.
+
+    The lifts are the target, so a model trained before under-predicts (its error grows); body
+    weight is a feature of both versions, so the shift also shows as data drift. Junk values
+    (zero or negative lifts, absurd weights) stay junk: only positive values are scaled.
+    """
+    weight = frame["weight"].to_numpy(dtype="float64")
+    frame["weight"] = np.where(weight > 0, np.round(weight * (1 + shift / 2)), weight)
+    for col in LIFT_COLUMNS:
+        values = frame[col].to_numpy(dtype="float64")
+        frame[col] = np.where(values > 0, np.round(values * (1 + shift)), values)
 
 
 def _inject_recipe_traps(rng: np.random.Generator, frame: pd.DataFrame) -> None:
@@ -546,10 +575,10 @@ def _vocabularies() -> tuple[_Vocabulary, _Vocabulary, _Vocabulary]:
 
 
 def write_snapshot(
-    path: Path, rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None
+    path: Path, rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None, season_shift: float = 0.0
 ) -> GenerationResult:
     """Generate and write ``athletes.csv`` atomically (a temp file renamed into place)."""
-    frame = generate_frame(rows=rows, seed=seed, snapshot_id=snapshot_id)
+    frame = generate_frame(rows=rows, seed=seed, snapshot_id=snapshot_id, season_shift=season_shift)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -557,5 +586,5 @@ def write_snapshot(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("wrote %s rows to %s (seed=%s, snapshot=%s)", rows, path, seed, snapshot_id)
-    return GenerationResult(path=path, rows=rows, seed=seed, snapshot_id=snapshot_id or "")
+    log.info("wrote %s rows to %s (seed=%s, snapshot=%s, season shift=%s)", rows, path, seed, snapshot_id, season_shift)
+    return GenerationResult(path=path, rows=rows, seed=seed, snapshot_id=snapshot_id or "", season_shift=season_shift)

@@ -56,6 +56,7 @@ class RawSnapshot:
     source: str  # "generated" | "provided"
     rows: int | None
     seed: int | None = None  # generator seed, for generated snapshots
+    season_shift: float = 0.0  # the generator's simulated later season (0 = none)
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,13 @@ def ingest_snapshot(
     rows: int = FULL_SIZE,
     seed: int = 42,
     settings: Settings | None = None,
+    season_shift: float = 0.0,
 ) -> RawSnapshot:
     """Make the raw snapshot ``snapshot_id`` exist and return where it is.
 
     An existing snapshot is reused untouched (raw inputs are immutable). Otherwise a real file at
-    ``settings.raw_file_override`` is copied byte for byte, or a snapshot is generated.
+    ``settings.raw_file_override`` is copied byte for byte, or a snapshot is generated
+    (``season_shift``: see :func:`crossfit_mlops.data.generate.generate_frame`).
     """
     settings = settings or get_settings()
     target = settings.raw_snapshot_file(snapshot_id)
@@ -121,11 +124,11 @@ def ingest_snapshot(
     try:
         if settings.raw_file_override.is_file():
             shutil.copyfile(settings.raw_file_override, tmp / target.name)
-            source, row_count, used_seed = "provided", None, None
+            source, row_count, used_seed, shift = "provided", None, None, 0.0
             log.info("using the provided raw file %s unchanged", settings.raw_file_override)
         else:
-            write_snapshot(tmp / target.name, rows=rows, seed=seed, snapshot_id=snapshot_id)
-            source, row_count, used_seed = "generated", rows, seed
+            write_snapshot(tmp / target.name, rows=rows, seed=seed, snapshot_id=snapshot_id, season_shift=season_shift)
+            source, row_count, used_seed, shift = "generated", rows, seed, float(season_shift)
         snapshot = RawSnapshot(
             snapshot_id=snapshot_id,
             path=str(target),
@@ -133,6 +136,7 @@ def ingest_snapshot(
             source=source,
             rows=row_count,
             seed=used_seed,
+            season_shift=shift,
         )
         (tmp / manifest_path.name).write_text(json.dumps(asdict(snapshot), indent=2))
         publish_dir(tmp, target.parent)
