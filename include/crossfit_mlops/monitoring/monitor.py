@@ -157,7 +157,9 @@ def measure(
         metrics[role] = regression_metrics(y, frame[PREDICTION])
     features = list(X.columns)
 
-    report = run_report(frames["reference"], frames["current"], features, TARGET, policy.drift_threshold)
+    report = run_report(
+        frames["reference"], frames["current"], features, TARGET, policy.drift_threshold, policy.max_drift_share
+    )
     drifts = column_drifts(report, column_kinds(frames["reference"], [*features, TARGET, PREDICTION]))
     by_column = {d.column: d for d in drifts}
     drifted = [d.column for d in drifts if d.column in features and d.drifted]
