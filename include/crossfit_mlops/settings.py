@@ -128,6 +128,13 @@ AIRFLOW_VARIABLES: dict[str, str] = {
 }
 
 
+def run_partition(base: Path, snapshot_id: str, run_key: str) -> Path:
+    """``<base>/snapshot=<id>/run=<key>``: one output folder per (snapshot, run); the run key (an
+    Airflow run id has ``:`` and ``+``) is made safe as a file name."""
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", run_key)
+    return base / f"snapshot={check_snapshot_id(snapshot_id)}" / f"run={safe}"
+
+
 def get_settings(environ: dict[str, str] | None = None) -> Settings:
     """Resolve the settings from ``environ`` (default: ``os.environ``)."""
     env = dict(os.environ if environ is None else environ)

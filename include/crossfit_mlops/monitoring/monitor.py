@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import time
 from datetime import UTC, datetime
@@ -26,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from crossfit_mlops.data.clean import TARGET
+from crossfit_mlops.data.pipeline import publish_dir, tmp_dir_for
 from crossfit_mlops.monitoring.policy import MonitoringPolicy, decide
-from crossfit_mlops.settings import Settings, check_snapshot_id, get_settings
+from crossfit_mlops.settings import Settings, check_snapshot_id, get_settings, run_partition
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,7 @@ class MonitoringError(RuntimeError):
 
 
 def run_dir(settings: Settings, snapshot_id: str, run_key: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", run_key)
-    return settings.monitoring_dir / f"snapshot={check_snapshot_id(snapshot_id)}" / f"run={safe}"
+    return run_partition(settings.monitoring_dir, snapshot_id, run_key)
 
 
 def champion_reference(settings: Settings | None = None) -> dict[str, Any]:
@@ -192,8 +191,7 @@ def measure(
     }
 
     final = run_dir(settings, snapshot_id, run_key)
-    tmp = final.with_name(f".{final.name}.tmp-{time.time_ns()}")
-    tmp.mkdir(parents=True)
+    tmp = tmp_dir_for(final)
     try:
         report.save_html(str(tmp / "report.html"))
         fig = dashboard_figure(
@@ -210,12 +208,9 @@ def measure(
         fig.savefig(tmp / "dashboard.png")
         summary["seconds"] = round(time.perf_counter() - started, 3)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-        if final.exists():  # a rerun of the same run key replaces its own output only
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
+        publish_dir(tmp, final)  # a rerun of the same run key replaces its own output only
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     summary["path"] = str(final)
 
     experiment_id = ensure_experiment(uri, MONITORING_EXPERIMENT)

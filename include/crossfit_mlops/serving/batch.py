@@ -14,7 +14,6 @@ result. A summary run is logged to the MLflow experiment ``crossfit_batch_infere
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import time
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from typing import Any
 from crossfit_mlops.data.clean import ENTITY_KEY, EVENT_TIMESTAMP
 from crossfit_mlops.features.specs import feature_set
 from crossfit_mlops.serving.features import available_snapshots
-from crossfit_mlops.settings import Settings, check_snapshot_id, get_settings
+from crossfit_mlops.settings import Settings, get_settings, run_partition
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +31,7 @@ BATCH_EXPERIMENT = "crossfit_batch_inference"
 
 
 def partition_dir(settings: Settings, snapshot_id: str, run_key: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", run_key)
-    return settings.predictions_dir / f"snapshot={check_snapshot_id(snapshot_id)}" / f"run={safe}"
+    return run_partition(settings.predictions_dir, snapshot_id, run_key)
 
 
 def score_snapshot(
@@ -49,7 +47,7 @@ def score_snapshot(
     import mlflow
     import pandas as pd
 
-    from crossfit_mlops.data.pipeline import snapshot_time
+    from crossfit_mlops.data.pipeline import publish_dir, snapshot_time, tmp_dir_for
     from crossfit_mlops.features.store import get_store, historical_features
     from crossfit_mlops.serving.champion import NoChampion, champion_version, load_version
     from crossfit_mlops.training.tracking import ensure_experiment
@@ -88,16 +86,12 @@ def score_snapshot(
         }
     )
     final = partition_dir(settings, snapshot_id, run_key)
-    tmp = final.with_name(f".{final.name}.tmp-{time.time_ns()}")
-    tmp.mkdir(parents=True)
+    tmp = tmp_dir_for(final)
     try:
         out.to_parquet(tmp / "predictions.parquet", index=False)
-        if final.exists():  # a rerun of the same run key replaces its own partition only
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
+        publish_dir(tmp, final)  # a rerun of the same run key replaces its own partition only
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     seconds = time.perf_counter() - started
 
     summary = {
