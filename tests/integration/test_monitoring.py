@@ -110,6 +110,8 @@ def test_a_later_snapshot_of_the_same_athletes_keeps_the_champion(stack, champio
     assert abs(run.data.metrics["rmse_increase"]) < 0.05, run.data.metrics
     assert run.data.metrics["drift_share"] < 0.3 and run.data.metrics["drift.weight_lb"] < 0.1
     assert int(run.data.params["rows_current"]) > 0 and float(run.data.params["max_rmse_increase"]) == 0.1
+    contexts = {t.value for i in run.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"reference", "current"}, "both compared test sets should be the run's dataset inputs"
     artifacts = {a.path for a in _client(stack["uri"]).list_artifacts(run.info.run_id)}
     assert {"report.html", "dashboard.png", "summary.json"} <= artifacts
 

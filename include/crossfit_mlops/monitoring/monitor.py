@@ -127,6 +127,7 @@ def measure(
 ) -> dict[str, Any]:
     """Drift and error of the champion on ``current``'s test split against the reference's; decide."""
     import mlflow
+    import mlflow.data
     import numpy as np
 
     from crossfit_mlops.monitoring.dashboard import dashboard_figure
@@ -241,6 +242,15 @@ def measure(
         },
     ) as run:
         mlflow.log_params({**policy.as_dict(), "rows_reference": len(frames["reference"]), "rows_current": len(frames["current"])})
+        for role, training_set in (("reference", reference["training_set"]), ("current", current)):
+            dataset = mlflow.data.from_pandas(
+                frames[role],
+                source=str(Path(training_set["directory"]) / "test.parquet"),
+                name=f"{training_set['feature_service']}-{training_set['snapshot_id']}-test",
+                targets=TARGET,
+                predictions=PREDICTION,
+            )
+            mlflow.log_input(dataset, context=role)
         mlflow.log_metrics(values)
         mlflow.log_artifacts(str(final))
         summary["mlflow_run_id"] = run.info.run_id
