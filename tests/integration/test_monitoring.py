@@ -12,23 +12,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from tests.support.services import ROOT, airflow_env, mlflow_server
+from tests.support.services import airflow_env, dag_test, mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TRAINED_ON = "2026-11-01"
-RUN_DAG = r"""
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-dag = DagBag(dag_folder=sys.argv[1]).get_dag(sys.argv[2])
-run = dag.test(run_conf=json.loads(sys.argv[3]))
-states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-print("DAG_RUN=" + json.dumps({"state": str(run.state), "run_id": run.run_id, "tasks": states}))
-"""
 QUEUED_RUNS = r"""
 import json
 from airflow.models.dagrun import DagRun
@@ -47,16 +40,7 @@ def stack(tmp_path_factory):
 
 
 def run_dag(stack, dag_id: str, conf: dict) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_DAG, str(ROOT / "dags"), dag_id, json.dumps(conf)],
-        env=stack["env"], capture_output=True, text=True, timeout=900,
-    )
-    out = done.stdout + done.stderr
-    line = next((line for line in out.splitlines() if line.startswith("DAG_RUN=")), None)
-    assert line, out[-6000:]
-    result = json.loads(line.split("=", 1)[1])
-    result["log"] = out
-    return result
+    return asdict(dag_test(stack["env"], dag_id, conf))
 
 
 def retraining_runs(stack) -> list[dict]:

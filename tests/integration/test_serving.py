@@ -28,7 +28,14 @@ import pytest
 import requests
 
 from crossfit_mlops.registry.gate import promote, register_challenger
-from tests.support.services import QUIET_ENV, ROOT, airflow_env, free_port, mlflow_server, wait_http
+from tests.support.services import (
+    QUIET_ENV,
+    airflow_env,
+    dag_test,
+    free_port,
+    mlflow_server,
+    wait_http,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -343,16 +350,6 @@ def test_the_tutorials_two_hop_path_through_mlflow_models_serve(world, api):
             serve.wait(timeout=30)
 
 
-RUN_BATCH = r"""
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-dag = DagBag(dag_folder=sys.argv[1]).get_dag("crossfit_batch_inference")
-run = dag.test(run_conf=json.loads(sys.argv[2]))
-print("DAG_RUN_STATE=" + str(run.state))
-print("DAG_RUN_ID=" + run.run_id)
-"""
-
-
 def test_batch_dag_scores_every_athlete_like_the_api(world, api):
     import pandas as pd
 
@@ -361,13 +358,9 @@ def test_batch_dag_scores_every_athlete_like_the_api(world, api):
 
     env = airflow_env(world["base"] / "airflow", world["settings"].state_dir, world["uri"])
     env = {**env, **{k: v for k, v in world["env"].items() if k.startswith(("CROSSFIT_", "MLFLOW_"))}}
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_BATCH, str(ROOT / "dags"), json.dumps({"snapshot": CUR})],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
-    out = done.stdout + done.stderr
-    assert "DAG_RUN_STATE=success" in out, out[-5000:]
-    run_id = next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("DAG_RUN_ID="))
+    run = dag_test(env, "crossfit_batch_inference", {"snapshot": CUR}, timeout=600)
+    assert run.state == "success", run.log[-5000:]
+    run_id = run.run_id
 
     from crossfit_mlops.serving.batch import partition_dir
 

@@ -8,7 +8,6 @@ register a challenger that the gate rejects, leaving @champion where it was.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -16,19 +15,11 @@ import pytest
 
 from crossfit_mlops.registry.gate import CHALLENGER, CHAMPION
 from crossfit_mlops.training.grid import DEFAULT_GRID
-from tests.support.services import airflow_env, mlflow_server
+from tests.support.services import airflow_env, dag_test, mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SNAPSHOT = "2026-11-01"
-RUN_DAG = r"""
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-dag = DagBag(dag_folder=sys.argv[1]).get_dag("crossfit_training_pipeline")
-run = dag.test(run_conf=json.loads(sys.argv[2]))
-print("DAG_RUN_STATE=" + str(run.state))
-print("DAG_RUN_ID=" + run.run_id)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +31,9 @@ def stack(tmp_path_factory):
 
 
 def run_dag(stack, conf: dict) -> str:
-    from tests.support.services import ROOT
-
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_DAG, str(ROOT / "dags"), json.dumps(conf)],
-        env=stack["env"], capture_output=True, text=True, timeout=900,
-    )
-    out = done.stdout + done.stderr
-    assert "DAG_RUN_STATE=success" in out, out[-6000:]
-    return next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("DAG_RUN_ID="))
+    run = dag_test(stack["env"], "crossfit_training_pipeline", conf)
+    assert run.state == "success", run.log[-6000:]
+    return run.run_id
 
 
 @pytest.fixture(scope="module")
@@ -170,13 +155,8 @@ def test_promote_then_roll_back_with_the_cli(stack, first_run):
 
 def test_connections_dag_reaches_mlflow_and_feast(stack):
     """``test_connections`` passes against the real server; PostgreSQL is skipped when unconfigured."""
-    from tests.support.services import ROOT
-
-    code = RUN_DAG.replace('"crossfit_training_pipeline"', '"test_connections"')
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(ROOT / "dags"), "{}"], env=stack["env"], capture_output=True, text=True, timeout=300
-    )
-    out = done.stdout + done.stderr
-    assert "DAG_RUN_STATE=success" in out, out[-4000:]
+    run = dag_test(stack["env"], "test_connections", {}, timeout=300)
+    out = run.log
+    assert run.state == "success", out[-4000:]
     assert "MLflow OK" in out and "Feast OK" in out
     assert "connection 'crossfit_postgres' is not configured" in out

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +66,40 @@ def airflow_env(airflow_home: Path, state_dir: Path, tracking_uri: str) -> dict[
             [str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True
         )
     return env
+
+
+_DAG_TEST = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder=sys.argv[1]).get_dag(sys.argv[2])
+run = dag.test(run_conf=json.loads(sys.argv[3]))
+states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+print("DAG_RUN=" + json.dumps({"state": str(run.state), "run_id": run.run_id, "tasks": states}))
+"""
+
+
+@dataclass(frozen=True)
+class DagTestRun:
+    state: str  # "success" | "failed"
+    run_id: str
+    tasks: dict[str, str]  # task id -> state (a mapped task: the state of its last instance)
+    log: str  # the subprocess's stdout + stderr (task logs included)
+
+
+def dag_test(env: dict[str, str], dag_id: str, conf: dict, timeout: float = 900) -> DagTestRun:
+    """Run one DAG end to end with ``dag.test()`` in a subprocess with ``env`` (an Airflow home from
+    :func:`airflow_env`); fails with the output's tail if the run did not even report its state."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", _DAG_TEST, str(ROOT / "dags"), dag_id, json.dumps(conf)],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    out = done.stdout + done.stderr
+    line = next((line for line in out.splitlines() if line.startswith("DAG_RUN=")), None)
+    assert line, f"{dag_id} did not report its run:\n{out[-6000:]}"
+    result = json.loads(line.split("=", 1)[1])
+    return DagTestRun(state=result["state"], run_id=result["run_id"], tasks=result["tasks"], log=out)
 
 
 @contextmanager
