@@ -125,6 +125,21 @@ def _click_button(driver, text: str, css: str = "button", index: int = 0, what: 
     _wait(driver, clicked, what=what or f"{text} button")
 
 
+def _on_element(driver, by: str, value: str, action, what: str, index: int = 0):
+    """Find an element and act on it in one step of a wait, so that a React re-render replacing it
+    between the find and the action (a stale reference) is retried instead of failing the test.
+    Returns what ``action`` returned (True if that was None)."""
+
+    def acted(d):
+        found = d.find_elements(by, value)
+        if not found:
+            return False
+        result = action(found[index])
+        return True if result is None else result
+
+    return _wait(driver, acted, what=what)
+
+
 def _text_present(text: str, ignore_case: bool = False):
     from selenium.webdriver.common.by import By
 
@@ -155,22 +170,26 @@ def ui_run(stack, browser, shots) -> str:
     driver.get(f"{cfg.airflow_url}/")
     _wait(driver, lambda d: d.find_elements(By.NAME, "username"), what="login form")
     _snap(driver, shots, "01_airflow_login")
-    driver.find_element(By.NAME, "username").send_keys("admin")
-    driver.find_element(By.NAME, "password").send_keys(stack["password"])
-    driver.find_element(By.XPATH, "//button[normalize-space()='Sign in']").click()
+    _on_element(driver, By.NAME, "username", lambda e: _set_input(driver, e, "admin"), what="user name field")
+    _on_element(driver, By.NAME, "password", lambda e: _set_input(driver, e, stack["password"]), what="password field")
+    _click_button(driver, "Sign in", what="Sign in button")
     _wait(driver, lambda d: "/auth/login" not in d.current_url, what="logged in")
 
     driver.get(f"{cfg.airflow_url}/dags/{DAG}")
     _click_button(driver, "Trigger", what="Trigger button")
     _wait(driver, lambda d: d.find_elements(By.NAME, "element_rows"), what="trigger form")
     time.sleep(1)  # the form fills its defaults after it appears
-    _set_input(driver, driver.find_element(By.NAME, "element_snapshot"), SNAPSHOT)
-    _set_input(driver, driver.find_element(By.NAME, "element_rows"), "20000")
-    _set_input(driver, driver.find_element(By.NAME, "element_r2_floor"), "0.2")
-    editors = driver.find_elements(By.CSS_SELECTOR, ".cm-editor, .monaco-editor")
-    assert editors, "the grid should be a JSON editor in the trigger form"
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", editors[0])
-    assert '"random_forest"' in editors[0].get_attribute("innerText")
+    for field, value in (("element_snapshot", SNAPSHOT), ("element_rows", "20000"), ("element_r2_floor", "0.2")):
+        _on_element(driver, By.NAME, field, lambda e, v=value: _set_input(driver, e, v), what=f"form field {field}")
+
+    def editor_text(element) -> str:
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        return element.get_attribute("innerText") or "(empty editor)"
+
+    grid = _on_element(
+        driver, By.CSS_SELECTOR, ".cm-editor, .monaco-editor", editor_text, what="the grid as a JSON editor in the form"
+    )
+    assert '"random_forest"' in grid
     _snap(driver, shots, "02_airflow_trigger_form")
     _click_button(driver, "Trigger", css="[role=dialog] button", index=-1, what="the form's Trigger button")
 
@@ -213,8 +232,21 @@ def test_mlflow_ui_shows_the_runs_their_comparison_and_the_champion(stack, brows
     assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
     driver.get(f"{cfg.mlflow_url}/#/experiments/{experiment.experiment_id}")
     _wait(driver, _text_present("Training runs"), what="experiment page")
-    driver.get(f"{cfg.mlflow_url}/#/experiments/{experiment.experiment_id}/runs")
-    _wait(driver, _text_present(parent.info.run_name), what="parent run in the experiment's run list")
+    runs_url = f"{cfg.mlflow_url}/#/experiments/{experiment.experiment_id}/runs"
+    driver.get(runs_url)
+
+    def run_list_shows_the_parent(d) -> bool:
+        if parent.info.run_name in d.find_element(By.TAG_NAME, "body").text:
+            return True
+        # A fresh browser's first visit is redirected to the experiment's GenAI overview
+        # (`/overview/usage?workflowType=genai`), and that redirect can land after the navigation
+        # above (a CI run ended there). Go to the run list again; a click on the side bar's
+        # "Training runs" is intercepted by the overview's "Detect Issues" popover.
+        if "/runs" not in d.current_url:
+            d.get(runs_url)
+        return False
+
+    _wait(driver, run_list_shows_the_parent, what="parent run in the experiment's run list")
     time.sleep(2)
     _snap(driver, shots, "04_mlflow_experiment_runs")
 
@@ -224,8 +256,11 @@ def test_mlflow_ui_shows_the_runs_their_comparison_and_the_champion(stack, brows
     time.sleep(2)
     _snap(driver, shots, "05_mlflow_compare_runs")
     # the parameter and metric tables are below the plots: scroll to them as a user would
-    metrics = _wait(driver, lambda d: d.find_elements(By.XPATH, "//*[normalize-space()='Metrics']"), what="Metrics table")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", metrics[-1])
+    _on_element(
+        driver, By.XPATH, "//*[normalize-space()='Metrics']",
+        lambda e: driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", e),
+        index=-1, what="Metrics table",
+    )
     time.sleep(1)
     for column in ("val_rmse", "val_r2", "test_rmse", "emissions_kg_co2eq", "energy_kwh", "feature_version"):
         _wait(driver, lambda d, c=column: c in d.execute_script("return document.body.innerText"), what=f"{column} in the comparison")
