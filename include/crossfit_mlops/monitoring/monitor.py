@@ -98,10 +98,13 @@ def prepare_snapshot(
     settings = settings or get_settings()
     check_snapshot_id(snapshot_id)
     version = reference["feature_version"]
+    # a generated snapshot follows the champion's athletes: same size and seed as its snapshot's
+    if seed is None:
+        seed = reference.get("raw_seed")
     raw = ingest_snapshot(
         snapshot_id,
         rows=rows or reference.get("raw_rows") or FULL_SIZE,
-        seed=seed if seed is not None else (reference.get("raw_seed") if reference.get("raw_seed") is not None else 42),
+        seed=42 if seed is None else seed,
         settings=settings,
         season_shift=season_shift,
     )
@@ -130,6 +133,7 @@ def measure(
     import mlflow.data
     import numpy as np
 
+    from crossfit_mlops.features.specs import feature_set
     from crossfit_mlops.monitoring.dashboard import dashboard_figure
     from crossfit_mlops.monitoring.drift import PREDICTION, column_drifts, column_kinds, run_report
     from crossfit_mlops.serving.champion import load_version
@@ -146,6 +150,7 @@ def measure(
     started = time.perf_counter()
     champion = load_version(uri, name, reference["version"])
     columns = list(champion.columns)
+    features = feature_set(reference["feature_version"]).names
 
     frames, metrics = {}, {}
     for role, training_set in (("reference", reference["training_set"]), ("current", current)):
@@ -155,7 +160,6 @@ def measure(
         frame[PREDICTION] = champion.model.predict(X[columns].astype("float64"))
         frames[role] = frame
         metrics[role] = regression_metrics(y, frame[PREDICTION])
-    features = list(X.columns)
 
     report = run_report(
         frames["reference"], frames["current"], features, TARGET, policy.drift_threshold, policy.max_drift_share
