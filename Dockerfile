@@ -8,4 +8,4 @@ FROM astrocrpublic.azurecr.io/runtime:3.3-2
 # container exactly as on a laptop, without path edits.
 RUN pip install --no-cache-dir --no-deps -e .
 # Warm the task imports in the scheduler, whose forks run the tasks (same file as the local stack).
-RUN mkdir -p config && python -c "from crossfit_mlops.localstack import LOCAL_SETTINGS; open('config/airflow_local_settings.py', 'w').write(LOCAL_SETTINGS)"
+RUN mkdir -p config && python -c "from crossfit_mlops.ops.preload import LOCAL_SETTINGS; open('config/airflow_local_settings.py', 'w').write(LOCAL_SETTINGS)"

@@ -62,9 +62,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CROSSFIT_STATE_DIR"] = tmp
         from crossfit_mlops.data.generate import write_snapshot
-        from crossfit_mlops.data.pipeline import ingest_snapshot, validate_and_clean
+        from crossfit_mlops.data.ingest import ingest_snapshot
+        from crossfit_mlops.data.validate import validate_and_clean
         from crossfit_mlops.features.build import build_feature_table
         from crossfit_mlops.settings import get_settings
+        from crossfit_mlops.storage import Catalog
 
         settings = get_settings()
         snap = "2026-11-22"
@@ -75,7 +77,7 @@ def main() -> None:
         feat_s = {}
         for version in ("v1", "v2"):
             feat_s[version], _ = timed(lambda v=version: build_feature_table(snap, v, settings), args.repeat)
-        base_s, base = timed(lambda: usual_recipe(settings.raw_snapshot_file(snap)), args.repeat)
+        base_s, base = timed(lambda: usual_recipe(Catalog(settings).raw_file(snap)), args.repeat)
 
     result = {
         "rows": args.rows,

@@ -130,13 +130,15 @@ def loadgen(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------- setup
 def _prepare(settings, rows: int, snapshot: str) -> dict:
     """Snapshot -> features -> Feast -> champion, with the project's own functions."""
-    from crossfit_mlops.data.pipeline import ingest_snapshot, snapshot_time, validate_and_clean
+    from crossfit_mlops.data.ingest import ingest_snapshot
+    from crossfit_mlops.data.validate import validate_and_clean
     from crossfit_mlops.features.build import build_feature_table
     from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
-    from crossfit_mlops.registry.gate import promote, register_challenger
-    from crossfit_mlops.training.datasets import build_training_set
+    from crossfit_mlops.features.training_sets import build_training_set
+    from crossfit_mlops.registry.promotion import promote, register_challenger
+    from crossfit_mlops.storage import snapshot_time
+    from crossfit_mlops.tracking.runs import ensure_experiment, finish_run, start_parent_run
     from crossfit_mlops.training.grid import TrainingConfig
-    from crossfit_mlops.training.tracking import ensure_experiment, finish_run, start_parent_run
     from crossfit_mlops.training.train import RunContext, train_candidate
 
     ingest_snapshot(snapshot, rows=rows, settings=settings)
@@ -185,14 +187,14 @@ def main() -> None:
     }
     os.environ.update({**quiet, "CROSSFIT_STATE_DIR": str(state), "CROSSFIT_MLFLOW_PORT": "5072"})
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from crossfit_mlops import localstack
-    from crossfit_mlops.localstack import wait_for_url
+    from crossfit_mlops.ops import stack
+    from crossfit_mlops.ops.stack import wait_for_url
 
-    cfg = localstack.config_from_env()
+    cfg = stack.config_from_env()
     os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_url
     settings = get_settings()
     procs: list[subprocess.Popen] = []
-    localstack.start_mlflow(cfg, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    stack.start_mlflow(cfg, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         snapshot = date.today().isoformat()
         t0 = time.perf_counter()
@@ -201,8 +203,9 @@ def main() -> None:
         import pandas as pd
 
         from crossfit_mlops.features.specs import feature_set
+        from crossfit_mlops.storage import Catalog
 
-        ids = pd.read_parquet(settings.feature_table_file(feature_set("v2").view_name, snapshot), columns=["athlete_id"])
+        ids = pd.read_parquet(Catalog(settings).feature_table_file(feature_set("v2").view_name, snapshot), columns=["athlete_id"])
         ids_file = state / "athlete_ids.json"
         ids_file.write_text(json.dumps(ids["athlete_id"].sample(frac=1.0, random_state=1).astype(int).tolist()))
 
@@ -251,7 +254,7 @@ def main() -> None:
                 proc.wait(timeout=30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        localstack.stop_service(cfg, "mlflow")
+        stack.stop_service(cfg, "mlflow")
 
     c = args.concurrency
     ratio = runs[f"api_c{c}"]["throughput_rps"] / runs[f"two-hop_c{c}"]["throughput_rps"]

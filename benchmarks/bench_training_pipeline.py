@@ -44,7 +44,7 @@ def _ts(value: str) -> datetime:
 
 def bare_fits(training_sets: dict[str, dict], grid: list[dict]) -> dict[str, float]:
     """The baseline: fit every grid entry in this process, sequentially, nothing else."""
-    from crossfit_mlops.training.datasets import load_split
+    from crossfit_mlops.features.training_sets import load_split
     from crossfit_mlops.training.grid import build_estimator, parse_grid
 
     seconds = {}
@@ -65,7 +65,7 @@ def logged_runs(training_sets: dict[str, dict], grid: list[dict], tracking_uri: 
     work itself; the rest of the pipeline's overhead is orchestration and contention."""
     import mlflow
 
-    from crossfit_mlops.preload import preload
+    from crossfit_mlops.ops.preload import preload
     from crossfit_mlops.training.grid import parse_grid
     from crossfit_mlops.training.train import RunContext, train_candidate
 
@@ -104,13 +104,13 @@ def main() -> None:
         }
     )
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from crossfit_mlops import localstack
+    from crossfit_mlops.ops import stack
+    from crossfit_mlops.tracking.runs import child_runs
     from crossfit_mlops.training.grid import DEFAULT_GRID
-    from crossfit_mlops.training.tracking import child_runs
 
-    cfg = localstack.config_from_env()
+    cfg = stack.config_from_env()
     t0 = time.perf_counter()
-    client = localstack.up_and_connect(cfg, DAG)
+    client = stack.up_and_connect(cfg, DAG)
     stack_start_s = time.perf_counter() - t0
     try:
         client.unpause(DAG)
@@ -170,7 +170,7 @@ def main() -> None:
         sequential = logged_runs(training_sets, DEFAULT_GRID, parent["tracking_uri"], state / "bench_emissions")
     finally:
         if not args.keep_stack:
-            localstack.down(cfg)
+            stack.down(cfg)
 
     train_tis = [t for t in tis if t["task_id"] == "train_candidate"]
     fanout_s = (max(_ts(t["end_date"]) for t in train_tis) - min(_ts(t["start_date"]) for t in train_tis)).total_seconds()

@@ -19,25 +19,51 @@ Scores **every athlete** of a snapshot with the model behind `crossfit_total_lif
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from crossfit_mlops.assets import CHAMPION_MODEL, ONLINE_FEATURES
+from crossfit_mlops.contract import BATCH_DAG, CHAMPION_MODEL, ONLINE_FEATURES, SERVER_RETRIES
+from crossfit_mlops.contract import BatchTasks as T
 from crossfit_mlops.settings import task_settings
 
-SERVER_RETRIES: dict[str, Any] = {
-    "retries": 2,
-    "retry_delay": timedelta(seconds=5),
-    "retry_exponential_backoff": True,
-}
+
+@task(task_id=T.RESOLVE_SNAPSHOT)
+def resolve_snapshot() -> str | None:
+    """The snapshot to score: the param, else the triggering asset event's, else None (newest)."""
+    context = get_current_context()
+    chosen = (context["params"].get("snapshot") or "").strip()
+    if chosen:
+        return chosen
+    events = context.get("triggering_asset_events") or {}
+    for asset_events in events.values():
+        for event in reversed(list(asset_events)):
+            snapshot = (event.extra or {}).get("snapshot_id")
+            if snapshot:
+                return snapshot
+    return None
+
+
+@task(task_id=T.SCORE, **SERVER_RETRIES)
+def score_snapshot(snapshot_id: str | None) -> dict[str, Any]:
+    """Score the snapshot with @champion; write the parquet partition; log the MLflow summary run."""
+    from airflow.exceptions import AirflowSkipException
+
+    from crossfit_mlops.serving.batch import score_snapshot as score
+    from crossfit_mlops.tracking.registry import NoChampion
+
+    context = get_current_context()
+    tags = {"airflow.dag_id": context["dag"].dag_id, "airflow.run_id": context["run_id"]}
+    try:
+        return score(snapshot_id, context["run_id"], settings=task_settings(), tags=tags)
+    except NoChampion as exc:
+        raise AirflowSkipException(f"nothing to score with: {exc}") from exc
 
 
 @dag(
-    dag_id="crossfit_batch_inference",
-    schedule=(ONLINE_FEATURES | CHAMPION_MODEL),
+    dag_id=BATCH_DAG,
+    schedule=(ONLINE_FEATURES.as_asset() | CHAMPION_MODEL.as_asset()),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -53,36 +79,6 @@ SERVER_RETRIES: dict[str, Any] = {
     },
 )
 def crossfit_batch_inference():
-    @task
-    def resolve_snapshot() -> str | None:
-        """The snapshot to score: the param, else the triggering asset event's, else None (newest)."""
-        context = get_current_context()
-        chosen = (context["params"].get("snapshot") or "").strip()
-        if chosen:
-            return chosen
-        events = context.get("triggering_asset_events") or {}
-        for asset_events in events.values():
-            for event in reversed(list(asset_events)):
-                snapshot = (event.extra or {}).get("snapshot_id")
-                if snapshot:
-                    return snapshot
-        return None
-
-    @task(**SERVER_RETRIES)
-    def score_snapshot(snapshot_id: str | None) -> dict[str, Any]:
-        """Score the snapshot with @champion; write the parquet partition; log the MLflow summary run."""
-        from airflow.exceptions import AirflowSkipException
-
-        from crossfit_mlops.serving.batch import score_snapshot as score
-        from crossfit_mlops.serving.champion import NoChampion
-
-        context = get_current_context()
-        tags = {"airflow.dag_id": context["dag"].dag_id, "airflow.run_id": context["run_id"]}
-        try:
-            return score(snapshot_id, context["run_id"], settings=task_settings(), tags=tags)
-        except NoChampion as exc:
-            raise AirflowSkipException(f"nothing to score with: {exc}") from exc
-
     score_snapshot(resolve_snapshot())
 
 

@@ -25,25 +25,142 @@ Retrain when the champion's RMSE rose more than `max_rmse_increase` (relative) o
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from crossfit_mlops.contract import (
+    MONITORING_DAG,
+    RETRAIN_RUN_PREFIX,
+    SERVER_RETRIES,
+    TRAINING_DAG,
+    param_schemas,
+)
+from crossfit_mlops.contract import MonitoringTasks as T
+from crossfit_mlops.monitoring.policy import MonitoringPolicy
 from crossfit_mlops.settings import task_settings
 
-TRAINING_DAG = "crossfit_training_pipeline"
-SERVER_RETRIES: dict[str, Any] = {
-    "retries": 2,
-    "retry_delay": timedelta(seconds=5),
-    "retry_exponential_backoff": True,
+PARAMS = {
+    "snapshot": Param(
+        None,
+        type=["null", "string"],
+        title="Snapshot id",
+        description="ISO date of the new snapshot; empty = the DAG run's date (UTC).",
+    ),
+    "rows": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1000,
+        title="Raw rows to generate",
+        description="Only for a new generated snapshot; empty = as many as the champion's snapshot had.",
+    ),
+    "seed": Param(
+        None, type=["null", "integer"], title="Generator seed", description="Empty = the champion's snapshot's."
+    ),
+    "season_shift": Param(
+        0.0,
+        type="number",
+        minimum=0,
+        maximum=0.5,
+        title="Simulated season shift",
+        description="Only for a new generated snapshot: lifts heavier by this share, body weight by half of it.",
+    ),
+    # the retraining policy: defaults and bounds come from MonitoringPolicy
+    **{name: Param(**schema) for name, schema in param_schemas(MonitoringPolicy).items()},
+    "retrain": Param(True, type="boolean", title="Trigger the training pipeline when the policy says so"),
 }
 
 
+@task(task_id=T.RESOLVE_RUN)
+def resolve_run() -> dict[str, Any]:
+    """Fix this run's plain inputs: the snapshot id, the generator inputs, the policy."""
+    from crossfit_mlops.storage import check_snapshot_id
+
+    context = get_current_context()
+    params, dag_run = context["params"], context["dag_run"]
+    when = dag_run.logical_date or dag_run.run_after
+    policy = MonitoringPolicy(**{name: params[name] for name in param_schemas(MonitoringPolicy)})
+    return {
+        "snapshot_id": check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d")),
+        "rows": params["rows"],
+        "seed": params["seed"],
+        "season_shift": float(params["season_shift"]),
+        "policy": policy.as_dict(),
+        "retrain_allowed": bool(params["retrain"]),
+        "tags": {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id},
+    }
+
+
+@task(task_id=T.FIND_CHAMPION, **SERVER_RETRIES)
+def find_champion() -> dict[str, Any]:
+    """@champion and the test split it was judged on; skipped (with the reason) when there is none."""
+    from airflow.exceptions import AirflowSkipException
+
+    from crossfit_mlops.monitoring.monitor import champion_reference
+    from crossfit_mlops.tracking.registry import NoChampion
+
+    try:
+        return champion_reference(task_settings())
+    except NoChampion as exc:
+        raise AirflowSkipException(f"nothing to monitor: {exc}") from exc
+
+
+@task(task_id=T.PREPARE)
+def prepare_snapshot(run: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """Ingest, validate, clean; the champion's features of every athlete, split like training's."""
+    from crossfit_mlops.monitoring.monitor import prepare_snapshot as prepare
+
+    return prepare(
+        run["snapshot_id"],
+        reference,
+        settings=task_settings(),
+        rows=run["rows"],
+        seed=run["seed"],
+        season_shift=run["season_shift"],
+    )
+
+
+@task(task_id=T.MEASURE, **SERVER_RETRIES)
+def measure_drift(run: dict[str, Any], reference: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """Evidently drift + the champion's error on both held-out sets; dashboard; the decision."""
+    from crossfit_mlops.monitoring.monitor import measure
+
+    return measure(
+        run["snapshot_id"],
+        reference,
+        current,
+        run_key=run["tags"]["airflow.run_id"],
+        policy=MonitoringPolicy(**run["policy"]),
+        settings=task_settings(),
+        tags=run["tags"],
+    )
+
+
+@task.branch(task_id=T.DECIDE)
+def decide(run: dict[str, Any], summary: dict[str, Any]) -> str:
+    """Retrain or not: the branch taken is the decision, visible in the graph."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    for reason in summary["reasons"]:
+        log.info("%s", reason)
+    if summary["retrain"] and not run["retrain_allowed"]:
+        log.warning("the policy says retrain, but this run's `retrain` param is off")
+        return T.NO_RETRAINING
+    return T.TRIGGER_RETRAINING if summary["retrain"] else T.NO_RETRAINING
+
+
+@task(task_id=T.NO_RETRAINING)
+def no_retraining(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """@champion stays as it is; why is in the summary (and on its model version's tags)."""
+    suppressed = summary["retrain"] and not run["retrain_allowed"]
+    return {"decision": "retraining disabled by param" if suppressed else summary["decision"], "reasons": summary["reasons"]}
+
+
 @dag(
-    dag_id="crossfit_monitoring",
+    dag_id=MONITORING_DAG,
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -53,129 +170,14 @@ SERVER_RETRIES: dict[str, Any] = {
     default_args={"owner": "crossfit-mlops", "retries": 0},
     # the retraining trigger's conf is an XCom dict: rendered as a dict, not as its string
     render_template_as_native_obj=True,
-    params={
-        "snapshot": Param(
-            None,
-            type=["null", "string"],
-            title="Snapshot id",
-            description="ISO date of the new snapshot; empty = the DAG run's date (UTC).",
-        ),
-        "rows": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1000,
-            title="Raw rows to generate",
-            description="Only for a new generated snapshot; empty = as many as the champion's snapshot had.",
-        ),
-        "seed": Param(
-            None, type=["null", "integer"], title="Generator seed", description="Empty = the champion's snapshot's."
-        ),
-        "season_shift": Param(
-            0.0,
-            type="number",
-            minimum=0,
-            maximum=0.5,
-            title="Simulated season shift",
-            description="Only for a new generated snapshot: lifts heavier by this share, body weight by half of it.",
-        ),
-        "max_rmse_increase": Param(0.10, type="number", minimum=0, title="Retrain above this relative RMSE increase"),
-        "max_drift_share": Param(
-            0.3, type="number", exclusiveMinimum=0, maximum=1, title="Retrain at this share of drifted features"
-        ),
-        "drift_threshold": Param(
-            0.1, type="number", exclusiveMinimum=0, exclusiveMaximum=1, title="Per-feature drift distance threshold"
-        ),
-        "retrain": Param(True, type="boolean", title="Trigger the training pipeline when the policy says so"),
-    },
+    params=PARAMS,
 )
 def crossfit_monitoring():
-    @task
-    def resolve_run() -> dict[str, Any]:
-        """Fix this run's plain inputs: the snapshot id, the generator inputs, the policy."""
-        from crossfit_mlops.monitoring.policy import MonitoringPolicy
-        from crossfit_mlops.settings import check_snapshot_id
-
-        context = get_current_context()
-        params, dag_run = context["params"], context["dag_run"]
-        when = dag_run.logical_date or dag_run.run_after
-        policy = MonitoringPolicy(params["max_drift_share"], params["max_rmse_increase"], params["drift_threshold"])
-        return {
-            "snapshot_id": check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d")),
-            "rows": params["rows"],
-            "seed": params["seed"],
-            "season_shift": float(params["season_shift"]),
-            "policy": policy.as_dict(),
-            "retrain_allowed": bool(params["retrain"]),
-            "tags": {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id},
-        }
-
-    @task(**SERVER_RETRIES)
-    def find_champion() -> dict[str, Any]:
-        """@champion and the test split it was judged on; skipped (with the reason) when there is none."""
-        from airflow.exceptions import AirflowSkipException
-
-        from crossfit_mlops.monitoring.monitor import champion_reference
-        from crossfit_mlops.serving.champion import NoChampion
-
-        try:
-            return champion_reference(task_settings())
-        except NoChampion as exc:
-            raise AirflowSkipException(f"nothing to monitor: {exc}") from exc
-
-    @task
-    def prepare_snapshot(run: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
-        """Ingest, validate, clean; the champion's features of every athlete, split like training's."""
-        from crossfit_mlops.monitoring.monitor import prepare_snapshot as prepare
-
-        return prepare(
-            run["snapshot_id"],
-            reference,
-            settings=task_settings(),
-            rows=run["rows"],
-            seed=run["seed"],
-            season_shift=run["season_shift"],
-        )
-
-    @task(**SERVER_RETRIES)
-    def measure_drift(run: dict[str, Any], reference: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
-        """Evidently drift + the champion's error on both held-out sets; dashboard; the decision."""
-        from crossfit_mlops.monitoring.monitor import measure
-        from crossfit_mlops.monitoring.policy import MonitoringPolicy
-
-        return measure(
-            run["snapshot_id"],
-            reference,
-            current,
-            run_key=run["tags"]["airflow.run_id"],
-            policy=MonitoringPolicy(**run["policy"]),
-            settings=task_settings(),
-            tags=run["tags"],
-        )
-
-    @task.branch
-    def decide(run: dict[str, Any], summary: dict[str, Any]) -> str:
-        """Retrain or not: the branch taken is the decision, visible in the graph."""
-        import logging
-
-        log = logging.getLogger(__name__)
-        for reason in summary["reasons"]:
-            log.info("%s", reason)
-        if summary["retrain"] and not run["retrain_allowed"]:
-            log.warning("the policy says retrain, but this run's `retrain` param is off")
-            return "no_retraining"
-        return "trigger_retraining" if summary["retrain"] else "no_retraining"
-
-    @task
-    def no_retraining(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-        """@champion stays as it is; why is in the summary (and on its model version's tags)."""
-        suppressed = summary["retrain"] and not run["retrain_allowed"]
-        return {"decision": "retraining disabled by param" if suppressed else summary["decision"], "reasons": summary["reasons"]}
-
     trigger_retraining = TriggerDagRunOperator(
-        task_id="trigger_retraining",
+        task_id=T.TRIGGER_RETRAINING,
         trigger_dag_id=TRAINING_DAG,
-        trigger_run_id="retrain__{{ run_id }}",
-        conf="{{ ti.xcom_pull(task_ids='measure_drift')['retrain_conf'] }}",
+        trigger_run_id=RETRAIN_RUN_PREFIX + "{{ run_id }}",
+        conf=f"{{{{ ti.xcom_pull(task_ids='{T.MEASURE}')['retrain_conf'] }}}}",
         skip_when_already_exists=True,
         wait_for_completion=False,
         doc_md="Starts `crossfit_training_pipeline` on this snapshot (same training sample size as the champion's).",
@@ -183,8 +185,7 @@ def crossfit_monitoring():
 
     run = resolve_run()
     reference = find_champion()
-    current = prepare_snapshot(run, reference)
-    summary = measure_drift(run, reference, current)
+    summary = measure_drift(run, reference, prepare_snapshot(run, reference))
     decide(run, summary) >> [trigger_retraining, no_retraining(run, summary)]
 
 

@@ -27,25 +27,25 @@ DAG run; Models -> `crossfit_total_lift`.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from crossfit_mlops.assets import CHAMPION_MODEL, ONLINE_FEATURES
+from crossfit_mlops.contract import (
+    CHAMPION_MODEL,
+    ONLINE_FEATURES,
+    SERVER_RETRIES,
+    TRAINING_DAG,
+    param_schemas,
+)
+from crossfit_mlops.contract import TrainingTasks as T
+from crossfit_mlops.data.vocabulary import FULL_SIZE
 from crossfit_mlops.features.specs import FEATURE_SETS
+from crossfit_mlops.registry.gate import GatePolicy
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.training.grid import DEFAULT_GRID
 
-# Tasks that talk to a server (MLflow, the Feast registry) retry with backoff; pure data steps fail
-# fast, since a retry would fail the same way.
-SERVER_RETRIES: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay": timedelta(seconds=5),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=2),
-}
 VERSIONS = list(FEATURE_SETS)
 # CPU niceness of the compute-heavy task processes (0 = normal priority, 19 = idle only). The
 # parallel training tasks saturate every core of a small machine; the MLflow server and Airflow's
@@ -53,6 +53,50 @@ VERSIONS = list(FEATURE_SETS)
 # materialize_online_store is off the training path: below the training tasks.
 TRAINING_NICENESS = 5
 MATERIALIZE_NICENESS = 10
+ONLINE_FEATURES_ASSET = ONLINE_FEATURES.as_asset()
+CHAMPION_MODEL_ASSET = CHAMPION_MODEL.as_asset()
+
+PARAMS = {
+    # ["null", "string"]: optional in the trigger form (a plain "string" is a required field there)
+    "snapshot": Param(
+        None,
+        type=["null", "string"],
+        title="Snapshot id",
+        description="ISO date of the raw snapshot; empty = the DAG run's date (UTC).",
+    ),
+    "rows": Param(
+        FULL_SIZE,
+        type="integer",
+        minimum=1000,
+        title="Raw rows to generate",
+        description="Used only when the snapshot does not exist yet and no athletes.csv is provided.",
+    ),
+    "seed": Param(42, type="integer", title="Generator and sampling seed"),
+    "sample_size": Param(
+        0,
+        type="integer",
+        minimum=0,
+        title="Athletes to train on",
+        description="0 = every clean athlete; otherwise a deterministic sample of that many.",
+    ),
+    # items of type object: the trigger form shows a JSON editor (a plain array is a one-string-per-
+    # line box, which renders these entries as "[object Object]")
+    "grid": Param(
+        DEFAULT_GRID,
+        type="array",
+        items={"type": "object"},
+        title="Training grid",
+        description="One task per entry: {model: random_forest|lightgbm, feature_version: v1|v2, params: {...}}.",
+    ),
+    # the gate's thresholds: defaults and bounds come from GatePolicy
+    **{name: Param(**schema) for name, schema in param_schemas(GatePolicy).items()},
+    "codecarbon_country": Param(
+        None,
+        type=["null", "string"],
+        title="CodeCarbon country (ISO 3166 alpha-3)",
+        description="Empty = CROSSFIT_CODECARBON_COUNTRY (default USA).",
+    ),
+}
 
 
 def _lineage_tags(run: dict[str, Any]) -> dict[str, str]:
@@ -68,9 +112,9 @@ def _lineage_tags(run: dict[str, Any]) -> dict[str, str]:
 def _fail_parent_run(context) -> None:
     """on_failure_callback: mark the DAG run's MLflow parent run FAILED, so it never looks running."""
     try:
-        parent = context["ti"].xcom_pull(task_ids="start_mlflow_run")
+        parent = context["ti"].xcom_pull(task_ids=T.START_MLFLOW_RUN)
         if parent:
-            from crossfit_mlops.training.tracking import finish_run
+            from crossfit_mlops.tracking.runs import finish_run
 
             finish_run(parent["tracking_uri"], parent["parent_run_id"], status="FAILED")
     except Exception:  # a callback must never hide the task's own error
@@ -79,8 +123,202 @@ def _fail_parent_run(context) -> None:
         logging.getLogger(__name__).exception("could not mark the MLflow parent run failed")
 
 
+@task(task_id=T.RESOLVE_RUN)
+def resolve_run() -> dict[str, Any]:
+    """Fix this run's plain inputs once: snapshot id, sizes, grid, gate policy, lineage tags."""
+    from crossfit_mlops.storage import check_snapshot_id
+    from crossfit_mlops.tracking.runs import git_commit
+    from crossfit_mlops.training.grid import parse_grid
+
+    context = get_current_context()
+    params, dag_run = context["params"], context["dag_run"]
+    when = dag_run.logical_date or dag_run.run_after
+    settings = task_settings()
+    return {
+        "snapshot_id": check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d")),
+        "rows": params["rows"],
+        "seed": params["seed"],
+        "sample_size": params["sample_size"],
+        "grid": [c.as_dict() for c in parse_grid(params["grid"])],
+        "policy": GatePolicy(**{name: params[name] for name in param_schemas(GatePolicy)}).as_dict(),
+        "country": params["codecarbon_country"] or settings.codecarbon_country,
+        "tags": {
+            "airflow.dag_id": dag_run.dag_id,
+            "airflow.run_id": dag_run.run_id,
+            "git_commit": git_commit(settings.project_root),
+        },
+    }
+
+
+@task(task_id=T.START_MLFLOW_RUN, **SERVER_RETRIES)
+def start_mlflow_run(run: dict[str, Any]) -> dict[str, str]:
+    """Create the experiment (once, before the fan-out) and this DAG run's parent run."""
+    from crossfit_mlops.tracking.runs import ensure_experiment, start_parent_run
+
+    settings = task_settings()
+    experiment_id = ensure_experiment(settings.mlflow_tracking_uri, settings.mlflow_experiment)
+    tags = {**run["tags"], "snapshot_id": run["snapshot_id"], "pipeline": TRAINING_DAG}
+    parent = start_parent_run(settings.mlflow_tracking_uri, experiment_id, run["tags"]["airflow.run_id"], tags)
+    return {"tracking_uri": settings.mlflow_tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent}
+
+
+@task(task_id=T.INGEST)
+def ingest_snapshot(run: dict[str, Any]) -> dict[str, Any]:
+    """Raw snapshot: reuse it, copy the provided file, or generate it (immutable once written)."""
+    from crossfit_mlops.data.ingest import ingest_snapshot as ingest
+
+    return ingest(run["snapshot_id"], rows=run["rows"], seed=run["seed"], settings=task_settings()).as_dict()
+
+
+@task(task_id=T.VALIDATE)
+def validate_snapshot(raw: dict[str, Any]) -> dict[str, Any]:
+    """Raw contract + cleaning. Fails (no clean data published) below the valid-share floor."""
+    from dataclasses import asdict
+
+    from crossfit_mlops.data.validate import validate_and_clean
+
+    return asdict(validate_and_clean(raw["snapshot_id"], settings=task_settings()))
+
+
+@task(task_id=T.ENGINEER)
+def engineer_features(cleaned: dict[str, Any], version: str) -> str:
+    """One feature version's table: the offline source of its Feast feature view."""
+    from crossfit_mlops.features.build import build_feature_table
+
+    return build_feature_table(cleaned["snapshot_id"], version, settings=task_settings())
+
+
+@task(task_id=T.APPLY_FEATURE_STORE, **SERVER_RETRIES)
+def apply_feature_store(tables: list[str]) -> list[str]:
+    """`feast apply` from code: entity, sources, views, FeatureServices (idempotent)."""
+    from crossfit_mlops.features.store import apply_definitions
+
+    return apply_definitions(settings=task_settings())
+
+
+@task(task_id=T.MATERIALIZE, outlets=[ONLINE_FEATURES_ASSET], **SERVER_RETRIES)
+def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
+    """Load each athlete's newest features up to the snapshot into the online store; updates the
+    Asset `crossfit_online_features` (with the snapshot id), which schedules batch inference."""
+    from crossfit_mlops.features.store import materialize_snapshot
+    from crossfit_mlops.ops.process import lower_cpu_priority
+    from crossfit_mlops.storage import snapshot_time
+
+    lower_cpu_priority(MATERIALIZE_NICENESS)
+    materialize_snapshot(snapshot_time(run["snapshot_id"]), settings=task_settings())
+    get_current_context()["outlet_events"][ONLINE_FEATURES_ASSET].extra = {"snapshot_id": run["snapshot_id"]}
+    return run["snapshot_id"]
+
+
+@task(task_id=T.BUILD_TRAINING_SET, **SERVER_RETRIES)
+def build_training_set(run: dict[str, Any], applied: list[str], version: str) -> dict[str, Any]:
+    """Point-in-time features for the labels via the FeatureService, split by athlete."""
+    from crossfit_mlops.features.training_sets import build_training_set as build
+
+    return build(run["snapshot_id"], version, run["sample_size"], run["seed"], settings=task_settings()).as_dict()
+
+
+@task(task_id=T.PLAN)
+def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One job per grid entry, each with the training set of its feature version, slowest first
+    (the mapped tasks start in this order, and the slowest one bounds the fan-out's wall time)."""
+    from crossfit_mlops.training.grid import plan_jobs
+
+    return plan_jobs(run["grid"], training_sets)
+
+
+@task(task_id=T.TRAIN, map_index_template="{{ run_label }}", **SERVER_RETRIES)
+def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
+    """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets)."""
+    from crossfit_mlops.ops.process import lower_cpu_priority
+    from crossfit_mlops.training.train import RunContext
+    from crossfit_mlops.training.train import train_candidate as train
+
+    get_current_context()["run_label"] = job["config"]["name"]
+    lower_cpu_priority(TRAINING_NICENESS)
+    settings = task_settings()
+    ctx = RunContext(
+        tracking_uri=parent["tracking_uri"],
+        experiment_id=parent["experiment_id"],
+        parent_run_id=parent["parent_run_id"],
+        emissions_dir=str(settings.emissions_dir / parent["parent_run_id"]),
+        country_iso_code=run["country"],
+        tags=_lineage_tags(run),
+    )
+    return train(job["config"], job["training_set"], ctx)
+
+
+@task(task_id=T.REGISTER, **SERVER_RETRIES)
+def register_challenger(results: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
+    """Best run on validation -> new model version with @challenger; leaderboard on the parent run."""
+    from crossfit_mlops.registry.promotion import register_challenger as register
+    from crossfit_mlops.training.leaderboard import log_leaderboard, select_best
+
+    results = list(results)
+    log_leaderboard(parent["tracking_uri"], parent["parent_run_id"], results)
+    best = select_best(results)
+    version = register(parent["tracking_uri"], task_settings().registered_model_name, best, run["tags"])
+    return {"version": version, "run_id": best["run_id"], "run_name": best["run_name"]}
+
+
+@task(task_id=T.JUDGE, **SERVER_RETRIES)
+def judge_challenger(
+    challenger: dict[str, Any], training_sets: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]
+) -> dict[str, Any]:
+    """Challenger vs champion on the same untouched test athletes; the decision is tagged on the version."""
+    from crossfit_mlops.registry.promotion import judge_challenger as judge
+
+    return judge(
+        parent["tracking_uri"],
+        task_settings().registered_model_name,
+        challenger["version"],
+        {ts["feature_version"]: ts for ts in training_sets},
+        GatePolicy(**run["policy"]),
+        tags={"gate.airflow_run_id": run["tags"]["airflow.run_id"]},
+    )
+
+
+@task.branch(task_id=T.GATE)
+def gate(decision: dict[str, Any]) -> str:
+    """Promote or keep: the branch taken is the decision, visible in the graph."""
+    return T.PROMOTE if decision["promote"] else T.KEEP
+
+
+@task(task_id=T.PROMOTE, outlets=[CHAMPION_MODEL_ASSET], **SERVER_RETRIES)
+def promote_challenger(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
+    """Move @champion to the challenger; the previous champion is tagged archived. Updates the
+    Asset `crossfit_champion_model`, which schedules batch inference with the new champion."""
+    from crossfit_mlops.registry.promotion import promote
+
+    version = decision["challenger"]["version"]
+    previous = promote(parent["tracking_uri"], decision["model_name"], version)
+    get_current_context()["outlet_events"][CHAMPION_MODEL_ASSET].extra = {"model_version": str(version)}
+    return {**decision, "previous_champion": previous}
+
+
+@task(task_id=T.KEEP, **SERVER_RETRIES)
+def keep_champion(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
+    """The challenger stays registered, visibly rejected; @champion does not move."""
+    import logging
+
+    from crossfit_mlops.registry.promotion import mark_rejected
+
+    version = decision["challenger"]["version"]
+    mark_rejected(parent["tracking_uri"], decision["model_name"], version)
+    logging.getLogger(__name__).warning("challenger v%s rejected: %s", version, decision["reason"])
+    return decision
+
+
+@task(task_id=T.FINISH, trigger_rule="none_failed_min_one_success", **SERVER_RETRIES)
+def finish_mlflow_run(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
+    """Record the gate's outcome on the parent run and close it."""
+    from crossfit_mlops.tracking.runs import close_parent_run
+
+    return close_parent_run(parent["tracking_uri"], parent["parent_run_id"], decision)
+
+
 @dag(
-    dag_id="crossfit_training_pipeline",
+    dag_id=TRAINING_DAG,
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -88,272 +326,18 @@ def _fail_parent_run(context) -> None:
     doc_md=__doc__,
     tags=["crossfit", "training", "mlflow", "feast"],
     default_args={"owner": "crossfit-mlops", "retries": 0, "on_failure_callback": _fail_parent_run},
-    params={
-        # ["null", "string"]: optional in the trigger form (a plain "string" is a required field there)
-        "snapshot": Param(
-            None,
-            type=["null", "string"],
-            title="Snapshot id",
-            description="ISO date of the raw snapshot; empty = the DAG run's date (UTC).",
-        ),
-        "rows": Param(
-            423006,
-            type="integer",
-            minimum=1000,
-            title="Raw rows to generate",
-            description="Used only when the snapshot does not exist yet and no athletes.csv is provided.",
-        ),
-        "seed": Param(42, type="integer", title="Generator and sampling seed"),
-        "sample_size": Param(
-            0,
-            type="integer",
-            minimum=0,
-            title="Athletes to train on",
-            description="0 = every clean athlete; otherwise a deterministic sample of that many.",
-        ),
-        # items of type object: the trigger form shows a JSON editor (a plain array is a one-string-per-
-        # line box, which renders these entries as "[object Object]")
-        "grid": Param(
-            DEFAULT_GRID,
-            type="array",
-            items={"type": "object"},
-            title="Training grid",
-            description="One task per entry: {model: random_forest|lightgbm, feature_version: v1|v2, params: {...}}.",
-        ),
-        "min_improvement": Param(
-            0.005, type="number", minimum=0, maximum=0.99, title="Gate: relative test-RMSE margin over the champion"
-        ),
-        "r2_floor": Param(0.5, type="number", title="Gate: minimum test R²"),
-        "r2_ceiling": Param(0.98, type="number", title="Gate: leakage ceiling on test R²"),
-        "codecarbon_country": Param(
-            None,
-            type=["null", "string"],
-            title="CodeCarbon country (ISO 3166 alpha-3)",
-            description="Empty = CROSSFIT_CODECARBON_COUNTRY (default USA).",
-        ),
-    },
+    params=PARAMS,
 )
 def crossfit_training_pipeline():
-    @task
-    def resolve_run() -> dict[str, Any]:
-        """Fix this run's plain inputs once: snapshot id, sizes, grid, gate policy, lineage tags."""
-        from crossfit_mlops.registry.gate import GatePolicy
-        from crossfit_mlops.settings import check_snapshot_id
-        from crossfit_mlops.training.grid import parse_grid
-        from crossfit_mlops.training.tracking import git_commit
-
-        context = get_current_context()
-        params, dag_run = context["params"], context["dag_run"]
-        when = dag_run.logical_date or dag_run.run_after
-        snapshot = check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d"))
-        grid = [c.as_dict() for c in parse_grid(params["grid"])]
-        policy = GatePolicy(params["min_improvement"], params["r2_floor"], params["r2_ceiling"])
-        settings = task_settings()
-        return {
-            "snapshot_id": snapshot,
-            "rows": params["rows"],
-            "seed": params["seed"],
-            "sample_size": params["sample_size"],
-            "grid": grid,
-            "policy": {
-                "min_improvement": policy.min_improvement,
-                "r2_floor": policy.r2_floor,
-                "r2_ceiling": policy.r2_ceiling,
-            },
-            "country": params["codecarbon_country"] or settings.codecarbon_country,
-            "tags": {
-                "airflow.dag_id": dag_run.dag_id,
-                "airflow.run_id": dag_run.run_id,
-                "git_commit": git_commit(settings.project_root),
-            },
-        }
-
-    @task(**SERVER_RETRIES)
-    def start_mlflow_run(run: dict[str, Any]) -> dict[str, str]:
-        """Create the experiment (once, before the fan-out) and this DAG run's parent run."""
-        from crossfit_mlops.training.tracking import ensure_experiment, start_parent_run
-
-        settings = task_settings()
-        experiment_id = ensure_experiment(settings.mlflow_tracking_uri, settings.mlflow_experiment)
-        tags = {**run["tags"], "snapshot_id": run["snapshot_id"], "pipeline": "crossfit_training_pipeline"}
-        parent = start_parent_run(settings.mlflow_tracking_uri, experiment_id, run["tags"]["airflow.run_id"], tags)
-        return {"tracking_uri": settings.mlflow_tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent}
-
-    @task
-    def ingest_snapshot(run: dict[str, Any]) -> dict[str, Any]:
-        """Raw snapshot: reuse it, copy the provided file, or generate it (immutable once written)."""
-        from dataclasses import asdict
-
-        from crossfit_mlops.data.pipeline import ingest_snapshot as ingest
-
-        return asdict(ingest(run["snapshot_id"], rows=run["rows"], seed=run["seed"], settings=task_settings()))
-
-    @task
-    def validate_snapshot(raw: dict[str, Any]) -> dict[str, Any]:
-        """Raw contract + cleaning. Fails (no clean data published) below the valid-share floor."""
-        from dataclasses import asdict
-
-        from crossfit_mlops.data.pipeline import validate_and_clean
-
-        return asdict(validate_and_clean(raw["snapshot_id"], settings=task_settings()))
-
-    @task
-    def engineer_features(cleaned: dict[str, Any], version: str) -> str:
-        """One feature version's table: the offline source of its Feast feature view."""
-        from crossfit_mlops.features.build import build_feature_table
-
-        return build_feature_table(cleaned["snapshot_id"], version, settings=task_settings())
-
-    @task(**SERVER_RETRIES)
-    def apply_feature_store(tables: list[str]) -> list[str]:
-        """`feast apply` from code: entity, sources, views, FeatureServices (idempotent)."""
-        from crossfit_mlops.features.store import apply_definitions
-
-        return apply_definitions(settings=task_settings())
-
-    @task(outlets=[ONLINE_FEATURES], **SERVER_RETRIES)
-    def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
-        """Load each athlete's newest features up to the snapshot into the online store; updates the
-        Asset `crossfit_online_features` (with the snapshot id), which schedules batch inference."""
-        from crossfit_mlops.data.pipeline import snapshot_time
-        from crossfit_mlops.features.store import materialize_snapshot
-        from crossfit_mlops.process import lower_cpu_priority
-
-        lower_cpu_priority(MATERIALIZE_NICENESS)
-        materialize_snapshot(snapshot_time(run["snapshot_id"]), settings=task_settings())
-        get_current_context()["outlet_events"][ONLINE_FEATURES].extra = {"snapshot_id": run["snapshot_id"]}
-        return run["snapshot_id"]
-
-    @task(**SERVER_RETRIES)
-    def build_training_set(run: dict[str, Any], applied: list[str], version: str) -> dict[str, Any]:
-        """Point-in-time features for the labels via the FeatureService, split by athlete."""
-        from crossfit_mlops.training.datasets import build_training_set as build
-
-        return build(run["snapshot_id"], version, run["sample_size"], run["seed"], settings=task_settings()).as_dict()
-
-    @task
-    def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One job per grid entry, each with the training set of its feature version, slowest first
-        (the mapped tasks start in this order, and the slowest one bounds the fan-out's wall time)."""
-        from crossfit_mlops.training.grid import TrainingConfig, estimated_cost
-
-        by_version = {ts["feature_version"]: ts for ts in training_sets}
-        configs = sorted(
-            run["grid"],
-            key=lambda c: -estimated_cost(TrainingConfig(c["model"], c["feature_version"], c["params"])),
-        )
-        return [{"config": c, "training_set": by_version[c["feature_version"]]} for c in configs]
-
-    @task(map_index_template="{{ run_label }}", **SERVER_RETRIES)
-    def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
-        """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets)."""
-        from crossfit_mlops.process import lower_cpu_priority
-        from crossfit_mlops.training.train import RunContext
-        from crossfit_mlops.training.train import train_candidate as train
-
-        get_current_context()["run_label"] = job["config"]["name"]
-        lower_cpu_priority(TRAINING_NICENESS)
-        settings = task_settings()
-        ctx = RunContext(
-            tracking_uri=parent["tracking_uri"],
-            experiment_id=parent["experiment_id"],
-            parent_run_id=parent["parent_run_id"],
-            emissions_dir=str(settings.emissions_dir / parent["parent_run_id"]),
-            country_iso_code=run["country"],
-            tags=_lineage_tags(run),
-        )
-        return train(job["config"], job["training_set"], ctx)
-
-    @task(**SERVER_RETRIES)
-    def register_challenger(
-        results: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]
-    ) -> dict[str, Any]:
-        """Best run on validation -> new model version with @challenger; leaderboard on the parent run."""
-        from crossfit_mlops.registry.gate import register_challenger as register
-        from crossfit_mlops.training.leaderboard import log_leaderboard, select_best
-
-        results = list(results)
-        log_leaderboard(parent["tracking_uri"], parent["parent_run_id"], results)
-        best = select_best(results)
-        version = register(parent["tracking_uri"], task_settings().registered_model_name, best, run["tags"])
-        return {"version": version, "run_id": best["run_id"], "run_name": best["run_name"]}
-
-    @task(**SERVER_RETRIES)
-    def judge_challenger(
-        challenger: dict[str, Any],
-        training_sets: list[dict[str, Any]],
-        run: dict[str, Any],
-        parent: dict[str, str],
-    ) -> dict[str, Any]:
-        """Challenger vs champion on the same untouched test athletes; the decision is tagged on the version."""
-        from crossfit_mlops.registry.gate import GatePolicy
-        from crossfit_mlops.registry.gate import judge_challenger as judge
-
-        return judge(
-            parent["tracking_uri"],
-            task_settings().registered_model_name,
-            challenger["version"],
-            {ts["feature_version"]: ts for ts in training_sets},
-            GatePolicy(**run["policy"]),
-            tags={"gate.airflow_run_id": run["tags"]["airflow.run_id"]},
-        )
-
-    @task.branch
-    def gate(decision: dict[str, Any]) -> str:
-        """Promote or keep: the branch taken is the decision, visible in the graph."""
-        return "promote_challenger" if decision["promote"] else "keep_champion"
-
-    @task(outlets=[CHAMPION_MODEL], **SERVER_RETRIES)
-    def promote_challenger(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
-        """Move @champion to the challenger; the previous champion is tagged archived. Updates the
-        Asset `crossfit_champion_model`, which schedules batch inference with the new champion."""
-        from crossfit_mlops.registry.gate import promote
-
-        version = decision["challenger"]["version"]
-        previous = promote(parent["tracking_uri"], decision["model_name"], version)
-        get_current_context()["outlet_events"][CHAMPION_MODEL].extra = {"model_version": str(version)}
-        return {**decision, "previous_champion": previous}
-
-    @task(**SERVER_RETRIES)
-    def keep_champion(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
-        """The challenger stays registered, visibly rejected; @champion does not move."""
-        import logging
-
-        from crossfit_mlops.registry.gate import mark_rejected
-
-        version = decision["challenger"]["version"]
-        mark_rejected(parent["tracking_uri"], decision["model_name"], version)
-        logging.getLogger(__name__).warning("challenger v%s rejected: %s", version, decision["reason"])
-        return decision
-
-    @task(trigger_rule="none_failed_min_one_success", **SERVER_RETRIES)
-    def finish_mlflow_run(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
-        """Record the gate's outcome on the parent run and close it."""
-        from crossfit_mlops.training.tracking import client, finish_run
-
-        c = client(parent["tracking_uri"])
-        c.set_tag(parent["parent_run_id"], "gate.decision", decision["decision"])
-        c.set_tag(parent["parent_run_id"], "gate.reason", decision["reason"])
-        c.set_tag(parent["parent_run_id"], "gate.challenger_version", decision["challenger"]["version"])
-        finish_run(parent["tracking_uri"], parent["parent_run_id"])
-        return {
-            "decision": decision["decision"],
-            "reason": decision["reason"],
-            "version": decision["challenger"]["version"],
-        }
-
     run = resolve_run()
     parent = start_mlflow_run(run)
-    raw = ingest_snapshot(run)
-    cleaned = validate_snapshot(raw)
+    cleaned = validate_snapshot(ingest_snapshot(run))
     tables = engineer_features.partial(cleaned=cleaned).expand(version=VERSIONS)
     applied = apply_feature_store(tables)
     materialize_online_store(run, applied)
     training_sets = build_training_set.partial(run=run, applied=applied).expand(version=VERSIONS)
-    jobs = plan_training(run, training_sets)
-    results = train_candidate.partial(run=run, parent=parent).expand(job=jobs)
-    challenger = register_challenger(results, run, parent)
-    decision = judge_challenger(challenger, training_sets, run, parent)
+    results = train_candidate.partial(run=run, parent=parent).expand(job=plan_training(run, training_sets))
+    decision = judge_challenger(register_challenger(results, run, parent), training_sets, run, parent)
     outcomes = [promote_challenger(decision, parent), keep_champion(decision, parent)]
     gate(decision) >> outcomes
     outcomes >> finish_mlflow_run(decision, parent)

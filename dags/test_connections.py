@@ -19,15 +19,46 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
+from crossfit_mlops.contract import CONNECTIONS_DAG
+from crossfit_mlops.contract import ConnectionTasks as T
 from crossfit_mlops.settings import task_settings
 
 POSTGRES_CONN_ID = "crossfit_postgres"
 
 
+@task(task_id=T.MLFLOW)
+def check_mlflow() -> dict:
+    """MLflow tracking server: health endpoint and the experiments API."""
+    from crossfit_mlops.ops.checks import check_mlflow as check
+
+    return check(task_settings().mlflow_tracking_uri)
+
+
+@task(task_id=T.FEAST)
+def check_feast() -> dict:
+    """Feast: the registry loads and the feature views / services are registered."""
+    from crossfit_mlops.ops.checks import check_feast as check
+
+    return check(task_settings())
+
+
+@task(task_id=T.POSTGRES)
+def check_postgres() -> dict:
+    """PostgreSQL over the `crossfit_postgres` connection, when it is configured."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
+
+    from crossfit_mlops.ops.checks import check_postgres as check
+
+    try:
+        conn = Connection.get(POSTGRES_CONN_ID)
+    except AirflowNotFoundException as exc:
+        raise AirflowSkipException(f"connection {POSTGRES_CONN_ID!r} is not configured") from exc
+    return check(host=conn.host, port=conn.port or 5432, user=conn.login, password=conn.password, dbname=conn.schema)
 
 
 @dag(
-    dag_id="test_connections",
+    dag_id=CONNECTIONS_DAG,
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -36,36 +67,6 @@ POSTGRES_CONN_ID = "crossfit_postgres"
     default_args={"owner": "crossfit-mlops", "retries": 2, "retry_delay": timedelta(seconds=5)},
 )
 def test_connections():
-    @task
-    def check_mlflow() -> dict:
-        """MLflow tracking server: health endpoint and the experiments API."""
-        from crossfit_mlops.checks import check_mlflow as check
-
-        return check(task_settings().mlflow_tracking_uri)
-
-    @task
-    def check_feast() -> dict:
-        """Feast: the registry loads and the feature views / services are registered."""
-        from crossfit_mlops.checks import check_feast as check
-
-        return check(task_settings())
-
-    @task
-    def check_postgres() -> dict:
-        """PostgreSQL over the `crossfit_postgres` connection, when it is configured."""
-        from airflow.sdk import Connection
-        from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
-
-        from crossfit_mlops.checks import check_postgres as check
-
-        try:
-            conn = Connection.get(POSTGRES_CONN_ID)
-        except AirflowNotFoundException as exc:
-            raise AirflowSkipException(f"connection {POSTGRES_CONN_ID!r} is not configured") from exc
-        return check(
-            host=conn.host, port=conn.port or 5432, user=conn.login, password=conn.password, dbname=conn.schema
-        )
-
     check_mlflow()
     check_feast()
     check_postgres()

@@ -1,5 +1,5 @@
 import sys
 
-from crossfit_mlops.cli import main
+from crossfit_mlops.ops.cli import main
 
 sys.exit(main())

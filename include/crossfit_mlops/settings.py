@@ -12,11 +12,8 @@ Airflow home, emissions files) lives under one state directory, ``CROSSFIT_STATE
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-
-_SNAPSHOT_ID = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _default_root() -> Path:
@@ -69,28 +66,6 @@ class Settings:
     serving_refresh_seconds: float
     serving_max_batch: int
 
-    # --- snapshot-keyed locations -------------------------------------------------------------
-    def raw_snapshot_dir(self, snapshot_id: str) -> Path:
-        return self.raw_dir / f"snapshot={check_snapshot_id(snapshot_id)}"
-
-    def raw_snapshot_file(self, snapshot_id: str) -> Path:
-        return self.raw_snapshot_dir(snapshot_id) / "athletes.csv"
-
-    def processed_snapshot_dir(self, snapshot_id: str) -> Path:
-        return self.processed_dir / f"snapshot={check_snapshot_id(snapshot_id)}"
-
-    def feature_table_dir(self, view_name: str) -> Path:
-        """Folder of one feature view's offline source: one parquet file per snapshot."""
-        return self.features_dir / view_name
-
-    def feature_table_file(self, view_name: str, snapshot_id: str) -> Path:
-        return self.feature_table_dir(view_name) / f"snapshot_{check_snapshot_id(snapshot_id)}.parquet"
-
-    def training_set_dir(self, snapshot_id: str, sample_size: int, version: str) -> Path:
-        """Train/validation/test parquet files of one feature version, keyed by snapshot and sample."""
-        sample = "all" if not sample_size else str(int(sample_size))
-        return self.training_dir / f"snapshot={check_snapshot_id(snapshot_id)}" / f"sample={sample}" / version
-
     def as_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process (Feast CLI, Airflow)."""
         return {
@@ -111,13 +86,6 @@ class Settings:
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}
 
 
-def check_snapshot_id(snapshot_id: str) -> str:
-    """Snapshot ids are ISO dates (the day the athlete profiles were read)."""
-    if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.match(snapshot_id):
-        raise ValueError(f"snapshot id must be an ISO date like 2026-11-22, got {snapshot_id!r}")
-    return snapshot_id
-
-
 # Airflow Variables (declared in airflow_settings.yaml) that override an environment variable when a
 # task resolves its settings: the deployment decides them, not the code.
 AIRFLOW_VARIABLES: dict[str, str] = {
@@ -126,13 +94,6 @@ AIRFLOW_VARIABLES: dict[str, str] = {
     "crossfit_registered_model": "CROSSFIT_REGISTERED_MODEL",
     "crossfit_feast_repo": "CROSSFIT_FEAST_REPO",
 }
-
-
-def run_partition(base: Path, snapshot_id: str, run_key: str) -> Path:
-    """``<base>/snapshot=<id>/run=<key>``: one output folder per (snapshot, run); the run key (an
-    Airflow run id has ``:`` and ``+``) is made safe as a file name."""
-    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", run_key)
-    return base / f"snapshot={check_snapshot_id(snapshot_id)}" / f"run={safe}"
 
 
 def get_settings(environ: dict[str, str] | None = None) -> Settings:

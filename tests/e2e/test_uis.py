@@ -35,7 +35,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from crossfit_mlops import localstack
+    from crossfit_mlops.ops import stack as localstack
 
     base = tmp_path_factory.mktemp("e2e")
     env = {

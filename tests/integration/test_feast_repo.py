@@ -12,11 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crossfit_mlops.data.pipeline import ingest_snapshot, snapshot_time, validate_and_clean
+from crossfit_mlops.data.ingest import ingest_snapshot
+from crossfit_mlops.data.validate import validate_and_clean
 from crossfit_mlops.features import store as feast_glue
 from crossfit_mlops.features.build import build_feature_table
 from crossfit_mlops.features.specs import FEATURE_SETS, FEATURE_TTL
 from crossfit_mlops.settings import get_settings
+from crossfit_mlops.storage import snapshot_time
 
 pytestmark = pytest.mark.integration
 SNAPSHOT = "2026-10-01"

@@ -40,7 +40,7 @@ def _query(uri: str, sql: str) -> list[tuple]:
 
 
 def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, monkeypatch):
-    from crossfit_mlops import localstack
+    from crossfit_mlops.ops import stack
 
     with (
         postgres_database("crossfit_test_mlflow") as mlflow_db,
@@ -64,9 +64,9 @@ def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, mo
             monkeypatch.setenv(name, value)
         for name in ("MLFLOW_TRACKING_URI", "AIRFLOW_HOME"):
             monkeypatch.delenv(name, raising=False)
-        cfg = localstack.config_from_env()
+        cfg = stack.config_from_env()
         try:
-            client = localstack.up_and_connect(cfg, DAG)
+            client = stack.up_and_connect(cfg, DAG)
             client.unpause(DAG)
             run_id = client.trigger(DAG, {"rows": 20000, "snapshot": "2026-11-02", "grid": GRID, "r2_floor": 0.2})
             run = client.wait_for_run(DAG, run_id, timeout=900, poll=2.0)
@@ -94,7 +94,7 @@ def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, mo
             assert _query(airflow_db, f"SELECT state FROM dag_run WHERE run_id = '{run_id}'") == [("success",)]
 
             # the API serves the champion from the Redis online store
-            assert localstack.start_api(cfg) == "started"
+            assert stack.start_api(cfg) == "started"
             from crossfit_mlops.serving.features import example_athlete
 
             athlete = example_athlete(cfg.settings)
@@ -105,5 +105,5 @@ def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, mo
 
             assert redis.Redis(host="127.0.0.1", port=6379, db=redis_db).dbsize() > 100
         finally:
-            localstack.down(cfg)
+            stack.down(cfg)
     assert not os.path.exists(cfg.run_dir / "api.json")

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from crossfit_mlops.registry.gate import promote, register_challenger
+from crossfit_mlops.registry.promotion import promote, register_challenger
+from crossfit_mlops.storage import Catalog
 from tests.support.services import (
     QUIET_ENV,
     airflow_env,
@@ -50,19 +51,21 @@ def _ids(settings, snapshot: str, version: str = "v2") -> set[int]:
 
     from crossfit_mlops.features.specs import feature_set
 
-    path = settings.feature_table_file(feature_set(version).view_name, snapshot)
+    path = Catalog(settings).feature_table_file(feature_set(version).view_name, snapshot)
     return set(pd.read_parquet(path, columns=["athlete_id"])["athlete_id"])
 
 
 
 def _prepare_world(settings, uri: str) -> dict:
     """Snapshots, Feast, two trained + registered versions, v1 promoted (the project's code paths)."""
-    from crossfit_mlops.data.pipeline import ingest_snapshot, snapshot_time, validate_and_clean
+    from crossfit_mlops.data.ingest import ingest_snapshot
+    from crossfit_mlops.data.validate import validate_and_clean
     from crossfit_mlops.features.build import build_feature_table
     from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
-    from crossfit_mlops.training.datasets import build_training_set
+    from crossfit_mlops.features.training_sets import build_training_set
+    from crossfit_mlops.storage import snapshot_time
+    from crossfit_mlops.tracking.runs import ensure_experiment, finish_run, start_parent_run
     from crossfit_mlops.training.grid import TrainingConfig
-    from crossfit_mlops.training.tracking import ensure_experiment, finish_run, start_parent_run
     from crossfit_mlops.training.train import RunContext, train_candidate
 
     for index, snapshot in enumerate((OLD, CUR, NEXT)):
@@ -165,9 +168,9 @@ def _reference(world, athlete_ids: list[int], version: str) -> list[float]:
     import mlflow
     import pandas as pd
 
-    from crossfit_mlops.data.pipeline import snapshot_time
     from crossfit_mlops.features.store import historical_features
-    from crossfit_mlops.training.tracking import client
+    from crossfit_mlops.storage import snapshot_time
+    from crossfit_mlops.tracking import client
 
     settings = world["settings"]
     mv = client(world["uri"]).get_model_version(settings.registered_model_name, version)
@@ -354,7 +357,7 @@ def test_batch_dag_scores_every_athlete_like_the_api(world, api):
     import pandas as pd
 
     from crossfit_mlops.serving.batch import BATCH_EXPERIMENT
-    from crossfit_mlops.training.tracking import client
+    from crossfit_mlops.tracking import client
 
     env = airflow_env(world["base"] / "airflow", world["settings"].state_dir, world["uri"])
     env = {**env, **{k: v for k, v in world["env"].items() if k.startswith(("CROSSFIT_", "MLFLOW_"))}}

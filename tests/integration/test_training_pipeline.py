@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from crossfit_mlops.registry.gate import CHALLENGER, CHAMPION
+from crossfit_mlops.tracking.registry import CHALLENGER, CHAMPION
 from crossfit_mlops.training.grid import DEFAULT_GRID
 from tests.support.services import airflow_env, dag_test, mlflow_server
 
@@ -135,7 +135,7 @@ def test_promote_then_roll_back_with_the_cli(stack, first_run):
     """Promoting v2 archives v1; ``registry rollback`` puts @champion back on v1."""
     import os
 
-    from crossfit_mlops.registry.gate import promote
+    from crossfit_mlops.registry.promotion import promote
 
     if _client(stack["uri"]).get_model_version_by_alias("crossfit_total_lift", CHALLENGER).version != "2":
         pytest.skip("needs the rejected challenger of the previous test")

@@ -30,21 +30,21 @@ def free_port() -> int:
 @contextmanager
 def mlflow_server(state_dir: Path) -> Iterator[str]:
     """A real ``mlflow server`` (SQLite + local artifacts) on a free port, stopped with its workers."""
-    from crossfit_mlops import localstack
+    from crossfit_mlops.ops import stack
 
     env = {**os.environ, **QUIET_ENV, "CROSSFIT_STATE_DIR": str(state_dir), "CROSSFIT_MLFLOW_PORT": str(free_port())}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cfg = localstack.config_from_env(env)
-    localstack.start_mlflow(cfg, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    cfg = stack.config_from_env(env)
+    stack.start_mlflow(cfg, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         yield cfg.mlflow_url
     finally:
-        localstack.stop_service(cfg, "mlflow")
+        stack.stop_service(cfg, "mlflow")
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     """Wait until ``url`` answers; fail with the process's log if it exits or times out."""
-    from crossfit_mlops.localstack import wait_for_url
+    from crossfit_mlops.ops.stack import wait_for_url
 
     wait_for_url(url, proc, log, timeout)
 

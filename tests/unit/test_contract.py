@@ -8,15 +8,10 @@ import pandas as pd
 import pytest
 
 from crossfit_mlops.data.contract import RawFileError, check_rows, read_raw
-from crossfit_mlops.data.pipeline import (
-    CLEAN_FILE,
-    QUARANTINE_FILE,
-    REPORT_FILE,
-    ValidationFloorError,
-    ingest_snapshot,
-    validate_and_clean,
-)
+from crossfit_mlops.data.ingest import ingest_snapshot
+from crossfit_mlops.data.validate import ValidationFloorError, validate_and_clean
 from crossfit_mlops.data.vocabulary import RAW_COLUMNS
+from crossfit_mlops.storage import CLEAN_FILE, QUARANTINE_FILE, REPORT_FILE, Catalog
 
 SNAPSHOT = "2026-03-01"
 
@@ -224,7 +219,7 @@ def test_quarantine_keeps_rows_with_rule_and_value(settings):
     ingest_snapshot(SNAPSHOT, settings=settings)
     result = validate_and_clean(SNAPSHOT, settings=settings, min_valid_share=0.5)
 
-    directory = settings.processed_snapshot_dir(SNAPSHOT)
+    directory = Catalog(settings).processed_dir(SNAPSHOT)
     quarantine = pd.read_parquet(directory / QUARANTINE_FILE)
     assert sorted(quarantine["rule"]) == ["age_18_to_90", "gender_in_vocabulary", "weight_70_to_500lb"]
     by_rule = quarantine.set_index("rule")
@@ -247,7 +242,7 @@ def test_floor_failure_publishes_report_but_no_clean_data(settings):
     rows = [valid_row(athlete_id=float(i), weight=5.0 if i % 2 else 190.0) for i in range(1, 11)]
     provide_file(settings, frame_of(*rows))
     ingest_snapshot(SNAPSHOT, settings=settings)
-    directory = settings.processed_snapshot_dir(SNAPSHOT)
+    directory = Catalog(settings).processed_dir(SNAPSHOT)
 
     validate_and_clean(SNAPSHOT, settings=settings, min_valid_share=0.4)
     assert (directory / CLEAN_FILE).is_file()
@@ -268,7 +263,7 @@ def test_provided_file_is_used_unchanged(settings, good_frame):
     validate_and_clean(SNAPSHOT, settings=settings)
     assert raw.source == "provided"
     assert settings.raw_file_override.read_bytes() == before
-    assert settings.raw_snapshot_file(SNAPSHOT).read_bytes() == before
+    assert Catalog(settings).raw_file(SNAPSHOT).read_bytes() == before
     import hashlib
 
     assert raw.sha256 == hashlib.sha256(before).hexdigest()

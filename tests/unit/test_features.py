@@ -10,6 +10,7 @@ from crossfit_mlops.data.clean import clean_rows
 from crossfit_mlops.data.vocabulary import DECLINE, LIFT_COLUMNS
 from crossfit_mlops.features.engineer import engineer_features
 from crossfit_mlops.features.specs import FEATURE_SETS, feature_set, slug
+from crossfit_mlops.storage import Catalog
 from tests.unit.test_contract import frame_of, valid_row
 
 WHEN = pd.Timestamp("2026-03-01", tz="UTC")
@@ -102,7 +103,7 @@ def test_feast_views_and_services_are_built_from_the_specs(settings):
         assert sorted(f.name for f in view.schema) == sorted(spec.names)  # Feast reorders fields
         assert timedelta(days=30) <= view.ttl <= timedelta(days=730)
         assert view.batch_source.timestamp_field == "event_timestamp"
-        assert view.batch_source.path == str(settings.feature_table_dir(spec.view_name))
+        assert view.batch_source.path == str(Catalog(settings).feature_table_dir(spec.view_name))
         service = definitions.services[version]
         assert service.name == spec.service_name
         assert [p.name for p in service.feature_view_projections] == [spec.view_name]

@@ -2,7 +2,7 @@
 
 import sqlite3
 
-from crossfit_mlops.localstack import sqlite_wal
+from crossfit_mlops.ops.stack import sqlite_wal
 
 
 def test_sqlite_backend_is_put_in_wal_mode_before_the_server_opens_it(tmp_path):

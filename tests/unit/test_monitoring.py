@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from crossfit_mlops.data.generate import MAX_SEASON_SHIFT, generate_frame
-from crossfit_mlops.data.pipeline import ingest_snapshot
+from crossfit_mlops.data.ingest import ingest_snapshot
 from crossfit_mlops.data.vocabulary import LIFT_COLUMNS
 from crossfit_mlops.monitoring.monitor import MonitoringError, prepare_snapshot
 from crossfit_mlops.monitoring.policy import MonitoringPolicy, PolicyError, decide

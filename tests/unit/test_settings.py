@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crossfit_mlops.settings import check_snapshot_id, get_settings
+from crossfit_mlops.settings import get_settings
+from crossfit_mlops.storage import Catalog, check_snapshot_id
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +20,7 @@ def test_defaults_are_relative_to_the_project_root():
     assert s.raw_dir == ROOT / ".state" / "data" / "raw"
     assert s.feast_repo_path == ROOT / "include" / "feast" / "repo" / "feature_repo"
     assert s.feast_registry_path == ROOT / ".state" / "feast" / "registry.db"
-    assert s.raw_snapshot_file("2026-01-02") == ROOT / ".state/data/raw/snapshot=2026-01-02/athletes.csv"
+    assert Catalog(s).raw_file("2026-01-02") == ROOT / ".state/data/raw/snapshot=2026-01-02/athletes.csv"
 
 
 def test_environment_overrides(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossfit_mlops.training.datasets import split_of
+from crossfit_mlops.features.training_sets import split_of
 
 
 def test_split_is_stable_per_athlete_and_independent_of_order():

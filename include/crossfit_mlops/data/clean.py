@@ -27,14 +27,12 @@ from crossfit_mlops.data.vocabulary import (
     SURVEY_COLUMNS,
     SURVEY_SEPARATOR,
 )
+from crossfit_mlops.storage import ENTITY_KEY, EVENT_TIMESTAMP, TARGET
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "region", "age", "weight", "height", "howlong", "gender", "eat", "train", "background",
     "experience", "schedule", "deadlift", "candj", "snatch", "backsq",
 )  # fmt: skip
-TARGET = "total_lift"
-ENTITY_KEY = "athlete_id"
-EVENT_TIMESTAMP = "event_timestamp"
 CLEAN_COLUMNS: tuple[str, ...] = (
     ENTITY_KEY, EVENT_TIMESTAMP, "gender", "age", "height", "weight", "region",
     *SURVEY_COLUMNS, *LIFT_COLUMNS, TARGET, "row_number",

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -37,6 +36,7 @@ import pandas as pd
 
 from crossfit_mlops.data.vocabulary import (
     DECLINE,
+    FULL_SIZE,
     LIFT_COLUMNS,
     RAW_COLUMNS,
     REGIONS,
@@ -44,10 +44,10 @@ from crossfit_mlops.data.vocabulary import (
     SURVEY_OPTIONS,
     join_answer,
 )
+from crossfit_mlops.storage import publishing
 
 log = logging.getLogger(__name__)
 
-FULL_SIZE = 423_006
 MAX_ATHLETE_ID = 632_000
 EMPTY_PROFILE_SHARE = 0.2175
 
@@ -573,18 +573,12 @@ def _vocabularies() -> tuple[_Vocabulary, _Vocabulary, _Vocabulary]:
     return _Vocabulary(names, 0.3), _Vocabulary(teams, 1.0), _Vocabulary(affiliates, 0.8)
 
 
-
 def write_snapshot(
     path: Path, rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None, season_shift: float = 0.0
 ) -> GenerationResult:
-    """Generate and write ``athletes.csv`` atomically (a temp file renamed into place)."""
+    """Generate and write ``athletes.csv`` (published in one step: never half-written)."""
     frame = generate_frame(rows=rows, seed=seed, snapshot_id=snapshot_id, season_shift=season_shift)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with publishing(Path(path), directory=False) as tmp:
         frame.astype({"athlete_id": "Int64"}).to_csv(tmp, index=False, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("wrote %s rows to %s (seed=%s, snapshot=%s, season shift=%s)", rows, path, seed, snapshot_id, season_shift)
     return GenerationResult(path=path, rows=rows, seed=seed, snapshot_id=snapshot_id or "", season_shift=season_shift)

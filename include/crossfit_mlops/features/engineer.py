@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from crossfit_mlops.data.clean import ENTITY_KEY, EVENT_TIMESTAMP
 from crossfit_mlops.data.vocabulary import split_answer
 from crossfit_mlops.features.specs import REGION_CODES, FeatureSet, FeatureSpec, feature_set
+from crossfit_mlops.storage import ENTITY_KEY, EVENT_TIMESTAMP
 
 
 def _ticked(answers: pd.Series, option: str) -> np.ndarray:

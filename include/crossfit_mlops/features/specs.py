@@ -115,3 +115,20 @@ def feature_set(version: str) -> FeatureSet:
         return FEATURE_SETS[version]
     except KeyError:
         raise ValueError(f"unknown feature version {version!r}; known: {sorted(FEATURE_SETS)}") from None
+
+
+def check_model_inputs(model: str, feature_version: str | None, columns: tuple[str, ...]) -> FeatureSet:
+    """The feature set a model was trained on, checked against the model's input columns.
+
+    ``model`` names the model in the error (e.g. ``models:/crossfit_total_lift/3``). Raises
+    ValueError when the version tag is unknown or the signature's columns differ from the spec's.
+    """
+    if feature_version not in FEATURE_SETS:
+        raise ValueError(f"{model} has feature_version tag {feature_version!r}; expected one of {sorted(FEATURE_SETS)}")
+    spec = FEATURE_SETS[feature_version]
+    if sorted(columns) != sorted(spec.names):
+        raise ValueError(
+            f"{model} expects columns {sorted(set(columns) ^ set(spec.names))} that differ from FeatureService "
+            f"{spec.service_name}"
+        )
+    return spec

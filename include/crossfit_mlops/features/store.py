@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from crossfit_mlops.data.clean import ENTITY_KEY, EVENT_TIMESTAMP
 from crossfit_mlops.features.specs import FEATURE_SETS, FEATURE_TTL, feature_set
 from crossfit_mlops.settings import Settings, get_settings
+from crossfit_mlops.storage import ENTITY_KEY, EVENT_TIMESTAMP, Catalog
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -61,7 +61,7 @@ def feast_definitions(settings: Settings | None = None) -> FeastDefinitions:
     for version, spec in FEATURE_SETS.items():
         source = FileSource(
             name=f"{spec.view_name}_source",
-            path=str(settings.feature_table_dir(spec.view_name)),
+            path=str(Catalog(settings).feature_table_dir(spec.view_name)),
             timestamp_field=EVENT_TIMESTAMP,
             description=f"Feature table {version}: one parquet file per snapshot.",
         )
@@ -125,7 +125,7 @@ def apply_definitions(settings: Settings | None = None, store: FeatureStore | No
     store = store or get_store(settings)
     definitions = feast_definitions(settings)
     for spec in FEATURE_SETS.values():  # a FileSource folder must exist before Feast reads it
-        settings.feature_table_dir(spec.view_name).mkdir(parents=True, exist_ok=True)
+        Catalog(settings).feature_table_dir(spec.view_name).mkdir(parents=True, exist_ok=True)
     store.apply(definitions.all())
     names = [o.name for o in definitions.all()]
     log.info("feast apply: %s", ", ".join(names))

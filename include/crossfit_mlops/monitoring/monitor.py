@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crossfit_mlops.data.clean import TARGET
-from crossfit_mlops.data.pipeline import publish_dir, tmp_dir_for
-from crossfit_mlops.monitoring.policy import MonitoringPolicy, decide
-from crossfit_mlops.settings import Settings, check_snapshot_id, get_settings, run_partition
+from crossfit_mlops.contract import RetrainConf
+from crossfit_mlops.monitoring.policy import MonitoringPolicy, RetrainDecision, decide
+from crossfit_mlops.settings import Settings, get_settings
+from crossfit_mlops.storage import TARGET, Catalog, check_snapshot_id, publishing
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +39,17 @@ class MonitoringError(RuntimeError):
 
 
 def run_dir(settings: Settings, snapshot_id: str, run_key: str) -> Path:
-    return run_partition(settings.monitoring_dir, snapshot_id, run_key)
+    return Catalog(settings).monitoring_dir(snapshot_id, run_key)
 
 
 def champion_reference(settings: Settings | None = None) -> dict[str, Any]:
     """What ``@champion`` was trained and judged on. Raises NoChampion when there is none."""
-    from crossfit_mlops.data.pipeline import load_raw_manifest
-    from crossfit_mlops.registry.gate import CHAMPION, current_version
-    from crossfit_mlops.serving.champion import NoChampion
-    from crossfit_mlops.training.tracking import client
+    from crossfit_mlops.tracking import client
+    from crossfit_mlops.tracking.registry import require_champion
 
     settings = settings or get_settings()
     uri, name = settings.mlflow_tracking_uri, settings.registered_model_name
-    mv = current_version(uri, name, CHAMPION)
-    if mv is None:
-        raise NoChampion(f"no version of {name} has alias @{CHAMPION}: run the training pipeline first")
+    mv = require_champion(uri, name)
     run = client(uri).get_run(mv.run_id)
     test_path = run.data.tags.get("dataset.test")
     if not test_path:
@@ -65,7 +61,7 @@ def champion_reference(settings: Settings | None = None) -> dict[str, Any]:
             "retrain, or restore that training set"
         )
     training_set = json.loads(manifest.read_text())
-    raw = load_raw_manifest(training_set["snapshot_id"], settings)
+    raw = Catalog(settings).raw_manifest(training_set["snapshot_id"])
     return {
         "model_name": name,
         "version": str(mv.version),
@@ -89,11 +85,12 @@ def prepare_snapshot(
     """Ingest, validate and clean ``snapshot_id`` and build its champion-version training set (all
     athletes). Returns the training set (a dict). Raw snapshots are immutable: asking for a season
     shift on one that exists with another shift is an error, not a silent no-op."""
-    from crossfit_mlops.data.generate import FULL_SIZE
-    from crossfit_mlops.data.pipeline import ingest_snapshot, validate_and_clean
+    from crossfit_mlops.data.ingest import ingest_snapshot
+    from crossfit_mlops.data.validate import validate_and_clean
+    from crossfit_mlops.data.vocabulary import FULL_SIZE
     from crossfit_mlops.features.build import build_feature_table
     from crossfit_mlops.features.store import apply_definitions
-    from crossfit_mlops.training.datasets import build_training_set
+    from crossfit_mlops.features.training_sets import build_training_set
 
     settings = settings or get_settings()
     check_snapshot_id(snapshot_id)
@@ -119,6 +116,189 @@ def prepare_snapshot(
     return build_training_set(snapshot_id, version, sample_size=0, settings=settings).as_dict()
 
 
+@dataclass
+class Measurement:
+    """What one monitoring run measured: the scored test sets, Evidently's report, the decision."""
+
+    snapshot_id: str
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    features: list[str]
+    frames: dict[str, Any]  # role -> test split + target + the champion's predictions
+    metrics: dict[str, dict[str, float]]  # role -> rmse / mae / r2
+    report: Any  # Evidently's Snapshot
+    drifts: list[Any]  # ColumnDrift per feature, target and prediction
+    decision: RetrainDecision
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def drifted(self) -> list[str]:
+        return [d.column for d in self.drifts if d.column in self.features and d.drifted]
+
+    def drift_of(self, column: str):
+        return next(d for d in self.drifts if d.column == column)
+
+
+def score_test_sets(settings: Settings, reference: dict[str, Any], current: dict[str, Any]):
+    """The champion's predictions on both held-out sets (athletes no model trained on)."""
+    from crossfit_mlops.features.training_sets import load_split
+    from crossfit_mlops.metrics import regression_metrics
+    from crossfit_mlops.monitoring.drift import PREDICTION
+    from crossfit_mlops.tracking.registry import load_version
+
+    champion = load_version(settings.mlflow_tracking_uri, settings.registered_model_name, reference["version"])
+    columns = list(champion.columns)
+    frames, metrics = {}, {}
+    for role, training_set in (("reference", reference["training_set"]), ("current", current)):
+        X, y, _ = load_split(training_set, "test")
+        frame = X.copy()
+        frame[TARGET] = y.to_numpy()
+        frame[PREDICTION] = champion.model.predict(X[columns].astype("float64"))
+        frames[role] = frame
+        metrics[role] = regression_metrics(y, frame[PREDICTION])
+    return frames, metrics
+
+
+def measure_snapshot(
+    settings: Settings, snapshot_id: str, reference: dict[str, Any], current: dict[str, Any], policy: MonitoringPolicy
+) -> Measurement:
+    """Score both test sets, run Evidently, and let the policy decide (no output written)."""
+    from crossfit_mlops.features.specs import feature_set
+    from crossfit_mlops.monitoring.drift import PREDICTION, column_drifts, column_kinds, run_report
+
+    if current["feature_version"] != reference["feature_version"]:
+        raise MonitoringError(
+            f"current set has feature version {current['feature_version']}, the champion {reference['feature_version']}"
+        )
+    features = feature_set(reference["feature_version"]).names
+    frames, metrics = score_test_sets(settings, reference, current)
+    report = run_report(
+        frames["reference"], frames["current"], features, TARGET, policy.drift_threshold, policy.max_drift_share
+    )
+    drifts = column_drifts(report, column_kinds(frames["reference"], [*features, TARGET, PREDICTION]))
+    drifted = [d.column for d in drifts if d.column in features and d.drifted]
+    decision = decide(policy, drifted, len(features), metrics["reference"]["rmse"], metrics["current"]["rmse"])
+    return Measurement(snapshot_id, reference, current, features, frames, metrics, report, drifts, decision)
+
+
+def summarize(m: Measurement, settings: Settings, policy: MonitoringPolicy) -> dict[str, Any]:
+    from crossfit_mlops.monitoring.drift import PREDICTION
+
+    ref = m.reference
+    return {
+        "snapshot_id": m.snapshot_id,
+        "reference_snapshot_id": ref["snapshot_id"],
+        "model_name": settings.registered_model_name,
+        "model_version": ref["version"],
+        "feature_version": ref["feature_version"],
+        "rows": {role: len(frame) for role, frame in m.frames.items()},
+        "metrics": m.metrics,
+        "rmse_increase": m.metrics["current"]["rmse"] / m.metrics["reference"]["rmse"] - 1.0,
+        "drift_share": len(m.drifted) / len(m.features),
+        "drifted_features": m.drifted,
+        "target_drift": m.drift_of(TARGET).as_dict(),
+        "prediction_drift": m.drift_of(PREDICTION).as_dict(),
+        "columns": [d.as_dict() for d in m.drifts],
+        "policy": policy.as_dict(),
+        "decision": m.decision.label,
+        "retrain": m.decision.retrain,
+        "reasons": m.decision.reasons,
+        "retrain_conf": RetrainConf(m.snapshot_id, int(ref["training_set"].get("sample_size") or 0)).as_conf(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_outputs(m: Measurement, final: Path, started: float) -> None:
+    """Evidently's HTML report, the dashboard PNG and the summary, published together."""
+    from crossfit_mlops.monitoring.dashboard import dashboard_figure
+    from crossfit_mlops.monitoring.drift import PREDICTION
+
+    ref, frames = m.reference, m.frames
+    with publishing(final) as tmp:  # a rerun of the same run key replaces its own output only
+        m.report.save_html(str(tmp / "report.html"))
+        fig = dashboard_figure(
+            m.drifts,
+            (frames["reference"][PREDICTION] - frames["reference"][TARGET]).to_numpy(),
+            (frames["current"][PREDICTION] - frames["current"][TARGET]).to_numpy(),
+            m.metrics["reference"]["rmse"],
+            m.metrics["current"]["rmse"],
+            title=(
+                f"{m.summary['model_name']} v{ref['version']} ({ref['feature_version']}): snapshot {m.snapshot_id} vs "
+                f"{ref['snapshot_id']} -> {m.decision.label.upper()}"
+            ),
+        )
+        fig.savefig(tmp / "dashboard.png")
+        m.summary["seconds"] = round(time.perf_counter() - started, 3)
+        (tmp / "summary.json").write_text(json.dumps(m.summary, indent=2, default=float))
+
+
+def _run_metrics(m: Measurement) -> dict[str, float]:
+    import numpy as np
+
+    from crossfit_mlops.monitoring.drift import PREDICTION
+
+    return {
+        "drift_share": m.summary["drift_share"],
+        "drifted_features": len(m.drifted),
+        "rmse_increase": m.summary["rmse_increase"],
+        "target_drift": float(np.nan_to_num(m.drift_of(TARGET).score, nan=1.0)),
+        "prediction_drift": float(np.nan_to_num(m.drift_of(PREDICTION).score, nan=1.0)),
+        "retrain": float(m.decision.retrain),
+        **{f"{metric}_{role}": value for role, values in m.metrics.items() for metric, value in values.items()},
+        **{f"drift.{d.column}": float(np.nan_to_num(d.score, nan=1.0)) for d in m.drifts if d.column in m.features},
+    }
+
+
+def log_monitoring_run(m: Measurement, settings: Settings, policy: MonitoringPolicy, tags: dict[str, str]) -> str:
+    """The MLflow run in ``crossfit_monitoring`` (metrics, both test sets, the output files); the
+    champion's version gets ``monitoring.last_*`` tags. Returns the run id."""
+    import mlflow
+    import mlflow.data
+
+    from crossfit_mlops.monitoring.drift import PREDICTION
+    from crossfit_mlops.tracking import client, fluent
+    from crossfit_mlops.tracking.runs import ensure_experiment
+
+    uri, ref = settings.mlflow_tracking_uri, m.reference
+    experiment_id = ensure_experiment(uri, MONITORING_EXPERIMENT)
+    run_tags = {
+        **tags,
+        "snapshot_id": m.snapshot_id,
+        "reference_snapshot_id": ref["snapshot_id"],
+        "model_name": m.summary["model_name"],
+        "model_version": ref["version"],
+        "feature_version": ref["feature_version"],
+        "decision": m.decision.label,
+        "reasons": m.decision.summary,
+        "monitoring_path": m.summary["path"],
+    }
+    with fluent(uri), mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"monitor-{m.snapshot_id}-v{ref['version']}", tags=run_tags
+    ) as run:
+        mlflow.log_params({**policy.as_dict(), "rows_reference": len(m.frames["reference"]), "rows_current": len(m.frames["current"])})
+        for role, training_set in (("reference", ref["training_set"]), ("current", m.current)):
+            dataset = mlflow.data.from_pandas(
+                m.frames[role],
+                source=str(Path(training_set["directory"]) / "test.parquet"),
+                name=f"{training_set['feature_service']}-{training_set['snapshot_id']}-test",
+                targets=TARGET,
+                predictions=PREDICTION,
+            )
+            mlflow.log_input(dataset, context=role)
+        mlflow.log_metrics(_run_metrics(m))
+        mlflow.log_artifacts(m.summary["path"])
+        run_id = run.info.run_id
+    c = client(uri)
+    for key, value in {
+        "monitoring.last_snapshot": m.snapshot_id,
+        "monitoring.last_decision": m.decision.label,
+        "monitoring.last_reasons": m.decision.summary,
+        "monitoring.last_run_id": run_id,
+    }.items():
+        c.set_model_version_tag(m.summary["model_name"], ref["version"], key, value)
+    return run_id
+
+
 def measure(
     snapshot_id: str,
     reference: dict[str, Any],
@@ -128,146 +308,18 @@ def measure(
     settings: Settings | None = None,
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Drift and error of the champion on ``current``'s test split against the reference's; decide."""
-    import mlflow
-    import mlflow.data
-    import numpy as np
-
-    from crossfit_mlops.features.specs import feature_set
-    from crossfit_mlops.monitoring.dashboard import dashboard_figure
-    from crossfit_mlops.monitoring.drift import PREDICTION, column_drifts, column_kinds, run_report
-    from crossfit_mlops.serving.champion import load_version
-    from crossfit_mlops.training.datasets import load_split
-    from crossfit_mlops.training.evaluate import regression_metrics
-    from crossfit_mlops.training.tracking import client, ensure_experiment
-
+    """Drift and error of the champion on ``current``'s test split against the reference's; decide;
+    write the outputs; log the MLflow run. Returns the summary."""
     settings = settings or get_settings()
-    uri, name = settings.mlflow_tracking_uri, settings.registered_model_name
-    if current["feature_version"] != reference["feature_version"]:
-        raise MonitoringError(
-            f"current set has feature version {current['feature_version']}, the champion {reference['feature_version']}"
-        )
     started = time.perf_counter()
-    champion = load_version(uri, name, reference["version"])
-    columns = list(champion.columns)
-    features = feature_set(reference["feature_version"]).names
-
-    frames, metrics = {}, {}
-    for role, training_set in (("reference", reference["training_set"]), ("current", current)):
-        X, y, _ = load_split(training_set, "test")
-        frame = X.copy()
-        frame[TARGET] = y.to_numpy()
-        frame[PREDICTION] = champion.model.predict(X[columns].astype("float64"))
-        frames[role] = frame
-        metrics[role] = regression_metrics(y, frame[PREDICTION])
-
-    report = run_report(
-        frames["reference"], frames["current"], features, TARGET, policy.drift_threshold, policy.max_drift_share
-    )
-    drifts = column_drifts(report, column_kinds(frames["reference"], [*features, TARGET, PREDICTION]))
-    by_column = {d.column: d for d in drifts}
-    drifted = [d.column for d in drifts if d.column in features and d.drifted]
-    decision = decide(policy, drifted, len(features), metrics["reference"]["rmse"], metrics["current"]["rmse"])
-    rmse_increase = metrics["current"]["rmse"] / metrics["reference"]["rmse"] - 1.0
-
-    summary: dict[str, Any] = {
-        "snapshot_id": snapshot_id,
-        "reference_snapshot_id": reference["snapshot_id"],
-        "model_name": name,
-        "model_version": reference["version"],
-        "feature_version": reference["feature_version"],
-        "rows": {"reference": len(frames["reference"]), "current": len(frames["current"])},
-        "metrics": metrics,
-        "rmse_increase": rmse_increase,
-        "drift_share": len(drifted) / len(features),
-        "drifted_features": drifted,
-        "target_drift": by_column[TARGET].as_dict(),
-        "prediction_drift": by_column[PREDICTION].as_dict(),
-        "columns": [d.as_dict() for d in drifts],
-        "policy": policy.as_dict(),
-        "decision": decision.label,
-        "retrain": decision.retrain,
-        "reasons": decision.reasons,
-        "retrain_conf": {
-            "snapshot": snapshot_id,
-            "sample_size": int(reference["training_set"].get("sample_size") or 0),
-        },
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
+    m = measure_snapshot(settings, snapshot_id, reference, current, policy)
+    m.summary = summarize(m, settings, policy)
     final = run_dir(settings, snapshot_id, run_key)
-    tmp = tmp_dir_for(final)
-    try:
-        report.save_html(str(tmp / "report.html"))
-        fig = dashboard_figure(
-            drifts,
-            (frames["reference"][PREDICTION] - frames["reference"][TARGET]).to_numpy(),
-            (frames["current"][PREDICTION] - frames["current"][TARGET]).to_numpy(),
-            metrics["reference"]["rmse"],
-            metrics["current"]["rmse"],
-            title=(
-                f"{name} v{reference['version']} ({reference['feature_version']}): snapshot {snapshot_id} vs "
-                f"{reference['snapshot_id']} -> {decision.label.upper()}"
-            ),
-        )
-        fig.savefig(tmp / "dashboard.png")
-        summary["seconds"] = round(time.perf_counter() - started, 3)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-        publish_dir(tmp, final)  # a rerun of the same run key replaces its own output only
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    summary["path"] = str(final)
-
-    experiment_id = ensure_experiment(uri, MONITORING_EXPERIMENT)
-    mlflow.set_tracking_uri(uri)
-    values = {
-        "drift_share": summary["drift_share"],
-        "drifted_features": len(drifted),
-        "rmse_increase": rmse_increase,
-        "target_drift": float(np.nan_to_num(by_column[TARGET].score, nan=1.0)),
-        "prediction_drift": float(np.nan_to_num(by_column[PREDICTION].score, nan=1.0)),
-        "retrain": float(decision.retrain),
-        **{f"{metric}_{role}": value for role, m in metrics.items() for metric, value in m.items()},
-        **{f"drift.{d.column}": float(np.nan_to_num(d.score, nan=1.0)) for d in drifts if d.column in features},
-    }
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=f"monitor-{snapshot_id}-v{reference['version']}",
-        tags={
-            **(tags or {}),
-            "snapshot_id": snapshot_id,
-            "reference_snapshot_id": reference["snapshot_id"],
-            "model_name": name,
-            "model_version": reference["version"],
-            "feature_version": reference["feature_version"],
-            "decision": decision.label,
-            "reasons": decision.summary,
-            "monitoring_path": str(final),
-        },
-    ) as run:
-        mlflow.log_params({**policy.as_dict(), "rows_reference": len(frames["reference"]), "rows_current": len(frames["current"])})
-        for role, training_set in (("reference", reference["training_set"]), ("current", current)):
-            dataset = mlflow.data.from_pandas(
-                frames[role],
-                source=str(Path(training_set["directory"]) / "test.parquet"),
-                name=f"{training_set['feature_service']}-{training_set['snapshot_id']}-test",
-                targets=TARGET,
-                predictions=PREDICTION,
-            )
-            mlflow.log_input(dataset, context=role)
-        mlflow.log_metrics(values)
-        mlflow.log_artifacts(str(final))
-        summary["mlflow_run_id"] = run.info.run_id
-
-    c = client(uri)
-    for key, value in {
-        "monitoring.last_snapshot": snapshot_id,
-        "monitoring.last_decision": decision.label,
-        "monitoring.last_reasons": decision.summary,
-        "monitoring.last_run_id": summary["mlflow_run_id"],
-    }.items():
-        c.set_model_version_tag(name, reference["version"], key, value)
+    write_outputs(m, final, started)
+    m.summary["path"] = str(final)
+    m.summary["mlflow_run_id"] = log_monitoring_run(m, settings, policy, tags or {})
     log.info(
-        "monitoring %s v%s on %s: %s (%s)", name, reference["version"], snapshot_id, decision.label.upper(), decision.summary
+        "monitoring %s v%s on %s: %s (%s)",
+        m.summary["model_name"], reference["version"], snapshot_id, m.decision.label.upper(), m.decision.summary,
     )
-    return summary
+    return m.summary

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from crossfit_mlops.contract import bounded, check_bounds
+
 
 class PolicyError(ValueError):
     """A threshold outside its meaningful range."""
@@ -21,19 +23,22 @@ class MonitoringPolicy:
             Wasserstein distance for numeric features, Jensen-Shannon distance for categorical
             ones). Both are effect sizes, not p-values, so the verdict does not depend on how many
             athletes a snapshot has (a test with 300,000 rows flags differences nobody cares about).
+
+    The defaults and bounds are also the monitoring DAG's Params.
     """
 
-    max_drift_share: float = 0.3
-    max_rmse_increase: float = 0.10
-    drift_threshold: float = 0.1
+    max_drift_share: float = bounded(
+        0.3, "Retrain at this share of drifted features", exclusive_minimum=0, maximum=1
+    )
+    max_rmse_increase: float = bounded(
+        0.10, "Retrain above this relative RMSE increase", minimum=0, exclusive_maximum=10
+    )
+    drift_threshold: float = bounded(
+        0.1, "Per-feature drift distance threshold", exclusive_minimum=0, exclusive_maximum=1
+    )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.max_drift_share <= 1.0:
-            raise PolicyError(f"max_drift_share must be in (0, 1], got {self.max_drift_share}")
-        if not 0.0 <= self.max_rmse_increase < 10.0:
-            raise PolicyError(f"max_rmse_increase must be in [0, 10), got {self.max_rmse_increase}")
-        if not 0.0 < self.drift_threshold < 1.0:
-            raise PolicyError(f"drift_threshold must be in (0, 1), got {self.drift_threshold}")
+        check_bounds(self, PolicyError)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -30,12 +30,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crossfit_mlops.serving.champion import ChampionHolder, NoChampion
+from crossfit_mlops.serving.champion import ChampionHolder
 from crossfit_mlops.serving.features import (
     FeaturesUnavailable,
     OnlineFeatureReader,
     UnknownAthletes,
 )
+from crossfit_mlops.tracking.registry import NoChampion
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from crossfit_mlops.features.specs import FEATURE_SETS, feature_set
-from crossfit_mlops.registry.gate import CHAMPION, current_version
+from crossfit_mlops.features.specs import check_model_inputs
+from crossfit_mlops.tracking.registry import (
+    CHAMPION,
+    GATE_TAGS,
+    NoChampion,
+    RegisteredVersion,
+    champion_version,
+    model_uri,
+)
+from crossfit_mlops.tracking.registry import load_version as load_registered
 
 log = logging.getLogger(__name__)
-
-class NoChampion(RuntimeError):
-    """No model version can serve (no alias yet, or the one it points at cannot be loaded)."""
-
 
 @dataclass(frozen=True)
 class Champion:
@@ -47,7 +51,7 @@ class Champion:
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.model_name}/{self.version}"
+        return model_uri(self.model_name, self.version)
 
     def predict(self, rows: list[list[float]]) -> list[float]:
         """Predict for rows of values in :attr:`columns` order."""
@@ -73,7 +77,7 @@ class Champion:
             "snapshot_id": self.snapshot_id,
             "training_metrics": self.metrics,
             "model_family": self.tags.get("model_family"),
-            "gate": {k.removeprefix("gate."): v for k, v in self.tags.items() if k.startswith("gate.")},
+            GATE_TAGS: {k.removeprefix(f"{GATE_TAGS}."): v for k, v in self.tags.items() if k.startswith(f"{GATE_TAGS}.")},
             "loaded_at": self.loaded_at,
         }
 
@@ -101,69 +105,26 @@ def fast_predictor(model: Any, columns: tuple[str, ...]) -> Callable[[Any], Any]
     return booster.predict
 
 
-def input_schema(tracking_uri: str, uri: str) -> list[dict[str, Any]]:
-    """The input columns of a logged model's signature, in order (``[{"name", "type", ...}]``),
-    read from its metadata without loading the model."""
-    import mlflow
-    from mlflow.models import get_model_info
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    signature = get_model_info(uri).signature
-    if signature is None or signature.inputs is None:
-        raise NoChampion(f"{uri} was logged without a signature: its input columns are unknown")
-    return signature.inputs.to_dict()
-
-
-def _client(tracking_uri: str):
-    from crossfit_mlops.training.tracking import client
-
-    return client(tracking_uri)
-
-
-def champion_version(tracking_uri: str, model_name: str) -> str | None:
-    """The version number behind ``@champion`` (None: no such alias or model)."""
-    mv = current_version(tracking_uri, model_name, CHAMPION)
-    return None if mv is None else str(mv.version)
-
-
 def load_version(tracking_uri: str, model_name: str, version: str) -> Champion:
     """Load one registered version and check it can be served with this project's features."""
-    import mlflow.sklearn
-
-    c = _client(tracking_uri)
-    mv = c.get_model_version(model_name, version)
-    tags = dict(mv.tags)
-    feature_version = tags.get("feature_version")
-    if feature_version not in FEATURE_SETS:
-        raise NoChampion(
-            f"{model_name} v{version} has feature_version tag {feature_version!r}; expected one of {sorted(FEATURE_SETS)}"
-        )
-    uri = f"models:/{model_name}/{version}"
-    schema = input_schema(tracking_uri, uri)
-    columns = tuple(col["name"] for col in schema)
-    expected = feature_set(feature_version).names
-    if sorted(columns) != sorted(expected):
-        raise NoChampion(
-            f"{uri} expects columns {sorted(set(columns) ^ set(expected))} that differ from FeatureService "
-            f"{feature_set(feature_version).service_name}"
-        )
-    model = mlflow.sklearn.load_model(uri)
-    run = c.get_run(mv.run_id) if mv.run_id else None
-    metrics = {k: float(v) for k, v in (run.data.metrics if run else {}).items() if k.startswith(("val_", "test_"))}
+    try:
+        loaded: RegisteredVersion = load_registered(tracking_uri, model_name, version)
+        spec = check_model_inputs(loaded.uri, loaded.feature_version, loaded.columns)
+    except ValueError as exc:
+        raise NoChampion(str(exc)) from exc
     return Champion(
         model_name=model_name,
-        version=str(version),
-        model=model,
-        feature_version=feature_version,
-        feature_service=tags.get("feature_service") or feature_set(feature_version).service_name,
-        columns=columns,
-        column_types={col["name"]: col["type"] for col in schema},
-        run_id=mv.run_id or "",
-        snapshot_id=tags.get("snapshot_id", ""),
-        metrics=metrics,
-        tags=tags,
-        fast_predict=fast_predictor(model, columns),
+        version=loaded.version,
+        model=loaded.model,
+        feature_version=spec.version,
+        feature_service=loaded.tags.get("feature_service") or spec.service_name,
+        columns=loaded.columns,
+        column_types=loaded.column_types,
+        run_id=loaded.run_id,
+        snapshot_id=loaded.snapshot_id,
+        metrics=loaded.metrics,
+        tags=loaded.tags,
+        fast_predict=fast_predictor(loaded.model, loaded.columns),
     )
 
 
@@ -220,9 +181,7 @@ class ChampionHolder:
                 log.warning("%s", self.last_error)
                 return False
             if version is None:
-                self.last_error = (
-                    f"no version of {self.model_name} has alias @{CHAMPION} yet: run the training pipeline"
-                )
+                self.last_error = str(NoChampion.missing(self.model_name))
                 if self._current is not None:
                     log.warning("@%s disappeared; still serving v%s", CHAMPION, self._current.version)
                 return False

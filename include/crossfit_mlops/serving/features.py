@@ -14,24 +14,20 @@ three cases apart:
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from crossfit_mlops.data.clean import ENTITY_KEY
 from crossfit_mlops.features.specs import FEATURE_TTL, feature_set
 from crossfit_mlops.settings import Settings
+from crossfit_mlops.storage import ENTITY_KEY, Catalog
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 log = logging.getLogger(__name__)
-
-_SNAPSHOT_FILE = re.compile(r"^snapshot_(\d{4}-\d{2}-\d{2})\.parquet$")
-
 
 class UnknownAthletes(LookupError):
     def __init__(self, athlete_ids: list[int], feature_version: str):
@@ -92,7 +88,7 @@ class KnownAthletes:
     def load(self, version: str) -> frozenset[int]:
         import pyarrow.parquet as pq
 
-        folder = self.settings.feature_table_dir(feature_set(version).view_name)
+        folder = Catalog(self.settings).feature_table_dir(feature_set(version).view_name)
         ids: set[int] = set()
         for path in sorted(folder.glob("*.parquet")):
             ids.update(pq.read_table(path, columns=[ENTITY_KEY]).column(0).to_pylist())
@@ -173,9 +169,7 @@ class OnlineFeatureReader:
 
 def available_snapshots(settings: Settings, version: str) -> list[str]:
     """Snapshot ids that have a feature table of ``version``, oldest first."""
-    folder = settings.feature_table_dir(feature_set(version).view_name)
-    found = [m.group(1) for p in folder.glob("snapshot_*.parquet") if (m := _SNAPSHOT_FILE.match(p.name))]
-    return sorted(found)
+    return Catalog(settings).feature_snapshots(feature_set(version).view_name)
 
 
 def example_athlete(settings: Settings, version: str = "v1") -> int | None:
@@ -185,6 +179,6 @@ def example_athlete(settings: Settings, version: str = "v1") -> int | None:
     snapshots = available_snapshots(settings, version)
     if not snapshots:
         return None
-    table = settings.feature_table_file(feature_set(version).view_name, snapshots[-1])
+    table = Catalog(settings).feature_table_file(feature_set(version).view_name, snapshots[-1])
     ids = pq.read_table(table, columns=[ENTITY_KEY]).column(0).to_pylist()
     return int(ids[0]) if ids else None

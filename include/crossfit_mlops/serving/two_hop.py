@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crossfit_mlops.registry.gate import CHAMPION
-from crossfit_mlops.serving.champion import input_schema
 from crossfit_mlops.serving.features import KnownAthletes, OnlineFeatureReader
 from crossfit_mlops.settings import Settings, get_settings
+from crossfit_mlops.tracking.registry import input_schema, model_uri, require_champion
 
 
 @dataclass(frozen=True)
@@ -25,11 +24,9 @@ class ChampionInputs:
 
 def champion_inputs(settings: Settings) -> ChampionInputs:
     """Feature version and input columns of ``@champion`` (from tags and signature; no model load)."""
-    from crossfit_mlops.training.tracking import client
-
     name, uri = settings.registered_model_name, settings.mlflow_tracking_uri
-    mv = client(uri).get_model_version_by_alias(name, CHAMPION)
-    schema = input_schema(uri, f"models:/{name}/{mv.version}")
+    mv = require_champion(uri, name)
+    schema = input_schema(uri, model_uri(name, mv.version))
     return ChampionInputs(
         version=str(mv.version),
         feature_version=mv.tags["feature_version"],

@@ -151,3 +151,13 @@ def build_estimator(config: TrainingConfig, n_jobs: int = 1):
             random_state=RANDOM_STATE, n_jobs=n_jobs, importance_type="gain", verbose=-1, **params
         )
     raise GridError(f"unknown model family {config.model!r}")
+
+
+def plan_jobs(grid: list[dict[str, Any]], training_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One job per (checked) grid entry with the training set of its feature version, slowest
+    first: mapped tasks start in this order, and the slowest one bounds the fan-out's wall time."""
+    by_version = {ts["feature_version"]: ts for ts in training_sets}
+    configs = sorted(
+        grid, key=lambda c: -estimated_cost(TrainingConfig(c["model"], c["feature_version"], c["params"]))
+    )
+    return [{"config": c, "training_set": by_version[c["feature_version"]]} for c in configs]

@@ -49,13 +49,13 @@ def log_leaderboard(tracking_uri: str, parent_run_id: str, results: list[dict[st
     """Log the leaderboard table, a comparison plot and the best run's figures to the parent run."""
     import mlflow
 
-    from crossfit_mlops.training.evaluate import leaderboard_plot
-    from crossfit_mlops.training.tracking import client
+    from crossfit_mlops.tracking import client, fluent
+    from crossfit_mlops.training.plots import leaderboard_plot
 
     board = leaderboard(results)
     c = client(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.log_table(board, artifact_file="leaderboard.json", run_id=parent_run_id)
+    with fluent(tracking_uri):
+        mlflow.log_table(board, artifact_file="leaderboard.json", run_id=parent_run_id)
     c.log_text(parent_run_id, board.to_csv(index=False), "leaderboard.csv")
     c.log_figure(parent_run_id, leaderboard_plot(board), "plots/leaderboard.png")
     best = board.iloc[0]

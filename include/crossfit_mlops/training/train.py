@@ -26,14 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossfit_mlops.training.datasets import TrainingSet, load_split
-from crossfit_mlops.training.evaluate import (
-    feature_importance,
-    predicted_vs_actual,
-    regression_metrics,
-    residuals,
-)
+from crossfit_mlops.features.training_sets import TrainingSet, load_split
+from crossfit_mlops.metrics import regression_metrics
+from crossfit_mlops.storage import TARGET
+from crossfit_mlops.tracking import client, fluent
 from crossfit_mlops.training.grid import TrainingConfig, build_estimator
+from crossfit_mlops.training.plots import feature_importance, predicted_vs_actual, residuals
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +112,7 @@ def _measure_fit(
     return fit_seconds, emissions, out_dir / out_file
 
 
-def _log_training_input(run_id: str, training_set: TrainingSet, train_frame) -> None:
+def _log_training_input(ctx: RunContext, run_id: str, training_set: TrainingSet, train_frame) -> None:
     """The training split as an MLflow dataset input (schema, digest, source path) of the run.
 
     Validation and test are recorded by path only (tags). The description is the one computed when
@@ -125,43 +123,46 @@ def _log_training_input(run_id: str, training_set: TrainingSet, train_frame) -> 
     described = training_set.mlflow_dataset()
     if described is None:
         dataset = mlflow.data.from_pandas(
-            train_frame, source=str(training_set.path("train")), name=training_set.dataset_name, targets="total_lift"
+            train_frame, source=str(training_set.path("train")), name=training_set.dataset_name, targets=TARGET
         )
         mlflow.log_input(dataset, context="training")
         return
     entity = Dataset(**{k: described.get(k) for k in ("name", "digest", "source_type", "source", "schema", "profile")})
-    mlflow.MlflowClient().log_inputs(
+    client(ctx.tracking_uri).log_inputs(
         run_id, datasets=[DatasetInput(entity, tags=[InputTag(key="mlflow.data.context", value="training")])]
     )
 
 
-def train_candidate(config: TrainingConfig | dict, training_set: TrainingSet | dict, ctx: RunContext) -> dict[str, Any]:
-    """Train one grid entry on its feature version's training set; return a summary for XCom."""
-    import mlflow
-    from mlflow.models import infer_signature
+@dataclass(frozen=True)
+class Splits:
+    """The three splits of a training set: features in the spec's order, and the target."""
 
-    if isinstance(config, dict):
-        config = TrainingConfig(model=config["model"], feature_version=config["feature_version"], params=config["params"])
-    if isinstance(training_set, dict):
-        training_set = TrainingSet(**training_set)
-    if training_set.feature_version != config.feature_version:
-        raise ValueError(f"{config.name} needs a {config.feature_version} training set, got {training_set.feature_version}")
-    started = time.perf_counter()
-    watch = Stopwatch()
-    with watch.phase("load"):
+    X_train: Any
+    y_train: Any
+    X_val: Any
+    y_val: Any
+    X_test: Any
+    y_test: Any
+    train_frame: Any
+
+    @classmethod
+    def load(cls, training_set: TrainingSet) -> Splits:
         X_train, y_train, train_frame = load_split(training_set, "train")
         X_val, y_val, _ = load_split(training_set, "validation")
         X_test, y_test, _ = load_split(training_set, "test")
+        return cls(X_train, y_train, X_val, y_val, X_test, y_test, train_frame)
 
-    estimator = build_estimator(config)
-    fit_seconds, emissions, emissions_csv = _measure_fit(estimator, X_train, y_train, ctx, config.name, watch)
-    watch.seconds["fit"] = round(fit_seconds, 4)
-    with watch.phase("evaluate"):
-        val_pred, test_pred = estimator.predict(X_val), estimator.predict(X_test)
-        metrics = {f"val_{k}": v for k, v in regression_metrics(y_val, val_pred).items()}
-        metrics |= {f"test_{k}": v for k, v in regression_metrics(y_test, test_pred).items()}
 
-    tags = {
+def _evaluate(estimator, data: Splits) -> tuple[dict[str, float], Any]:
+    """Validation and test metrics (``val_*``, ``test_*``); returns them and the validation predictions."""
+    val_pred, test_pred = estimator.predict(data.X_val), estimator.predict(data.X_test)
+    metrics = {f"val_{k}": v for k, v in regression_metrics(data.y_val, val_pred).items()}
+    metrics |= {f"test_{k}": v for k, v in regression_metrics(data.y_test, test_pred).items()}
+    return metrics, val_pred
+
+
+def _run_tags(config: TrainingConfig, training_set: TrainingSet, ctx: RunContext) -> dict[str, str]:
+    return {
         **(ctx.tags or {}),
         "snapshot_id": training_set.snapshot_id,
         "snapshot_sha256": training_set.snapshot_sha256,
@@ -171,60 +172,101 @@ def train_candidate(config: TrainingConfig | dict, training_set: TrainingSet | d
         "emissions_method": "codecarbon OfflineEmissionsTracker (process mode; TDP x load estimate without RAPL)",
         **{f"dataset.{split}": str(training_set.path(split)) for split in ("train", "validation", "test")},
     }
-    mlflow.set_tracking_uri(ctx.tracking_uri)
-    with watch.phase("mlflow_run"):
-        run = mlflow.start_run(
-            experiment_id=ctx.experiment_id, run_name=config.name, parent_run_id=ctx.parent_run_id, tags=tags
-        )
-    with run:
-        with watch.phase("mlflow_run"):
-            mlflow.log_params(
-                {
-                    **config.params,
-                    "model": config.model,
-                    "feature_version": config.feature_version,
-                    "n_features": X_train.shape[1],
-                    "rows_train": len(X_train),
-                    "rows_validation": len(X_val),
-                    "rows_test": len(X_test),
-                    "codecarbon_country": ctx.country_iso_code,
-                }
-            )
-            mlflow.log_artifact(str(emissions_csv), artifact_path="emissions")
-        with watch.phase("plots"):
-            title = f"{config.name}\nvalidation RMSE {metrics['val_rmse']:.1f} lb, R² {metrics['val_r2']:.3f}"
-            mlflow.log_figure(predicted_vs_actual(y_val, val_pred, title), "plots/predicted_vs_actual.png")
-            mlflow.log_figure(residuals(y_val, val_pred, config.name), "plots/residuals.png")
-            mlflow.log_figure(
-                feature_importance(
-                    list(X_train.columns), estimator.feature_importances_, f"top-15 features: {config.name}"
-                ),
-                "plots/feature_importance.png",
-            )
-        with watch.phase("log_input"):
-            _log_training_input(run.info.run_id, training_set, train_frame)
-        with watch.phase("log_model"):
-            import mlflow.sklearn
 
-            example = X_train.head(5)
-            model_info = mlflow.sklearn.log_model(
-                estimator,
-                name="model",
-                signature=infer_signature(example, estimator.predict(example)),
-                input_example=example,
-                pip_requirements=_pip_requirements(),
-                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-            )
-        with watch.phase("mlflow_run"):
-            # Logged after the model and linked to it by id: the run and the LoggedModel both show
-            # them. Logged before, log_model would re-read every metric's history to link it (one
-            # request per metric).
-            mlflow.log_metrics({**metrics, **emissions, "fit_seconds": fit_seconds}, model_id=model_info.model_id)
-        run_id = run.info.run_id
-        task_seconds = time.perf_counter() - started
-        # where this task's time went (the benchmark and curious users read it)
-        mlflow.log_dict({"phases_s": watch.seconds, "task_s": round(task_seconds, 4)}, "timings.json")
-    summary = {
+
+def _log_params(config: TrainingConfig, data: Splits, ctx: RunContext) -> None:
+    import mlflow
+
+    mlflow.log_params(
+        {
+            **config.params,
+            "model": config.model,
+            "feature_version": config.feature_version,
+            "n_features": data.X_train.shape[1],
+            "rows_train": len(data.X_train),
+            "rows_validation": len(data.X_val),
+            "rows_test": len(data.X_test),
+            "codecarbon_country": ctx.country_iso_code,
+        }
+    )
+
+
+def _log_plots(config: TrainingConfig, estimator, data: Splits, val_pred, metrics: dict[str, float]) -> None:
+    import mlflow
+
+    title = f"{config.name}\nvalidation RMSE {metrics['val_rmse']:.1f} lb, R² {metrics['val_r2']:.3f}"
+    mlflow.log_figure(predicted_vs_actual(data.y_val, val_pred, title), "plots/predicted_vs_actual.png")
+    mlflow.log_figure(residuals(data.y_val, val_pred, config.name), "plots/residuals.png")
+    mlflow.log_figure(
+        feature_importance(list(data.X_train.columns), estimator.feature_importances_, f"top-15 features: {config.name}"),
+        "plots/feature_importance.png",
+    )
+
+
+def _log_model(estimator, data: Splits):
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    example = data.X_train.head(5)
+    return mlflow.sklearn.log_model(
+        estimator,
+        name="model",
+        signature=infer_signature(example, estimator.predict(example)),
+        input_example=example,
+        pip_requirements=_pip_requirements(),
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+    )
+
+
+def _as_config(config: TrainingConfig | dict) -> TrainingConfig:
+    if isinstance(config, dict):
+        return TrainingConfig(model=config["model"], feature_version=config["feature_version"], params=config["params"])
+    return config
+
+
+@dataclass
+class FittedCandidate:
+    """One grid entry after its fit: everything its MLflow run records."""
+
+    config: TrainingConfig
+    training_set: TrainingSet
+    estimator: Any
+    data: Splits
+    val_pred: Any
+    metrics: dict[str, float]
+    emissions: dict[str, float]
+    emissions_csv: Path
+    fit_seconds: float
+
+
+def fit_candidate(config: TrainingConfig, training_set: TrainingSet, ctx: RunContext, watch: Stopwatch) -> FittedCandidate:
+    """Load the splits, fit inside the emissions tracker, evaluate on validation and test."""
+    with watch.phase("load"):
+        data = Splits.load(training_set)
+    estimator = build_estimator(config)
+    fit_seconds, emissions, emissions_csv = _measure_fit(estimator, data.X_train, data.y_train, ctx, config.name, watch)
+    watch.seconds["fit"] = round(fit_seconds, 4)
+    with watch.phase("evaluate"):
+        metrics, val_pred = _evaluate(estimator, data)
+    return FittedCandidate(config, training_set, estimator, data, val_pred, metrics, emissions, emissions_csv, fit_seconds)
+
+
+def train_candidate(config: TrainingConfig | dict, training_set: TrainingSet | dict, ctx: RunContext) -> dict[str, Any]:
+    """Train one grid entry on its feature version's training set; return a summary for XCom."""
+    config = _as_config(config)
+    training_set = TrainingSet(**training_set) if isinstance(training_set, dict) else training_set
+    if training_set.feature_version != config.feature_version:
+        raise ValueError(f"{config.name} needs a {config.feature_version} training set, got {training_set.feature_version}")
+    started, watch = time.perf_counter(), Stopwatch()
+    fitted = fit_candidate(config, training_set, ctx, watch)
+    with fluent(ctx.tracking_uri):
+        run_id, model_info = log_candidate_run(fitted, ctx, watch, started)
+    metrics, emissions = fitted.metrics, fitted.emissions
+    log.info(
+        "%s: validation RMSE %.1f R² %.3f, fit %.1fs, %.3g g CO2eq (run %s)",
+        config.name, metrics["val_rmse"], metrics["val_r2"], fitted.fit_seconds, emissions["emissions_kg_co2eq"] * 1000, run_id,
+    )
+    return {
         "run_id": run_id,
         "run_name": config.name,
         "model": config.model,
@@ -235,12 +277,41 @@ def train_candidate(config: TrainingConfig | dict, training_set: TrainingSet | d
         "training_set": training_set.as_dict(),
         **metrics,
         **emissions,
-        "fit_seconds": fit_seconds,
-        "task_seconds": task_seconds,
+        "fit_seconds": fitted.fit_seconds,
+        "task_seconds": time.perf_counter() - started,
         "phase_seconds": watch.seconds,
     }
-    log.info(
-        "%s: validation RMSE %.1f R² %.3f, fit %.1fs, %.3g g CO2eq (run %s)",
-        config.name, metrics["val_rmse"], metrics["val_r2"], fit_seconds, emissions["emissions_kg_co2eq"] * 1000, run_id,
-    )
-    return summary
+
+
+def log_candidate_run(fitted: FittedCandidate, ctx: RunContext, watch: Stopwatch, started: float):
+    """The MLflow child run (inside :func:`~crossfit_mlops.tracking.fluent`): params, emissions
+    CSV, plots, dataset, model, then the metrics linked to the model. Returns ``(run_id, model_info)``."""
+    import mlflow
+
+    config, data = fitted.config, fitted.data
+    with watch.phase("mlflow_run"):
+        run = mlflow.start_run(
+            experiment_id=ctx.experiment_id,
+            run_name=config.name,
+            parent_run_id=ctx.parent_run_id,
+            tags=_run_tags(config, fitted.training_set, ctx),
+        )
+    with run:
+        with watch.phase("mlflow_run"):
+            _log_params(config, data, ctx)
+            mlflow.log_artifact(str(fitted.emissions_csv), artifact_path="emissions")
+        with watch.phase("plots"):
+            _log_plots(config, fitted.estimator, data, fitted.val_pred, fitted.metrics)
+        with watch.phase("log_input"):
+            _log_training_input(ctx, run.info.run_id, fitted.training_set, data.train_frame)
+        with watch.phase("log_model"):
+            model_info = _log_model(fitted.estimator, data)
+        with watch.phase("mlflow_run"):
+            # Logged after the model and linked to it by id: the run and the LoggedModel both show
+            # them. Logged before, log_model would re-read every metric's history to link it (one
+            # request per metric).
+            metrics = {**fitted.metrics, **fitted.emissions, "fit_seconds": fitted.fit_seconds}
+            mlflow.log_metrics(metrics, model_id=model_info.model_id)
+        # where this task's time went (the benchmark and curious users read it)
+        mlflow.log_dict({"phases_s": watch.seconds, "task_s": round(time.perf_counter() - started, 4)}, "timings.json")
+    return run.info.run_id, model_info

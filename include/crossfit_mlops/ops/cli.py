@@ -1,6 +1,7 @@
-"""``python -m crossfit_mlops <command>``: every stage of the data half from the shell.
+"""``python -m crossfit_mlops <command>``: every stage of the data half, the local stack, the
+pipeline and monitoring runs, the registry and the API, from the shell.
 
-Each command prints a JSON result on stdout; logs go to stderr.
+Each data command prints a JSON result on stdout; logs go to stderr.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from dataclasses import asdict, is_dataclass
 from datetime import date
 from pathlib import Path
 
+from crossfit_mlops.contract import BATCH_DAG, MONITORING_DAG, TRAINING_DAG
 from crossfit_mlops.data.contract import RawFileError
-from crossfit_mlops.data.generate import FULL_SIZE
-from crossfit_mlops.data.pipeline import ValidationFloorError
+from crossfit_mlops.data.vocabulary import FULL_SIZE
+from crossfit_mlops.features.specs import FEATURE_SETS
+
+VERSIONS = list(FEATURE_SETS)
 
 
 def _emit(result: object) -> None:
@@ -24,14 +28,7 @@ def _emit(result: object) -> None:
     print(json.dumps(result, indent=2, default=str))
 
 
-BATCH_DAG = "crossfit_batch_inference"
-MONITORING_DAG = "crossfit_monitoring"
-
-
-class PipelineFailed(RuntimeError):
-    """The triggered DAG run did not succeed."""
-
-
+# --- the data half -------------------------------------------------------------------------------
 def _cmd_settings(args: argparse.Namespace) -> None:
     from crossfit_mlops.settings import get_settings
 
@@ -49,13 +46,13 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> None:
-    from crossfit_mlops.data.pipeline import ingest_snapshot
+    from crossfit_mlops.data.ingest import ingest_snapshot
 
     _emit(ingest_snapshot(args.snapshot, rows=args.rows, seed=args.seed, season_shift=args.season_shift))
 
 
 def _cmd_validate(args: argparse.Namespace) -> None:
-    from crossfit_mlops.data.pipeline import validate_and_clean
+    from crossfit_mlops.data.validate import validate_and_clean
 
     _emit(validate_and_clean(args.snapshot, min_valid_share=args.min_valid_share))
 
@@ -73,8 +70,8 @@ def _cmd_feast_apply(args: argparse.Namespace) -> None:
 
 
 def _cmd_materialize(args: argparse.Namespace) -> None:
-    from crossfit_mlops.data.pipeline import snapshot_time
     from crossfit_mlops.features.store import materialize_snapshot
+    from crossfit_mlops.storage import snapshot_time
 
     materialize_snapshot(snapshot_time(args.snapshot), versions=tuple(args.version))
     _emit({"materialized": args.version, "snapshot": args.snapshot})
@@ -82,14 +79,16 @@ def _cmd_materialize(args: argparse.Namespace) -> None:
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
     """The whole data half for one snapshot: ingest, validate+clean, features, apply, materialize."""
-    from crossfit_mlops.data.pipeline import ingest_snapshot, snapshot_time, validate_and_clean
+    from crossfit_mlops.data.ingest import ingest_snapshot
+    from crossfit_mlops.data.validate import validate_and_clean
     from crossfit_mlops.features.build import build_feature_table
     from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
     from crossfit_mlops.settings import get_settings
+    from crossfit_mlops.storage import snapshot_time
 
     raw = ingest_snapshot(args.snapshot, rows=args.rows, seed=args.seed)
     cleaned = validate_and_clean(args.snapshot, min_valid_share=args.min_valid_share)
-    tables = {v: build_feature_table(args.snapshot, v) for v in ("v1", "v2")}
+    tables = {v: build_feature_table(args.snapshot, v) for v in VERSIONS}
     store = get_store()
     apply_definitions(store=store)
     materialize_snapshot(snapshot_time(args.snapshot), store=store)
@@ -103,142 +102,116 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     )
 
 
-def _cmd_stack(args: argparse.Namespace) -> None:
-    from crossfit_mlops import localstack
+# --- the local stack and the runs it carries -----------------------------------------------------
+def _start_api_if_champion(cfg) -> str:
+    """The prediction API needs a champion to serve: start it once one exists."""
+    from crossfit_mlops.ops import stack
+    from crossfit_mlops.tracking.registry import NoChampion, champion_version
 
-    cfg = localstack.config_from_env()
+    name = cfg.settings.registered_model_name
+    if champion_version(cfg.settings.mlflow_tracking_uri, name) is None:
+        return f"skipped: {NoChampion.missing(name)}"
+    return stack.start_api(cfg)
+
+
+def _cmd_stack(args: argparse.Namespace) -> None:
+    from crossfit_mlops.ops import stack
+
+    cfg = stack.config_from_env()
     if args.action == "up":
-        status = localstack.up(cfg)
-        api = localstack.start_api(cfg)
-        secrets = localstack.ensure_secrets(cfg)
+        status = stack.up(cfg)
+        api = _start_api_if_champion(cfg)
+        secrets = stack.ensure_secrets(cfg)
         print(
             f"MLflow  ({status['mlflow']}): {cfg.mlflow_url}\n"
-            f"Airflow ({status['airflow']}): {cfg.airflow_url}  user {localstack.ADMIN_USER}, "
+            f"Airflow ({status['airflow']}): {cfg.airflow_url}  user {stack.ADMIN_USER}, "
             f"password {secrets['admin_password']}\n"
             f"API     ({api}): {cfg.api_url}/docs\n"
             f"logs: {cfg.log_dir}"
         )
     elif args.action == "down":
-        stopped = localstack.down(cfg)
+        stopped = stack.down(cfg)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     else:
-        names = ["mlflow", *(f"airflow-{c}" for c in localstack.AIRFLOW_COMPONENTS), "api"]
-        _emit({name: localstack.running_pid(cfg, name) for name in names})
+        _emit(stack.status(cfg))
+
+
+def _conf(args: argparse.Namespace, **values) -> dict:
+    conf = json.loads(args.conf) if args.conf else {}
+    conf.update({k: v for k, v in values.items() if v is not None})
+    return conf
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> None:
     """Set the Variables, trigger the training DAG through the REST API, follow it, summarize."""
-    from crossfit_mlops import localstack
-    from crossfit_mlops.report import failed_tasks, format_summary, run_and_follow, summarize
+    from crossfit_mlops.ops import stack
+    from crossfit_mlops.ops.runs import format_summary, require_success, run_and_follow, summarize
 
-    cfg = localstack.config_from_env()
-    client = localstack.airflow_client(cfg)
-    localstack.set_declared_variables(cfg, client)
-    # batch inference is scheduled on the assets the training run updates: unpaused, it follows
-    client.wait_for_dag(BATCH_DAG)
-    client.unpause(BATCH_DAG)
+    cfg = stack.config_from_env()
+    client = stack.airflow_client(cfg)
+    stack.set_declared_variables(cfg, client)
+    # batch inference is scheduled on the assets the training run updates: unpaused, it follows;
     # monitoring runs only when triggered (schedule None): unpaused, a trigger from the UI just runs
-    client.wait_for_dag(MONITORING_DAG)
-    client.unpause(MONITORING_DAG)
-    conf = json.loads(args.conf) if args.conf else {}
-    if args.snapshot:
-        conf["snapshot"] = args.snapshot
-    if args.rows:
-        conf["rows"] = args.rows
-    if args.sample_size is not None:
-        conf["sample_size"] = args.sample_size
+    for dag_id in (BATCH_DAG, MONITORING_DAG):
+        client.wait_for_dag(dag_id)
+        client.unpause(dag_id)
+    conf = _conf(args, snapshot=args.snapshot or None, rows=args.rows or None, sample_size=args.sample_size)
     run_id, run = run_and_follow(client, conf, timeout=args.timeout)
-    if run["state"] != "success":
-        tis = client.task_instances("crossfit_training_pipeline", run_id)
-        raise PipelineFailed(
-            f"run {run_id} ended {run['state']}; failed tasks: {', '.join(failed_tasks(tis)) or 'none'}; "
-            f"task logs in the Airflow UI ({cfg.airflow_url}) or {cfg.airflow_home / 'logs'}"
-        )
+    require_success(client, TRAINING_DAG, run_id, run, stack.task_log_hint(cfg))
     summary = summarize(client, run_id)
     print(format_summary(summary, cfg.mlflow_url, cfg.airflow_url, cfg.settings.registered_model_name))
-    api = localstack.start_api(cfg)
+    api = _start_api_if_champion(cfg)
     if api.startswith("skipped"):
         print(f"prediction API: {api}")
-    else:
-        from crossfit_mlops.serving.features import example_athlete
+        return
+    from crossfit_mlops.serving.features import example_athlete
 
-        athlete = example_athlete(cfg.settings) or 2554
-        print(
-            f"prediction API ({api}): {cfg.api_url}/docs\n"
-            f"  curl -s {cfg.api_url}/predict -H 'Content-Type: application/json' -d '{{\"athlete_id\": {athlete}}}'\n"
-            f"batch inference: DAG {BATCH_DAG} runs on the new features / champion "
-            f"(predictions under {cfg.settings.predictions_dir})"
-        )
+    athlete = example_athlete(cfg.settings) or 2554
+    print(
+        f"prediction API ({api}): {cfg.api_url}/docs\n"
+        f"  curl -s {cfg.api_url}/predict -H 'Content-Type: application/json' -d '{{\"athlete_id\": {athlete}}}'\n"
+        f"batch inference: DAG {BATCH_DAG} runs on the new features / champion "
+        f"(predictions under {cfg.settings.predictions_dir})"
+    )
 
 
 def _cmd_monitor(args: argparse.Namespace) -> None:
     """Trigger crossfit_monitoring through the REST API, follow it, print its decision and dashboard."""
-    from crossfit_mlops import localstack
     from crossfit_mlops.monitoring.monitor import MONITORING_EXPERIMENT
-    from crossfit_mlops.report import failed_tasks, run_and_follow
-    from crossfit_mlops.training.tracking import client as mlflow_client
+    from crossfit_mlops.ops import stack
+    from crossfit_mlops.ops.runs import (
+        format_monitoring,
+        monitoring_outcome,
+        require_success,
+        run_and_follow,
+    )
+    from crossfit_mlops.tracking import client as mlflow_client
 
-    cfg = localstack.config_from_env()
-    client = localstack.airflow_client(cfg)
-    conf = json.loads(args.conf) if args.conf else {}
-    conf.update({"snapshot": args.snapshot, "season_shift": args.season_shift})
-    if args.rows:
-        conf["rows"] = args.rows
+    cfg = stack.config_from_env()
+    client = stack.airflow_client(cfg)
+    conf = _conf(args, snapshot=args.snapshot, season_shift=args.season_shift, rows=args.rows or None)
     run_id, run = run_and_follow(client, conf, dag_id=MONITORING_DAG, timeout=args.timeout)
-    instances = client.task_instances(MONITORING_DAG, run_id)
-    tis = {ti["task_id"]: ti["state"] for ti in instances}
-    if run["state"] != "success":
-        raise PipelineFailed(
-            f"run {run_id} ended {run['state']}; failed tasks: {', '.join(failed_tasks(instances)) or 'none'}; "
-            f"task logs in the Airflow UI ({cfg.airflow_url}) or {cfg.airflow_home / 'logs'}"
-        )
-    if tis.get("find_champion") == "skipped":
+    instances = require_success(client, MONITORING_DAG, run_id, run, stack.task_log_hint(cfg))
+    outcome = monitoring_outcome(client, run_id, instances)
+    if outcome is None:
         print("no @champion to monitor yet: run the training pipeline first")
         return
-    c = mlflow_client(cfg.settings.mlflow_tracking_uri)
-    experiment = c.get_experiment_by_name(MONITORING_EXPERIMENT)
-    found = c.search_runs([experiment.experiment_id], filter_string=f"tags.`airflow.run_id` = '{run_id}'")
-    if not found:
-        raise PipelineFailed(f"run {run_id} succeeded but left no MLflow run in {MONITORING_EXPERIMENT}")
-    tags, metrics = found[0].data.tags, found[0].data.metrics
-    print(
-        f"snapshot {tags['snapshot_id']} vs {tags['reference_snapshot_id']} (champion v{tags['model_version']}, "
-        f"{tags['feature_version']}): {tags['decision'].upper()}\n"
-        + "".join(f"  - {reason}\n" for reason in tags["reasons"].split("; "))
-        + f"  target drift {metrics['target_drift']:.3f}, prediction drift {metrics['prediction_drift']:.3f}\n"
-        f"retraining: {'triggered (' + cfg.airflow_url + '/dags/crossfit_training_pipeline)' if tis.get('trigger_retraining') == 'success' else 'not triggered'}\n"
-        f"dashboard: {tags['monitoring_path']}/report.html and dashboard.png\n"
-        f"MLflow: {cfg.mlflow_url}/#/experiments/{experiment.experiment_id}/runs/{found[0].info.run_id}"
-    )
+    experiment = mlflow_client(cfg.settings.mlflow_tracking_uri).get_experiment_by_name(MONITORING_EXPERIMENT)
+    print(format_monitoring(outcome, cfg.mlflow_url, cfg.airflow_url, experiment.experiment_id))
 
 
+# --- the registry and the API --------------------------------------------------------------------
 def _cmd_registry(args: argparse.Namespace) -> None:
-    from crossfit_mlops.registry.gate import CHALLENGER, CHAMPION, rollback
+    from crossfit_mlops.registry.promotion import rollback, versions_table
     from crossfit_mlops.settings import get_settings
-    from crossfit_mlops.training.tracking import client
 
     settings = get_settings()
     name = settings.registered_model_name
     if args.action == "rollback":
         old, new = rollback(settings.mlflow_tracking_uri, name)
-        print(f"@{CHAMPION} of {name}: v{old} -> v{new}")
+        print(f"@champion of {name}: v{old} -> v{new}")
         return
-    c = client(settings.mlflow_tracking_uri)
-    model = c.get_registered_model(name)
-    rows = []
-    for mv in sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
-        aliases = [a for a, v in model.aliases.items() if str(v) == str(mv.version)]
-        rows.append(
-            {
-                "version": mv.version,
-                "aliases": aliases,
-                "legacy_stage": mv.tags.get("legacy_stage"),
-                "feature_version": mv.tags.get("feature_version"),
-                "gate": mv.tags.get("gate.decision"),
-                "reason": mv.tags.get("gate.reason"),
-            }
-        )
-    _emit({"model": name, CHAMPION: model.aliases.get(CHAMPION), CHALLENGER: model.aliases.get(CHALLENGER), "versions": rows})
+    _emit(versions_table(settings.mlflow_tracking_uri, name))
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -265,69 +238,69 @@ def _cmd_predict_two_hop(args: argparse.Namespace) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m crossfit_mlops", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+# --- the parser ----------------------------------------------------------------------------------
+def _with_snapshot(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--snapshot", default=date.today().isoformat(), help="snapshot id (ISO date)")
 
-    def with_snapshot(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--snapshot", default=date.today().isoformat(), help="snapshot id (ISO date)")
 
-    def with_size(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--rows", type=int, default=FULL_SIZE, help="rows to generate")
-        p.add_argument("--seed", type=int, default=42)
+def _with_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rows", type=int, default=FULL_SIZE, help="rows to generate")
+    p.add_argument("--seed", type=int, default=42)
 
-    def with_shift(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--season-shift", type=float, default=0.0,
-            help="simulate a later season: lifts this much heavier, body weight half as much (0.1 = +10%%)",
-        )
 
-    p = sub.add_parser("settings", help="print the resolved settings")
-    p.set_defaults(func=_cmd_settings)
+def _with_shift(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--season-shift", type=float, default=0.0,
+        help="simulate a later season: lifts this much heavier, body weight half as much (0.1 = +10%%)",
+    )
+
+
+def _data_commands(sub) -> None:
+    sub.add_parser("settings", help="print the resolved settings").set_defaults(func=_cmd_settings)
 
     p = sub.add_parser("generate", help="write a generated athletes.csv to --out")
     p.add_argument("--out", required=True)
-    with_snapshot(p)
-    with_size(p)
-    with_shift(p)
+    _with_snapshot(p)
+    _with_size(p)
+    _with_shift(p)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("ingest", help="create the raw snapshot (provided file or generated)")
-    with_snapshot(p)
-    with_size(p)
-    with_shift(p)
+    _with_snapshot(p)
+    _with_size(p)
+    _with_shift(p)
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("validate", help="validate + clean a raw snapshot (quarantine, report)")
-    with_snapshot(p)
+    _with_snapshot(p)
     p.add_argument("--min-valid-share", type=float, default=None)
     p.set_defaults(func=_cmd_validate)
 
     p = sub.add_parser("features", help="engineer feature tables of a cleaned snapshot")
-    with_snapshot(p)
-    p.add_argument("--version", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])
+    _with_snapshot(p)
+    p.add_argument("--version", nargs="+", default=VERSIONS, choices=VERSIONS)
     p.set_defaults(func=_cmd_features)
 
-    p = sub.add_parser("feast-apply", help="register the Feast definitions (idempotent)")
-    p.set_defaults(func=_cmd_feast_apply)
+    sub.add_parser("feast-apply", help="register the Feast definitions (idempotent)").set_defaults(func=_cmd_feast_apply)
 
     p = sub.add_parser("materialize", help="load a snapshot's features into the online store")
-    with_snapshot(p)
-    p.add_argument("--version", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])
+    _with_snapshot(p)
+    p.add_argument("--version", nargs="+", default=VERSIONS, choices=VERSIONS)
     p.set_defaults(func=_cmd_materialize)
 
     p = sub.add_parser("prepare", help="ingest, validate, clean, engineer, apply and materialize")
-    with_snapshot(p)
-    with_size(p)
+    _with_snapshot(p)
+    _with_size(p)
     p.add_argument("--min-valid-share", type=float, default=None)
     p.set_defaults(func=_cmd_prepare)
 
+
+def _run_commands(sub) -> None:
     p = sub.add_parser("stack", help="the local MLflow + Airflow processes (no Docker)")
     p.add_argument("action", choices=["up", "down", "status"])
     p.set_defaults(func=_cmd_stack)
 
-    p = sub.add_parser("pipeline", help="trigger crossfit_training_pipeline via the REST API and follow it")
+    p = sub.add_parser("pipeline", help=f"trigger {TRAINING_DAG} via the REST API and follow it")
     p.add_argument("--snapshot", default=None, help="snapshot id (default: the DAG's, today)")
     p.add_argument("--rows", type=int, default=None, help="raw rows to generate if the snapshot is new")
     p.add_argument("--sample-size", type=int, default=None, help="athletes to train on (0 = all)")
@@ -335,14 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=1800.0)
     p.set_defaults(func=_cmd_pipeline)
 
-    p = sub.add_parser("monitor", help="trigger crossfit_monitoring on a snapshot via the REST API and follow it")
+    p = sub.add_parser("monitor", help=f"trigger {MONITORING_DAG} on a snapshot via the REST API and follow it")
     p.add_argument("--snapshot", required=True, help="the new snapshot id (ISO date)")
     p.add_argument("--rows", type=int, default=None, help="raw rows if generated (default: as the champion's)")
-    with_shift(p)
+    _with_shift(p)
     p.add_argument("--conf", default=None, help="JSON of further DAG params (thresholds, retrain)")
     p.add_argument("--timeout", type=float, default=1800.0)
     p.set_defaults(func=_cmd_monitor)
 
+
+def _model_commands(sub) -> None:
     p = sub.add_parser("registry", help="show the registered model, or roll @champion back")
     p.add_argument("action", choices=["show", "rollback"])
     p.set_defaults(func=_cmd_registry)
@@ -363,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--athlete-id", type=int, action="append", required=True, help="repeat for several")
     p.add_argument("--endpoint", default="http://127.0.0.1:1234/invocations")
     p.set_defaults(func=_cmd_predict_two_hop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m crossfit_mlops", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _data_commands(sub)
+    _run_commands(sub)
+    _model_commands(sub)
     return parser
 
 
@@ -375,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.func(args)
-    except (RawFileError, ValidationFloorError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (RawFileError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

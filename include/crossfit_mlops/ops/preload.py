@@ -9,8 +9,9 @@ result CodeCarbon caches per process, and draws one figure (fonts, glyph caches)
 (forking a process with live threads or an initialized OpenMP pool is unsafe); :func:`preload`
 checks that and says so.
 
-Wired by ``localstack`` through a generated ``$AIRFLOW_HOME/config/airflow_local_settings.py`` that
-calls :func:`preload` in the ``airflow scheduler`` process only.
+Wired through ``$AIRFLOW_HOME/config/airflow_local_settings.py`` (:data:`LOCAL_SETTINGS`), which
+calls :func:`preload` in the ``airflow scheduler`` process only: the local stack writes it, and
+the Astro image's Dockerfile writes the same file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ import threading
 import time
 
 log = logging.getLogger(__name__)
+
+LOCAL_SETTINGS = """\
+# Generated from crossfit_mlops.ops.preload: warm the task imports in the scheduler, whose forks run
+# the tasks. Other Airflow processes are left alone.
+import sys
+
+if sys.argv[1:2] == ["scheduler"]:
+    from crossfit_mlops.ops.preload import preload
+
+    preload()
+"""
 
 MODULES: tuple[str, ...] = (
     "pandas",
@@ -43,7 +55,7 @@ MODULES: tuple[str, ...] = (
     "narwhals",
     "crossfit_mlops.training.train",
     "crossfit_mlops.features.store",
-    "crossfit_mlops.registry.gate",
+    "crossfit_mlops.registry.promotion",
 )
 
 
@@ -97,7 +109,7 @@ def warm_matplotlib() -> bool:
     try:
         import io
 
-        from crossfit_mlops.training.evaluate import (
+        from crossfit_mlops.training.plots import (
             feature_importance,
             predicted_vs_actual,
             residuals,

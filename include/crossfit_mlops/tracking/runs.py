@@ -1,25 +1,17 @@
-"""MLflow plumbing shared by the pipeline's tasks: the experiment, the parent run, lineage tags.
-
-Every call takes the tracking URI explicitly and uses an :class:`mlflow.MlflowClient`, never the
-fluent API's global state, because tasks run in separate processes (Airflow) or one after another
-in one process (``dag.test()``).
-"""
+"""Experiments and runs: the experiment created once, the DAG run's parent run, its children."""
 
 from __future__ import annotations
 
 import logging
 import subprocess
 from pathlib import Path
+from typing import Any
+
+from crossfit_mlops.tracking import client
 
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
-
-
-def client(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
@@ -72,3 +64,15 @@ def git_commit(root: Path) -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def close_parent_run(tracking_uri: str, parent_run_id: str, decision: dict[str, Any]) -> dict[str, Any]:
+    """Record the gate's outcome (a judged decision) on the DAG run's parent run and finish it."""
+    from crossfit_mlops.tracking.registry import GATE_TAGS
+
+    c = client(tracking_uri)
+    c.set_tag(parent_run_id, f"{GATE_TAGS}.decision", decision["decision"])
+    c.set_tag(parent_run_id, f"{GATE_TAGS}.reason", decision["reason"])
+    c.set_tag(parent_run_id, f"{GATE_TAGS}.challenger_version", decision["challenger"]["version"])
+    finish_run(tracking_uri, parent_run_id)
+    return {"decision": decision["decision"], "reason": decision["reason"], "version": decision["challenger"]["version"]}

@@ -24,7 +24,7 @@ def check_mlflow(tracking_uri: str, timeout: float = 10.0) -> dict[str, Any]:
             body = response.read().decode().strip()
     except OSError as exc:
         raise ServiceCheckError(f"MLflow at {tracking_uri} is unreachable: {exc}") from exc
-    from crossfit_mlops.training.tracking import client
+    from crossfit_mlops.tracking import client
 
     experiments = client(tracking_uri).search_experiments(max_results=100)
     result = {"tracking_uri": tracking_uri, "health": body, "experiments": [e.name for e in experiments]}

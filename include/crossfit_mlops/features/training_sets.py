@@ -15,17 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from crossfit_mlops.data.clean import ENTITY_KEY, EVENT_TIMESTAMP, TARGET
-from crossfit_mlops.data.pipeline import LABELS_FILE, load_raw_manifest, publish_dir, tmp_dir_for
 from crossfit_mlops.features.specs import feature_set
 from crossfit_mlops.settings import Settings, get_settings
+from crossfit_mlops.storage import ENTITY_KEY, EVENT_TIMESTAMP, TARGET, Catalog, publishing
 
 log = logging.getLogger(__name__)
 
@@ -109,35 +107,20 @@ def build_training_set(
     from crossfit_mlops.features.store import historical_features
 
     settings = settings or get_settings()
+    catalog = Catalog(settings)
     spec = feature_set(version)
-    labels_path = settings.processed_snapshot_dir(snapshot_id) / LABELS_FILE
-    if not labels_path.is_file():
-        raise FileNotFoundError(f"no labels for snapshot {snapshot_id} at {labels_path}: validate it first")
-    labels = pd.read_parquet(labels_path)
+    labels = catalog.load_labels(snapshot_id)
     if sample_size and sample_size < len(labels):
         labels = labels.sample(n=int(sample_size), random_state=seed).sort_values(ENTITY_KEY)
     entity_df = labels[[ENTITY_KEY, EVENT_TIMESTAMP, TARGET]].reset_index(drop=True)
     frame = historical_features(entity_df, version, settings=settings, store=store)
     frame["split"] = split_of(frame[ENTITY_KEY])
-
-    final = settings.training_set_dir(snapshot_id, sample_size, version)
-    tmp = tmp_dir_for(final)
-    rows = {}
-    try:
-        for split in SPLITS:
-            part = frame.loc[frame["split"] == split, [ENTITY_KEY, EVENT_TIMESTAMP, *spec.names, TARGET]]
-            if part.empty:
-                raise ValueError(f"split {split!r} of snapshot {snapshot_id} is empty: the sample is too small")
-            part = part.reset_index(drop=True)
-            part.to_parquet(tmp / f"{split}.parquet", index=False)
-            rows[split] = len(part)
-            if split == "train":
-                name = f"{spec.service_name}-{snapshot_id}-train"
-                description = describe_for_mlflow(part, final / "train.parquet", name)
-                (tmp / MLFLOW_DATASET_FILE).write_text(json.dumps(description))
+    final = catalog.training_set_dir(snapshot_id, sample_size, version)
+    with publishing(final) as tmp:
+        rows = _write_splits(tmp, final, frame, snapshot_id, spec)
         result = TrainingSet(
             snapshot_id=snapshot_id,
-            snapshot_sha256=load_raw_manifest(snapshot_id, settings).sha256,
+            snapshot_sha256=catalog.raw_manifest(snapshot_id).sha256,
             feature_version=version,
             feature_service=spec.service_name,
             sample_size=int(sample_size or 0),
@@ -145,11 +128,25 @@ def build_training_set(
             rows=rows,
         )
         (tmp / "manifest.json").write_text(json.dumps(result.as_dict(), indent=2))
-        publish_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("training set %s of snapshot %s: %s -> %s", version, snapshot_id, rows, final)
     return result
+
+
+def _write_splits(folder: Path, final: Path, frame: pd.DataFrame, snapshot_id: str, spec) -> dict[str, int]:
+    """One parquet file per split (and the train split's MLflow description); rows per split."""
+    rows = {}
+    for split in SPLITS:
+        part = frame.loc[frame["split"] == split, [ENTITY_KEY, EVENT_TIMESTAMP, *spec.names, TARGET]]
+        if part.empty:
+            raise ValueError(f"split {split!r} of snapshot {snapshot_id} is empty: the sample is too small")
+        part = part.reset_index(drop=True)
+        part.to_parquet(folder / f"{split}.parquet", index=False)
+        rows[split] = len(part)
+        if split == "train":
+            name = f"{spec.service_name}-{snapshot_id}-train"
+            description = describe_for_mlflow(part, final / "train.parquet", name)
+            (folder / MLFLOW_DATASET_FILE).write_text(json.dumps(description))
+    return rows
 
 
 def load_split(training_set: TrainingSet | dict, split: str) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:

@@ -1,4 +1,4 @@
-"""Trigger the training DAG through Airflow's REST API, follow it, and summarize what it produced."""
+"""Trigger a DAG through Airflow's REST API, follow the run, and summarize what it produced."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from crossfit_mlops.airflow_client import AirflowApiError, AirflowClient
+from crossfit_mlops.contract import MONITORING_DAG, TRAINING_DAG, MonitoringTasks, TrainingTasks
+from crossfit_mlops.ops.airflow_client import AirflowApiError, AirflowClient
 
 log = logging.getLogger(__name__)
 
-TRAINING_DAG = "crossfit_training_pipeline"
+
+class PipelineFailed(RuntimeError):
+    """The triggered DAG run did not succeed; the message names the failed tasks and the logs."""
 
 
 def _seconds(ti: dict[str, Any]) -> float | None:
@@ -42,14 +45,31 @@ def run_and_follow(client: AirflowClient, conf: dict[str, Any], echo=print, dag_
     return run_id, run
 
 
+def failed_tasks(tis: list[dict[str, Any]]) -> list[str]:
+    return [f"{t['task_id']}[{t['map_index']}]" if t["map_index"] >= 0 else t["task_id"] for t in tis if t["state"] in {"failed", "upstream_failed"}]
+
+
+def require_success(client: AirflowClient, dag_id: str, run_id: str, run: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The run's task instances; :class:`PipelineFailed` naming the failed tasks unless it succeeded.
+    ``where`` says where the task logs are."""
+    instances = client.task_instances(dag_id, run_id)
+    if run["state"] != "success":
+        raise PipelineFailed(
+            f"run {run_id} ended {run['state']}; failed tasks: {', '.join(failed_tasks(instances)) or 'none'}; "
+            f"task logs in {where}"
+        )
+    return instances
+
+
+# --- the training run ----------------------------------------------------------------------------
 def summarize(client: AirflowClient, run_id: str, dag_id: str = TRAINING_DAG) -> dict[str, Any]:
     """Leaderboard of the run's child runs (from MLflow) and the gate's decision (from XCom)."""
-    from crossfit_mlops.training.tracking import child_runs
+    from crossfit_mlops.tracking.runs import child_runs
 
-    parent = client.xcom(dag_id, run_id, "start_mlflow_run")
-    decision = client.xcom(dag_id, run_id, "judge_challenger")
+    parent = client.xcom(dag_id, run_id, TrainingTasks.START_MLFLOW_RUN)
+    decision = client.xcom(dag_id, run_id, TrainingTasks.JUDGE)
     tis = client.task_instances(dag_id, run_id)
-    durations = {t["map_index"]: _seconds(t) for t in tis if t["task_id"] == "train_candidate"}
+    durations = {t["map_index"]: _seconds(t) for t in tis if t["task_id"] == TrainingTasks.TRAIN}
     rows = []
     for r in child_runs(parent["tracking_uri"], parent["experiment_id"], parent["parent_run_id"]):
         m, p, tags = r.data.metrics, r.data.params, r.data.tags
@@ -98,8 +118,28 @@ def format_summary(summary: dict[str, Any], mlflow_ui: str, airflow_ui: str, mod
     return "\n".join(lines)
 
 
-def failed_tasks(tis: list[dict[str, Any]]) -> list[str]:
-    return [f"{t['task_id']}[{t['map_index']}]" if t["map_index"] >= 0 else t["task_id"] for t in tis if t["state"] in {"failed", "upstream_failed"}]
+# --- the monitoring run --------------------------------------------------------------------------
+def monitoring_outcome(client: AirflowClient, run_id: str, instances: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What a finished monitoring run decided (``measure_drift``'s summary, from XCom) and whether it
+    queued retraining; None when it was skipped for lack of a champion."""
+    states = {ti["task_id"]: ti["state"] for ti in instances}
+    if states.get(MonitoringTasks.FIND_CHAMPION) == "skipped":
+        return None
+    summary = client.xcom(MONITORING_DAG, run_id, MonitoringTasks.MEASURE)
+    return {**summary, "retraining_triggered": states.get(MonitoringTasks.TRIGGER_RETRAINING) == "success"}
 
 
-__all__ = ["AirflowApiError", "format_summary", "run_and_follow", "summarize"]
+def format_monitoring(outcome: dict[str, Any], mlflow_ui: str, airflow_ui: str, experiment_id: str) -> str:
+    retraining = f"triggered ({airflow_ui}/dags/{TRAINING_DAG})" if outcome["retraining_triggered"] else "not triggered"
+    return (
+        f"snapshot {outcome['snapshot_id']} vs {outcome['reference_snapshot_id']} (champion v{outcome['model_version']}, "
+        f"{outcome['feature_version']}): {outcome['decision'].upper()}\n"
+        + "".join(f"  - {reason}\n" for reason in outcome["reasons"])
+        + f"  target drift {outcome['target_drift']['score']:.3f}, prediction drift {outcome['prediction_drift']['score']:.3f}\n"
+        f"retraining: {retraining}\n"
+        f"dashboard: {outcome['path']}/report.html and dashboard.png\n"
+        f"MLflow: {mlflow_ui}/#/experiments/{experiment_id}/runs/{outcome['mlflow_run_id']}"
+    )
+
+
+__all__ = ["AirflowApiError", "PipelineFailed", "format_monitoring", "format_summary", "run_and_follow", "summarize"]

@@ -1,0 +1,189 @@
+"""The DAG contract: what the rest of the code may know about the DAGs, named once.
+
+DAG ids, the task ids other code reads (XCom, task states), the Assets the DAGs exchange, the
+retraining conf monitoring hands to the training DAG, the one retry policy of server-facing tasks,
+and the bridge from policy dataclasses to DAG ``Param``s (one source for defaults and bounds).
+
+The DAG files set these task ids explicitly (``@task(task_id=...)``) and a test checks that every
+id named here exists in the parsed DAG; no other module spells a task id as a string. Nothing
+heavy is imported here: DAG files, the CLI and the benchmarks import it at parse time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+# --- DAG ids -------------------------------------------------------------------------------------
+TRAINING_DAG = "crossfit_training_pipeline"
+BATCH_DAG = "crossfit_batch_inference"
+MONITORING_DAG = "crossfit_monitoring"
+CONNECTIONS_DAG = "test_connections"
+
+
+class TrainingTasks:
+    """Task ids of :data:`TRAINING_DAG`, in the order of the pipeline figure."""
+
+    RESOLVE_RUN = "resolve_run"
+    START_MLFLOW_RUN = "start_mlflow_run"
+    INGEST = "ingest_snapshot"
+    VALIDATE = "validate_snapshot"
+    ENGINEER = "engineer_features"
+    APPLY_FEATURE_STORE = "apply_feature_store"
+    MATERIALIZE = "materialize_online_store"
+    BUILD_TRAINING_SET = "build_training_set"
+    PLAN = "plan_training"
+    TRAIN = "train_candidate"
+    REGISTER = "register_challenger"
+    JUDGE = "judge_challenger"
+    GATE = "gate"
+    PROMOTE = "promote_challenger"
+    KEEP = "keep_champion"
+    FINISH = "finish_mlflow_run"
+
+
+class MonitoringTasks:
+    """Task ids of :data:`MONITORING_DAG`."""
+
+    RESOLVE_RUN = "resolve_run"
+    FIND_CHAMPION = "find_champion"
+    PREPARE = "prepare_snapshot"
+    MEASURE = "measure_drift"
+    DECIDE = "decide"
+    TRIGGER_RETRAINING = "trigger_retraining"
+    NO_RETRAINING = "no_retraining"
+
+
+class BatchTasks:
+    """Task ids of :data:`BATCH_DAG`."""
+
+    RESOLVE_SNAPSHOT = "resolve_snapshot"
+    SCORE = "score_snapshot"
+
+
+class ConnectionTasks:
+    """Task ids of :data:`CONNECTIONS_DAG`."""
+
+    MLFLOW = "check_mlflow"
+    FEAST = "check_feast"
+    POSTGRES = "check_postgres"
+
+
+def task_ids(tasks: type) -> dict[str, str]:
+    """``{constant name: task id}`` of one of the task classes above."""
+    return {name: value for name, value in vars(tasks).items() if name.isupper()}
+
+
+# --- Assets --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AssetRef:
+    """An Airflow Asset by name and URI (DAG files build the ``airflow.sdk.Asset``)."""
+
+    name: str
+    uri: str
+    doc: str
+
+    def as_asset(self):
+        """The ``airflow.sdk.Asset`` (imported here only when a DAG file asks for it)."""
+        from airflow.sdk import Asset
+
+        return Asset(name=self.name, uri=self.uri)
+
+
+# Updated by materialize_online_store with extra {"snapshot_id": ...}: the online store now holds
+# that snapshot's features. Batch inference is scheduled on it.
+ONLINE_FEATURES = AssetRef(
+    "crossfit_online_features", "feast://crossfit/online_store", "the online store holds a snapshot's features"
+)
+# Updated by promote_challenger when @champion moves: batch inference rescores with the new champion.
+CHAMPION_MODEL = AssetRef(
+    "crossfit_champion_model", "mlflow://registry/crossfit_total_lift/champion", "@champion moved"
+)
+
+
+# --- the retraining conf -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetrainConf:
+    """What monitoring asks the training DAG to do: retrain on ``snapshot`` with the champion's
+    training sample size. ``as_conf()`` is the trigger conf; its keys are training DAG params."""
+
+    snapshot: str
+    sample_size: int = 0
+
+    def as_conf(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot, "sample_size": int(self.sample_size)}
+
+
+RETRAIN_RUN_PREFIX = "retrain__"  # run id of a training run monitoring triggered: retrain__<monitoring run id>
+
+
+# --- the one retry policy of tasks that talk to a server (MLflow, the Feast registry) -----------
+# Pure data steps fail fast instead: a retry would fail the same way.
+SERVER_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=5),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=2),
+}
+
+
+# --- policy dataclasses -> DAG Params -------------------------------------------------------------
+@dataclass(frozen=True)
+class Bound:
+    """A policy field's label and range: the dataclass checks it, the DAG's Param shows it."""
+
+    title: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+
+    def violation(self, value: Any) -> str | None:
+        """Why ``value`` is out of range (NaN and non-numbers always are), or None."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            return f"must be a number, got {value!r}"
+        if self.minimum is not None and not value >= self.minimum:
+            return f"must be >= {self.minimum}, got {value}"
+        if self.maximum is not None and not value <= self.maximum:
+            return f"must be <= {self.maximum}, got {value}"
+        if self.exclusive_minimum is not None and not value > self.exclusive_minimum:
+            return f"must be > {self.exclusive_minimum}, got {value}"
+        if self.exclusive_maximum is not None and not value < self.exclusive_maximum:
+            return f"must be < {self.exclusive_maximum}, got {value}"
+        return None
+
+    def json_schema(self) -> dict[str, Any]:
+        keys = {
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "exclusiveMinimum": self.exclusive_minimum,
+            "exclusiveMaximum": self.exclusive_maximum,
+        }
+        return {"type": "number", "title": self.title, **{k: v for k, v in keys.items() if v is not None}}
+
+
+def bounded(default: float, title: str, **limits: float) -> Any:
+    """A dataclass field with a default and a :class:`Bound` (``minimum``, ``exclusive_maximum`` ...)."""
+    return dataclasses.field(default=default, metadata={"bound": Bound(title, **limits)})
+
+
+def check_bounds(instance: Any, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` naming the first field of a policy dataclass that is out of its bounds."""
+    for f in dataclasses.fields(instance):
+        bound = f.metadata.get("bound")
+        problem = bound and bound.violation(getattr(instance, f.name))
+        if problem:
+            raise error(f"{f.name} {problem}")
+
+
+def param_schemas(policy: type) -> dict[str, dict[str, Any]]:
+    """``{field: {"default": ..., <JSON schema>}}`` of a policy dataclass's bounded fields: the DAG
+    turns each into ``Param(**schema)``, so defaults and bounds are written once, in the policy."""
+    return {
+        f.name: {"default": f.default, **f.metadata["bound"].json_schema()}
+        for f in dataclasses.fields(policy)
+        if "bound" in f.metadata
+    }

@@ -1,0 +1,212 @@
+"""Promotion through the registry: register the best run, judge it, move the aliases, roll back.
+
+Vocabulary: MLflow 3 aliases (``@challenger`` = the newest candidate, ``@champion`` = the model that
+serves) plus tags. Deprecated registry stages are never set; for readers used to them, every version
+carries a ``legacy_stage`` tag (Staging / Production / Archived) that says what the stage would be.
+The rule itself is :func:`crossfit_mlops.registry.gate.decide`; the decision and its reason are
+written on the version as ``gate.*`` tags.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from crossfit_mlops.features.training_sets import load_split
+from crossfit_mlops.metrics import regression_metrics
+from crossfit_mlops.registry.gate import GatePolicy, decide
+from crossfit_mlops.tracking import client
+from crossfit_mlops.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    GATE_TAGS,
+    current_version,
+    load_version,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GateError(RuntimeError):
+    """The gate could not judge the challenger (e.g. the champion cannot be evaluated)."""
+
+
+class RollbackError(RuntimeError):
+    """There is nothing to roll back to."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def register_challenger(tracking_uri: str, model_name: str, best: dict[str, Any], tags: dict[str, str]) -> str:
+    """Register the best run's model as a new version and point ``@challenger`` at it."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    try:
+        c.create_registered_model(
+            model_name,
+            description="Predicts an athlete's total lift (lb) from profile and survey features. "
+            "@champion serves; @challenger is the newest candidate; see each version's gate.* tags.",
+        )
+    except MlflowException as exc:
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+    training_set = best["training_set"]
+    version_tags = {
+        **tags,
+        "feature_version": best["feature_version"],
+        "feature_service": training_set["feature_service"],
+        "snapshot_id": training_set["snapshot_id"],
+        "snapshot_sha256": training_set["snapshot_sha256"],
+        "model_family": best["model"],
+        "run_name": best["run_name"],
+        "val_rmse": f"{best['val_rmse']:.4f}",
+        "val_r2": f"{best['val_r2']:.4f}",
+        "legacy_stage": "Staging",
+        "gate.decision": "pending",
+    }
+    version = c.create_model_version(
+        model_name,
+        source=best["model_uri"],
+        run_id=best["run_id"],
+        model_id=best.get("model_id"),
+        tags=version_tags,
+        description=f"{best['run_name']} (validation RMSE {best['val_rmse']:.1f} lb)",
+    )
+    _wait_ready(c, model_name, version.version)
+    c.set_registered_model_alias(model_name, CHALLENGER, version.version)
+    log.info("registered %s version %s from run %s as @%s", model_name, version.version, best["run_id"], CHALLENGER)
+    return str(version.version)
+
+
+def _wait_ready(c, model_name: str, version: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = c.get_model_version(model_name, version).status
+        if status == "READY":
+            return
+        if status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise GateError(f"{model_name} version {version} did not become READY (status {status})")
+        time.sleep(0.2)
+
+
+def evaluate_version(tracking_uri: str, model_name: str, version: str, test_sets: dict[str, dict]) -> dict[str, Any]:
+    """Test metrics of a registered version on the test split of the feature version it was trained on."""
+    loaded = load_version(tracking_uri, model_name, version)
+    if loaded.feature_version not in test_sets:
+        raise GateError(
+            f"{model_name} v{version} was trained on feature version {loaded.feature_version!r}, and this run has no "
+            f"test set for it (have {sorted(test_sets)})"
+        )
+    X, y, _ = load_split(test_sets[loaded.feature_version], "test")
+    metrics = regression_metrics(y, loaded.model.predict(X[list(loaded.columns)]))
+    return {"version": str(version), "feature_version": loaded.feature_version, "rows": len(y), **metrics}
+
+
+def judge_challenger(
+    tracking_uri: str,
+    model_name: str,
+    challenger_version: str,
+    test_sets: dict[str, dict],
+    policy: GatePolicy,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate challenger and champion on the same test athletes, decide, record it on the version."""
+    c = client(tracking_uri)
+    challenger = evaluate_version(tracking_uri, model_name, challenger_version, test_sets)
+    champion_mv = current_version(tracking_uri, model_name, CHAMPION)
+    champion = None
+    if champion_mv is not None and str(champion_mv.version) != str(challenger_version):
+        champion = evaluate_version(tracking_uri, model_name, champion_mv.version, test_sets)
+    decision = decide(challenger, champion, policy)
+    result = {
+        "model_name": model_name,
+        "decision": decision.label,
+        "promote": decision.promote,
+        "reason": decision.reason,
+        "challenger": challenger,
+        "champion": champion,
+        "policy": policy.as_dict(),
+        "decided_at": _now(),
+    }
+    record = {
+        "gate.decision": decision.label,
+        "gate.reason": decision.reason,
+        "gate.test_rmse": f"{challenger['rmse']:.4f}",
+        "gate.test_r2": f"{challenger['r2']:.4f}",
+        "gate.test_rows": str(challenger["rows"]),
+        "gate.champion_version": champion["version"] if champion else "none",
+        "gate.champion_test_rmse": f"{champion['rmse']:.4f}" if champion else "none",
+        "gate.policy": json.dumps(policy.as_dict()),
+        "gate.decided_at": result["decided_at"],
+        **(tags or {}),
+    }
+    for key, value in record.items():
+        c.set_model_version_tag(model_name, challenger_version, key, value)
+    log.info("gate for %s v%s: %s (%s)", model_name, challenger_version, decision.label.upper(), decision.reason)
+    return result
+
+
+def promote(tracking_uri: str, model_name: str, version: str) -> str | None:
+    """Move ``@champion`` to ``version``; tag the previous champion archived. Returns the previous one."""
+    c = client(tracking_uri)
+    previous = current_version(tracking_uri, model_name, CHAMPION)
+    previous_version = str(previous.version) if previous is not None else None
+    c.set_registered_model_alias(model_name, CHAMPION, version)
+    c.set_model_version_tag(model_name, version, "legacy_stage", "Production")
+    c.set_model_version_tag(model_name, version, "promoted_at", _now())
+    if previous_version and previous_version != str(version):
+        c.set_model_version_tag(model_name, version, "previous_champion", previous_version)
+        c.set_model_version_tag(model_name, previous_version, "legacy_stage", "Archived")
+        c.set_model_version_tag(model_name, previous_version, "archived", "true")
+        c.set_model_version_tag(model_name, previous_version, "superseded_by", str(version))
+    log.info("@%s: %s v%s (was %s)", CHAMPION, model_name, version, previous_version or "none")
+    return previous_version
+
+
+def mark_rejected(tracking_uri: str, model_name: str, version: str) -> None:
+    """A rejected challenger stays registered, visibly rejected (and keeps ``@challenger``)."""
+    client(tracking_uri).set_model_version_tag(model_name, version, "legacy_stage", "Archived")
+
+
+def rollback(tracking_uri: str, model_name: str) -> tuple[str, str]:
+    """Point ``@champion`` back at the champion before the current one. Returns (from, to)."""
+    c = client(tracking_uri)
+    current = current_version(tracking_uri, model_name, CHAMPION)
+    if current is None:
+        raise RollbackError(f"{model_name} has no @{CHAMPION}: nothing to roll back")
+    previous = current.tags.get("previous_champion")
+    if not previous:
+        raise RollbackError(f"{model_name} v{current.version} is the first champion: there is no previous one to roll back to")
+    c.set_registered_model_alias(model_name, CHAMPION, previous)
+    c.set_model_version_tag(model_name, current.version, "legacy_stage", "Archived")
+    c.set_model_version_tag(model_name, current.version, "rolled_back_at", _now())
+    c.set_model_version_tag(model_name, previous, "legacy_stage", "Production")
+    c.set_model_version_tag(model_name, previous, "archived", "false")
+    c.set_model_version_tag(model_name, previous, "restored_at", _now())
+    log.info("rolled @%s back from v%s to v%s", CHAMPION, current.version, previous)
+    return str(current.version), str(previous)
+
+
+def versions_table(tracking_uri: str, model_name: str) -> dict[str, Any]:
+    """The registered model's versions, aliases and gate decisions (what ``registry show`` prints)."""
+    c = client(tracking_uri)
+    model = c.get_registered_model(model_name)
+    rows = []
+    for mv in sorted(c.search_model_versions(f"name='{model_name}'"), key=lambda v: int(v.version)):
+        rows.append(
+            {
+                "version": mv.version,
+                "aliases": [a for a, v in model.aliases.items() if str(v) == str(mv.version)],
+                "legacy_stage": mv.tags.get("legacy_stage"),
+                "feature_version": mv.tags.get("feature_version"),
+                GATE_TAGS: mv.tags.get(f"{GATE_TAGS}.decision"),
+                "reason": mv.tags.get(f"{GATE_TAGS}.reason"),
+            }
+        )
+    return {"model": model_name, CHAMPION: model.aliases.get(CHAMPION), CHALLENGER: model.aliases.get(CHALLENGER), "versions": rows}

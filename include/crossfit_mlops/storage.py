@@ -1,0 +1,260 @@
+"""The storage catalog: the schema's key columns, where every artifact of a snapshot lives, how it
+is read back, and the one way anything is written (:func:`publishing`).
+
+Layout under the state directory (roots from :mod:`crossfit_mlops.settings`)::
+
+    data/raw/snapshot=<id>/athletes.csv             immutable input (generated, or a provided file)
+    data/raw/snapshot=<id>/manifest.json            source, rows, sha256 (path relative to the folder)
+    data/processed/snapshot=<id>/                   clean data, labels, quarantine, rejected rows, report
+    data/features/<view>/snapshot_<id>.parquet      one feature view's offline source, one file a snapshot
+    data/training/snapshot=<id>/sample=<n>/<v>/     train / validation / test of feature version v
+    data/predictions/snapshot=<id>/run=<key>/       batch predictions of one run
+    monitoring/snapshot=<id>/run=<key>/             one monitoring run's report, dashboard, summary
+
+Nothing heavy is imported here: DAG files and the CLI use it at parse time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crossfit_mlops.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# --- the schema's key columns --------------------------------------------------------------------
+ENTITY_KEY = "athlete_id"  # the real id of the raw file: Feast's join key
+EVENT_TIMESTAMP = "event_timestamp"  # the snapshot's time: Feast's point-in-time column
+TARGET = "total_lift"  # candj + snatch + deadlift + backsq, in pounds
+
+# --- file names inside a snapshot's folders ------------------------------------------------------
+RAW_FILE = "athletes.csv"
+MANIFEST_FILE = "manifest.json"
+CLEAN_FILE = "athletes_clean.parquet"
+LABELS_FILE = "labels.parquet"
+QUARANTINE_FILE = "quarantine.parquet"
+REJECTED_FILE = "rejected.parquet"
+REPORT_FILE = "validation_report.json"
+
+_SNAPSHOT_ID = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_FEATURE_FILE = re.compile(r"^snapshot_(\d{4}-\d{2}-\d{2})\.parquet$")
+
+
+def check_snapshot_id(snapshot_id: str) -> str:
+    """Snapshot ids are ISO dates (the day the athlete profiles were read)."""
+    if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.match(snapshot_id):
+        raise ValueError(f"snapshot id must be an ISO date like 2026-11-22, got {snapshot_id!r}")
+    return snapshot_id
+
+
+def snapshot_time(snapshot_id: str) -> pd.Timestamp:
+    """The event time of a snapshot: midnight UTC of its date."""
+    import pandas as pd
+
+    return pd.Timestamp(check_snapshot_id(snapshot_id), tz="UTC")
+
+
+def safe_key(run_key: str) -> str:
+    """A run key (an Airflow run id has ``:`` and ``+``) made safe as a file name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", run_key)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RawSnapshot:
+    """A raw snapshot's manifest: what the file is and where it came from."""
+
+    snapshot_id: str
+    path: str
+    sha256: str
+    source: str  # "generated" | "provided"
+    rows: int | None
+    seed: int | None = None  # generator seed, for generated snapshots
+    season_shift: float = 0.0  # the generator's simulated later season (0 = none)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every artifact path by snapshot, and the loaders. Build it from the settings in force."""
+
+    settings: Settings
+
+    # --- raw ------------------------------------------------------------------------------------
+    def raw_dir(self, snapshot_id: str) -> Path:
+        return self.settings.raw_dir / f"snapshot={check_snapshot_id(snapshot_id)}"
+
+    def raw_file(self, snapshot_id: str) -> Path:
+        return self.raw_dir(snapshot_id) / RAW_FILE
+
+    def raw_manifest_file(self, snapshot_id: str) -> Path:
+        return self.raw_dir(snapshot_id) / MANIFEST_FILE
+
+    def raw_manifest(self, snapshot_id: str) -> RawSnapshot:
+        path = self.raw_manifest_file(snapshot_id)
+        if not path.is_file():
+            raise FileNotFoundError(f"no raw snapshot {snapshot_id} at {path.parent}: ingest it first")
+        return RawSnapshot(**json.loads(path.read_text()))
+
+    # --- processed --------------------------------------------------------------------------------
+    def processed_dir(self, snapshot_id: str) -> Path:
+        return self.settings.processed_dir / f"snapshot={check_snapshot_id(snapshot_id)}"
+
+    def report_file(self, snapshot_id: str) -> Path:
+        return self.processed_dir(snapshot_id) / REPORT_FILE
+
+    def clean_file(self, snapshot_id: str) -> Path:
+        return self.processed_dir(snapshot_id) / CLEAN_FILE
+
+    def labels_file(self, snapshot_id: str) -> Path:
+        return self.processed_dir(snapshot_id) / LABELS_FILE
+
+    def load_clean(self, snapshot_id: str) -> pd.DataFrame:
+        return self._load_processed(self.clean_file(snapshot_id), "cleaned data")
+
+    def load_labels(self, snapshot_id: str) -> pd.DataFrame:
+        return self._load_processed(self.labels_file(snapshot_id), "labels")
+
+    def _load_processed(self, path: Path, what: str) -> pd.DataFrame:
+        import pandas as pd
+
+        if not path.is_file():
+            report = path.with_name(REPORT_FILE)
+            why = ""
+            if report.is_file():
+                why = f" (validation status: {json.loads(report.read_text()).get('status')}, see {report})"
+            snapshot = path.parent.name.removeprefix("snapshot=")
+            raise FileNotFoundError(f"no {what} for snapshot {snapshot} at {path}{why}: validate it first")
+        return pd.read_parquet(path)
+
+    # --- features ---------------------------------------------------------------------------------
+    def feature_table_dir(self, view_name: str) -> Path:
+        """Folder of one feature view's offline source: one parquet file per snapshot."""
+        return self.settings.features_dir / view_name
+
+    def feature_table_file(self, view_name: str, snapshot_id: str) -> Path:
+        return self.feature_table_dir(view_name) / f"snapshot_{check_snapshot_id(snapshot_id)}.parquet"
+
+    def feature_snapshots(self, view_name: str) -> list[str]:
+        """Snapshot ids that have a table of ``view_name``, oldest first."""
+        folder = self.feature_table_dir(view_name)
+        return sorted(m.group(1) for p in folder.glob("snapshot_*.parquet") if (m := _FEATURE_FILE.match(p.name)))
+
+    # --- training sets, predictions, monitoring ---------------------------------------------------
+    def training_set_dir(self, snapshot_id: str, sample_size: int, version: str) -> Path:
+        """Train/validation/test parquet files of one feature version, keyed by snapshot and sample."""
+        sample = "all" if not sample_size else str(int(sample_size))
+        return self.settings.training_dir / f"snapshot={check_snapshot_id(snapshot_id)}" / f"sample={sample}" / version
+
+    def predictions_dir(self, snapshot_id: str, run_key: str) -> Path:
+        return self._run_partition(self.settings.predictions_dir, snapshot_id, run_key)
+
+    def monitoring_dir(self, snapshot_id: str, run_key: str) -> Path:
+        return self._run_partition(self.settings.monitoring_dir, snapshot_id, run_key)
+
+    @staticmethod
+    def _run_partition(base: Path, snapshot_id: str, run_key: str) -> Path:
+        """``<base>/snapshot=<id>/run=<key>``: one output folder per (snapshot, run)."""
+        return base / f"snapshot={check_snapshot_id(snapshot_id)}" / f"run={safe_key(run_key)}"
+
+
+def catalog(settings: Settings | None = None) -> Catalog:
+    from crossfit_mlops.settings import get_settings
+
+    return Catalog(settings or get_settings())
+
+
+# --- publishing ----------------------------------------------------------------------------------
+class PublishError(OSError):
+    """A result could not be put in place; the previous one (if any) is untouched."""
+
+
+@contextmanager
+def publishing(final: Path, *, directory: bool = True, staging: Path | None = None) -> Iterator[Path]:
+    """Write a result under a hidden temporary name, then put it in place in one step.
+
+    Yields the temporary path: a new empty directory (``directory=True``) to fill, or a file path
+    to write. When the block ends without an error, the temporary replaces ``final``; when it
+    raises (a bug, a full disk, a kill), the temporary is removed and ``final`` (the previous good
+    result, if any) is untouched. So no reader ever sees a half-written result, and a rerun
+    replaces its own output and nothing else.
+
+    ``staging``: the folder that holds the temporary (default: ``final``'s parent; it must be on
+    the same file system). Used where ``final``'s folder is read as a whole (a Feast source).
+
+    Replacing a directory takes two renames; concurrent publishers into the same folder are
+    serialized by a lock on that folder (no lock file is left behind), so they neither fail nor
+    leave debris.
+    """
+    final = Path(final)
+    holder = Path(staging) if staging is not None else final.parent
+    holder.mkdir(parents=True, exist_ok=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = holder / f".{final.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    if directory:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise PublishError(errno.ENOENT, f"nothing was written to publish as {final}")
+        if tmp.is_dir():
+            _replace_directory(tmp, final)
+        else:
+            os.replace(tmp, final)  # atomic for a file, even over an existing one
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` itself (flock on its descriptor), held for the block."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _replace_directory(tmp: Path, final: Path) -> None:
+    with _locked(final.parent):
+        for stale in final.parent.glob(f".{final.name}.old-*"):  # a crash between the two renames
+            shutil.rmtree(stale, ignore_errors=True)
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
+        if final.exists():
+            final.rename(old)
+        try:
+            tmp.rename(final)
+        except OSError:
+            with contextlib.suppress(OSError):
+                if old.exists():
+                    old.rename(final)  # put the previous result back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
