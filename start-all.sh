@@ -9,7 +9,7 @@
 #      print the leaderboard, the gate's decision and the URLs
 #
 # Knobs: CROSSFIT_SNAPSHOT (snapshot id, default today UTC), CROSSFIT_ROWS (raw rows to generate,
-# default 423006), CROSSFIT_SAMPLE_SIZE (athletes to train on, 0 = all), CROSSFIT_TRIGGER=0 (start
+# default: the DAG's, the real file's 423,006), CROSSFIT_SAMPLE_SIZE (athletes to train on, 0 = all), CROSSFIT_TRIGGER=0 (start
 # the stack only), CROSSFIT_MLFLOW_PORT, CROSSFIT_AIRFLOW_PORT, CROSSFIT_STATE_DIR; see README.
 #
 # Mode (CROSSFIT_MODE): "auto" (default) runs compose mode when a Docker engine answers and the Astro
@@ -29,7 +29,8 @@ if [ "${CROSSFIT_TRIGGER:-1}" = "0" ]; then
   echo "CROSSFIT_TRIGGER=0: stack is up, no pipeline run triggered"
   exit 0
 fi
-args=(--rows "${CROSSFIT_ROWS:-423006}")
+args=()
+[ -n "${CROSSFIT_ROWS:-}" ] && args+=(--rows "$CROSSFIT_ROWS")
 [ -n "${CROSSFIT_SNAPSHOT:-}" ] && args+=(--snapshot "$CROSSFIT_SNAPSHOT")
 [ -n "${CROSSFIT_SAMPLE_SIZE:-}" ] && args+=(--sample-size "$CROSSFIT_SAMPLE_SIZE")
 [ -n "${CROSSFIT_PIPELINE_CONF:-}" ] && args+=(--conf "$CROSSFIT_PIPELINE_CONF")

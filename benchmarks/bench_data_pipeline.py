@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from crossfit_mlops.data.vocabulary import FULL_SIZE
+from crossfit_mlops.features.specs import FEATURE_SETS
+
 RESULTS = Path(__file__).parent / "results" / "data_pipeline.json"
 
 
@@ -55,7 +58,7 @@ def timed(fn, repeat: int) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=423_006)
+    parser.add_argument("--rows", type=int, default=FULL_SIZE)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
@@ -75,7 +78,7 @@ def main() -> None:
         ingest_snapshot(snap, rows=args.rows, seed=42, settings=settings)
         clean_s, cleaned = timed(lambda: validate_and_clean(snap, settings=settings), args.repeat)
         feat_s = {}
-        for version in ("v1", "v2"):
+        for version in FEATURE_SETS:
             feat_s[version], _ = timed(lambda v=version: build_feature_table(snap, v, settings), args.repeat)
         base_s, base = timed(lambda: usual_recipe(Catalog(settings).raw_file(snap)), args.repeat)
 

@@ -36,6 +36,9 @@ import time
 from datetime import date
 from pathlib import Path
 
+from crossfit_mlops.data.vocabulary import FULL_SIZE
+from crossfit_mlops.features.specs import FEATURE_SETS
+
 RESULTS = Path(__file__).parent / "results" / "serving.json"
 CHAMPION_CONFIG = {
     "model": "lightgbm",
@@ -143,7 +146,7 @@ def _prepare(settings, rows: int, snapshot: str) -> dict:
 
     ingest_snapshot(snapshot, rows=rows, settings=settings)
     validate_and_clean(snapshot, settings=settings)
-    for version in ("v1", "v2"):
+    for version in FEATURE_SETS:
         build_feature_table(snapshot, version, settings=settings)
     store = get_store(settings)
     apply_definitions(settings=settings, store=store)
@@ -162,7 +165,7 @@ def _prepare(settings, rows: int, snapshot: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=423006)
+    parser.add_argument("--rows", type=int, default=FULL_SIZE)
     parser.add_argument("--requests", type=int, default=3000, help="requests at concurrency 1")
     parser.add_argument("--seconds", type=float, default=15.0, help="duration at concurrency 16")
     parser.add_argument("--concurrency", type=int, default=16)

@@ -34,8 +34,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from crossfit_mlops.contract import TRAINING_DAG as DAG
+from crossfit_mlops.contract import TrainingTasks as T
+from crossfit_mlops.data.vocabulary import FULL_SIZE
+
 RESULTS = Path(__file__).parent / "results" / "training_pipeline.json"
-DAG = "crossfit_training_pipeline"
 
 
 def _ts(value: str) -> datetime:
@@ -85,7 +88,7 @@ def logged_runs(training_sets: dict[str, dict], grid: list[dict], tracking_uri: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=423006)
+    parser.add_argument("--rows", type=int, default=FULL_SIZE)
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     args = parser.parse_args()
 
@@ -122,7 +125,7 @@ def main() -> None:
             raise SystemExit(f"run {run_id} ended {run['state']}: see {cfg.airflow_home / 'logs'}")
         tis = client.task_instances(DAG, run_id)
         queued = _ts(run["queued_at"])
-        decision_end = max(_ts(t["end_date"]) for t in tis if t["task_id"] in {"promote_challenger", "keep_champion"} and t["state"] == "success")
+        decision_end = max(_ts(t["end_date"]) for t in tis if t["task_id"] in {T.PROMOTE, T.KEEP} and t["state"] == "success")
         run_end = _ts(run["end_date"])
         tasks = []
         for t in sorted(tis, key=lambda t: (t["start_date"] or "", t["map_index"])):
@@ -135,10 +138,10 @@ def main() -> None:
                     "duration_s": round((_ts(t["end_date"]) - _ts(t["start_date"])).total_seconds(), 1),
                 }
             )
-        parent = client.xcom(DAG, run_id, "start_mlflow_run")
-        decision = client.xcom(DAG, run_id, "judge_challenger")
+        parent = client.xcom(DAG, run_id, T.START_MLFLOW_RUN)
+        decision = client.xcom(DAG, run_id, T.JUDGE)
         train_durations = {
-            t["map_index"]: (_ts(t["end_date"]) - _ts(t["start_date"])).total_seconds() for t in tis if t["task_id"] == "train_candidate"
+            t["map_index"]: (_ts(t["end_date"]) - _ts(t["start_date"])).total_seconds() for t in tis if t["task_id"] == T.TRAIN
         }
         import mlflow
 
@@ -165,14 +168,14 @@ def main() -> None:
             )
         sum_fit = sum(r["fit_s"] for r in runs)
         sum_task = sum(r["task_s"] for r in runs)
-        training_sets = {job["training_set"]["feature_version"]: job["training_set"] for job in client.xcom(DAG, run_id, "plan_training")}
+        training_sets = {job["training_set"]["feature_version"]: job["training_set"] for job in client.xcom(DAG, run_id, T.PLAN)}
         baseline = bare_fits(training_sets, DEFAULT_GRID)
         sequential = logged_runs(training_sets, DEFAULT_GRID, parent["tracking_uri"], state / "bench_emissions")
     finally:
         if not args.keep_stack:
             stack.down(cfg)
 
-    train_tis = [t for t in tis if t["task_id"] == "train_candidate"]
+    train_tis = [t for t in tis if t["task_id"] == T.TRAIN]
     fanout_s = (max(_ts(t["end_date"]) for t in train_tis) - min(_ts(t["start_date"]) for t in train_tis)).total_seconds()
     result = {
         "rows": args.rows,
@@ -198,7 +201,7 @@ def main() -> None:
             "overhead_ratio": round(1 - sum(v["fit_s"] for v in sequential.values()) / sum(v["task_s"] for v in sequential.values()), 3),
             "runs": {k: {m: round(x, 2) for m, x in v.items()} for k, v in sequential.items()},
         },
-        "gate": {"decision": decision["decision"], "reason": decision["reason"], "challenger": decision["challenger"]},
+        "gate_decision": {"decision": decision["decision"], "reason": decision["reason"], "challenger": decision["challenger"]},
         "runs": sorted(runs, key=lambda r: r["val_rmse"]),
         "tasks": tasks,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -10,6 +10,10 @@ import sys
 
 import pytest
 
+from crossfit_mlops.contract import BatchTasks as B
+from crossfit_mlops.contract import ConnectionTasks as C
+from crossfit_mlops.contract import MonitoringTasks as M
+from crossfit_mlops.contract import TrainingTasks as T
 from tests.support.services import ROOT, airflow_env
 
 PROBE = r"""
@@ -22,6 +26,7 @@ for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "doc_md": bool(dag.doc_md),
         "params": sorted(dag.params.keys()),
+        "param_schemas": {k: dag.params.get_param(k).schema for k in dag.params.keys()},
         "tasks": {
             t.task_id: {
                 "downstream": sorted(t.downstream_task_ids),
@@ -61,19 +66,19 @@ def test_monitoring_graph_branches_to_retraining_or_not(parsed):
     dag = parsed["dags"]["crossfit_monitoring"]
     tasks = dag["tasks"]
     expected_edges = {
-        "resolve_run": {"prepare_snapshot", "measure_drift", "decide", "no_retraining"},
-        "find_champion": {"prepare_snapshot", "measure_drift"},
-        "prepare_snapshot": {"measure_drift"},
-        "measure_drift": {"decide", "no_retraining"},
-        "decide": {"trigger_retraining", "no_retraining"},
-        "trigger_retraining": set(),
-        "no_retraining": set(),
+        M.RESOLVE_RUN: {M.PREPARE, M.MEASURE, M.DECIDE, M.NO_RETRAINING},
+        M.FIND_CHAMPION: {M.PREPARE, M.MEASURE},
+        M.PREPARE: {M.MEASURE},
+        M.MEASURE: {M.DECIDE, M.NO_RETRAINING},
+        M.DECIDE: {M.TRIGGER_RETRAINING, M.NO_RETRAINING},
+        M.TRIGGER_RETRAINING: set(),
+        M.NO_RETRAINING: set(),
     }
     assert set(tasks) == set(expected_edges)
     for task_id, downstream in expected_edges.items():
         assert set(tasks[task_id]["downstream"]) == downstream, task_id
-    assert tasks["find_champion"]["retries"] > 0 and tasks["measure_drift"]["retries"] > 0
-    assert tasks["prepare_snapshot"]["retries"] == 0, "a data step fails fast: a retry would fail the same way"
+    assert tasks[M.FIND_CHAMPION]["retries"] > 0 and tasks[M.MEASURE]["retries"] > 0
+    assert tasks[M.PREPARE]["retries"] == 0, "a data step fails fast: a retry would fail the same way"
     assert {"snapshot", "season_shift", "max_rmse_increase", "max_drift_share", "retrain"} <= set(dag["params"])
     assert dag["doc_md"]
 
@@ -81,38 +86,38 @@ def test_monitoring_graph_branches_to_retraining_or_not(parsed):
 def test_training_pipeline_graph(parsed):
     tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
     expected_edges = {
-        "resolve_run": {"start_mlflow_run", "ingest_snapshot", "materialize_online_store", "build_training_set",
-                        "plan_training", "train_candidate", "register_challenger", "judge_challenger"},
-        "ingest_snapshot": {"validate_snapshot"},
-        "validate_snapshot": {"engineer_features"},
-        "engineer_features": {"apply_feature_store"},
-        "apply_feature_store": {"materialize_online_store", "build_training_set"},
-        "build_training_set": {"plan_training", "judge_challenger"},
-        "plan_training": {"train_candidate"},
-        "train_candidate": {"register_challenger"},
-        "register_challenger": {"judge_challenger"},
-        "judge_challenger": {"gate", "promote_challenger", "keep_champion", "finish_mlflow_run"},
-        "gate": {"promote_challenger", "keep_champion"},
-        "promote_challenger": {"finish_mlflow_run"},
-        "keep_champion": {"finish_mlflow_run"},
-        "materialize_online_store": set(),
-        "finish_mlflow_run": set(),
+        T.RESOLVE_RUN: {T.START_MLFLOW_RUN, T.INGEST, T.MATERIALIZE, T.BUILD_TRAINING_SET,
+                        T.PLAN, T.TRAIN, T.REGISTER, T.JUDGE},
+        T.INGEST: {T.VALIDATE},
+        T.VALIDATE: {T.ENGINEER},
+        T.ENGINEER: {T.APPLY_FEATURE_STORE},
+        T.APPLY_FEATURE_STORE: {T.MATERIALIZE, T.BUILD_TRAINING_SET},
+        T.BUILD_TRAINING_SET: {T.PLAN, T.JUDGE},
+        T.PLAN: {T.TRAIN},
+        T.TRAIN: {T.REGISTER},
+        T.REGISTER: {T.JUDGE},
+        T.JUDGE: {T.GATE, T.PROMOTE, T.KEEP, T.FINISH},
+        T.GATE: {T.PROMOTE, T.KEEP},
+        T.PROMOTE: {T.FINISH},
+        T.KEEP: {T.FINISH},
+        T.MATERIALIZE: set(),
+        T.FINISH: set(),
     }
     for task_id, downstream in expected_edges.items():
         assert set(tasks[task_id]["downstream"]) == downstream, task_id
-    assert tasks["train_candidate"]["mapped"], "the training fan-out must use dynamic task mapping"
-    assert tasks["engineer_features"]["mapped"] and tasks["build_training_set"]["mapped"]
-    assert set(tasks) == set(expected_edges) | {"start_mlflow_run"}
+    assert tasks[T.TRAIN]["mapped"], "the training fan-out must use dynamic task mapping"
+    assert tasks[T.ENGINEER]["mapped"] and tasks[T.BUILD_TRAINING_SET]["mapped"]
+    assert set(tasks) == set(expected_edges) | {T.START_MLFLOW_RUN}
 
 
 def test_tasks_that_talk_to_servers_retry_with_backoff(parsed):
     tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
-    server_tasks = ["start_mlflow_run", "apply_feature_store", "materialize_online_store", "build_training_set",
-                    "train_candidate", "register_challenger", "judge_challenger", "promote_challenger",
-                    "keep_champion", "finish_mlflow_run"]
+    server_tasks = [T.START_MLFLOW_RUN, T.APPLY_FEATURE_STORE, T.MATERIALIZE, T.BUILD_TRAINING_SET,
+                    T.TRAIN, T.REGISTER, T.JUDGE, T.PROMOTE,
+                    T.KEEP, T.FINISH]
     for task_id in server_tasks:
         assert tasks[task_id]["retries"] >= 2 and tasks[task_id]["exponential"], task_id
-    for task_id in ("validate_snapshot", "gate"):  # deterministic: a retry would fail the same way
+    for task_id in (T.VALIDATE, T.GATE):  # deterministic: a retry would fail the same way
         assert tasks[task_id]["retries"] == 0, task_id
     assert all(t["doc"] for t in tasks.values()), "every task has a doc"
 
@@ -125,19 +130,19 @@ def test_trigger_form_exposes_the_run_parameters(parsed):
 
 def test_connections_dag(parsed):
     tasks = parsed["dags"]["test_connections"]["tasks"]
-    assert set(tasks) == {"check_mlflow", "check_feast", "check_postgres"}
+    assert set(tasks) == {C.MLFLOW, C.FEAST, C.POSTGRES}
     assert all(t["retries"] >= 1 for t in tasks.values())
 
 
 def test_batch_inference_is_scheduled_on_the_assets_the_training_pipeline_updates(parsed):
     batch = parsed["dags"]["crossfit_batch_inference"]
     assert batch["doc_md"] and "snapshot" in batch["params"]
-    assert batch["tasks"]["resolve_snapshot"]["downstream"] == ["score_snapshot"]
-    assert batch["tasks"]["score_snapshot"]["retries"] >= 1
+    assert batch["tasks"][B.RESOLVE_SNAPSHOT]["downstream"] == [B.SCORE]
+    assert batch["tasks"][B.SCORE]["retries"] >= 1
     assert batch["schedule_assets"] == ["crossfit_champion_model", "crossfit_online_features"]
     training = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
-    assert training["materialize_online_store"]["outlets"] == ["crossfit_online_features"]
-    assert training["promote_challenger"]["outlets"] == ["crossfit_champion_model"]
+    assert training[T.MATERIALIZE]["outlets"] == ["crossfit_online_features"]
+    assert training[T.PROMOTE]["outlets"] == ["crossfit_champion_model"]
 
 
 def test_compute_tasks_lower_their_cpu_priority_without_stacking(tmp_path):
@@ -158,3 +163,30 @@ def test_compute_tasks_lower_their_cpu_priority_without_stacking(tmp_path):
     start, a, b, training, materialize = (int(v) for v in line.split()[1:])
     assert 0 < training < materialize <= 19
     assert (a, b) == (max(start, training), max(start, materialize))
+
+
+def test_the_contract_names_exactly_the_tasks_of_each_dag(parsed):
+    """Every task id the rest of the code reads through the contract exists, and nothing is unnamed."""
+    from crossfit_mlops.contract import (
+        BATCH_DAG,
+        CONNECTIONS_DAG,
+        MONITORING_DAG,
+        TRAINING_DAG,
+        task_ids,
+    )
+
+    for dag_id, tasks in ((TRAINING_DAG, T), (MONITORING_DAG, M), (BATCH_DAG, B), (CONNECTIONS_DAG, C)):
+        assert set(parsed["dags"][dag_id]["tasks"]) == set(task_ids(tasks).values()), dag_id
+
+
+def test_gate_and_monitoring_params_come_from_the_policies(parsed):
+    """One source for defaults and bounds: the DAG's Params are the policy dataclasses' fields."""
+    from crossfit_mlops.contract import param_schemas
+    from crossfit_mlops.monitoring.policy import MonitoringPolicy
+    from crossfit_mlops.registry.gate import GatePolicy
+
+    for dag_id, policy in (("crossfit_training_pipeline", GatePolicy), ("crossfit_monitoring", MonitoringPolicy)):
+        shown = parsed["dags"][dag_id]["param_schemas"]
+        for name, schema in param_schemas(policy).items():
+            expected = {k: v for k, v in schema.items() if k != "default"}
+            assert {k: shown[name].get(k) for k in expected} == expected, (dag_id, name)

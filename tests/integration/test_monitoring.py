@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from crossfit_mlops.contract import MonitoringTasks as M
 from tests.support.services import airflow_env, dag_test, mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,8 +69,8 @@ def _monitoring_run(uri: str, airflow_run_id: str):
 def test_without_a_champion_the_run_is_skipped(stack):
     result = run_dag(stack, "crossfit_monitoring", {"snapshot": "2026-11-15", "rows": 5000})
     assert result["state"] == "success", result["log"][-4000:]
-    assert result["tasks"]["find_champion"] == "skipped"
-    assert result["tasks"]["measure_drift"] == "skipped"
+    assert result["tasks"][M.FIND_CHAMPION] == "skipped"
+    assert result["tasks"][M.MEASURE] == "skipped"
     assert "nothing to monitor" in result["log"]
 
 
@@ -85,8 +86,8 @@ def champion(stack):
 def test_a_later_snapshot_of_the_same_athletes_keeps_the_champion(stack, champion):
     result = run_dag(stack, "crossfit_monitoring", {"snapshot": "2026-12-01"})
     assert result["state"] == "success", result["log"][-6000:]
-    assert result["tasks"]["no_retraining"] == "success"
-    assert result["tasks"]["trigger_retraining"] == "skipped"
+    assert result["tasks"][M.NO_RETRAINING] == "success"
+    assert result["tasks"][M.TRIGGER_RETRAINING] == "skipped"
 
     run = _monitoring_run(stack["uri"], result["run_id"])
     assert run.data.tags["decision"] == "keep"
@@ -113,8 +114,8 @@ def test_a_later_snapshot_of_the_same_athletes_keeps_the_champion(stack, champio
 def test_a_drifted_season_triggers_retraining_on_that_snapshot(stack, champion):
     result = run_dag(stack, "crossfit_monitoring", {"snapshot": "2026-12-02", "season_shift": 0.2})
     assert result["state"] == "success", result["log"][-6000:]
-    assert result["tasks"]["trigger_retraining"] == "success", result["tasks"]
-    assert result["tasks"]["no_retraining"] == "skipped"
+    assert result["tasks"][M.TRIGGER_RETRAINING] == "success", result["tasks"]
+    assert result["tasks"][M.NO_RETRAINING] == "skipped"
 
     run = _monitoring_run(stack["uri"], result["run_id"])
     assert run.data.tags["decision"] == "retrain"
@@ -131,5 +132,5 @@ def test_a_drifted_season_triggers_retraining_on_that_snapshot(stack, champion):
 def test_a_season_shift_on_an_existing_snapshot_is_refused(stack, champion):
     result = run_dag(stack, "crossfit_monitoring", {"snapshot": TRAINED_ON, "season_shift": 0.3})
     assert result["state"] == "failed"
-    assert result["tasks"]["prepare_snapshot"] == "failed"
+    assert result["tasks"][M.PREPARE] == "failed"
     assert "raw snapshots are never rewritten" in result["log"]

@@ -19,6 +19,7 @@ from datetime import datetime
 import pytest
 import requests
 
+from crossfit_mlops.contract import TrainingTasks as T
 from tests.support.services import QUIET_ENV, empty_redis_db, free_port, postgres_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -73,7 +74,7 @@ def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, mo
             assert run["state"] == "success", f"{run}; logs in {cfg.airflow_home / 'logs'}"
 
             # the fan-out ran in parallel: some training tasks overlapped in time
-            tis = [t for t in client.task_instances(DAG, run_id) if t["task_id"] == "train_candidate"]
+            tis = [t for t in client.task_instances(DAG, run_id) if t["task_id"] == T.TRAIN]
             assert len(tis) == 4 and all(t["state"] == "success" for t in tis)
             spans = sorted((datetime.fromisoformat(t["start_date"]), datetime.fromisoformat(t["end_date"])) for t in tis)
             overlaps = sum(1 for (s1, e1), (s2, _) in zip(spans, spans[1:], strict=False) if s2 < e1)

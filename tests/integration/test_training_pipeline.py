@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from crossfit_mlops.contract import TrainingTasks as T
 from crossfit_mlops.tracking.registry import CHALLENGER, CHAMPION
 from crossfit_mlops.training.grid import DEFAULT_GRID
 from tests.support.services import airflow_env, dag_test, mlflow_server
@@ -79,7 +80,7 @@ def test_eight_finished_child_runs_with_metrics_emissions_and_artifacts(stack, f
         assert 0.0 < metrics["val_r2"] < 0.98
         assert tags["snapshot_id"] == SNAPSHOT and len(tags["snapshot_sha256"]) == 64
         assert tags["feature_service"] == f"model_{child.data.params['feature_version']}"
-        assert tags["airflow.run_id"] == first_run and tags["airflow.task_id"] == "train_candidate"
+        assert tags["airflow.run_id"] == first_run and tags["airflow.task_id"] == T.TRAIN
         assert tags["git_commit"]
         files = {f.path for f in client.list_artifacts(child.info.run_id, "plots")}
         assert files == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}

@@ -65,6 +65,31 @@ def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
+def _check_header(path: Path, data: bytes) -> list[str]:
+    """The header's column names, or :class:`RawFileError` (delimiter, missing, unexpected, duplicate)."""
+    header_line = data.split(b"\n", 1)[0].decode("utf-8").strip("\r")
+    header = [h.strip() for h in header_line.split(",")]
+    if len(header) == 1:
+        for sep, label in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if sep in header_line and len(header_line.split(sep)) >= len(RAW_COLUMNS) // 2:
+                raise RawFileError(
+                    path,
+                    "wrong_delimiter",
+                    f"the header is separated by {label}s ({len(header_line.split(sep))} fields); "
+                    "the contract expects commas",
+                )
+    missing = [c for c in RAW_COLUMNS if c not in header]
+    unexpected = [c for c in header if c not in RAW_COLUMNS]
+    if missing:
+        hint = f"; unexpected columns {unexpected} (renamed?)" if unexpected else ""
+        raise RawFileError(path, "missing_columns", f"missing columns {missing}{hint}")
+    if unexpected:
+        raise RawFileError(path, "unexpected_columns", f"unexpected columns {unexpected}")
+    if len(set(header)) != len(header):
+        raise RawFileError(path, "duplicate_columns", f"duplicate column names in header {header}")
+    return header
+
+
 def read_raw(path: Path | str) -> RawFile:
     """Read ``athletes.csv`` under the contract or raise :class:`RawFileError`."""
     path = Path(path)
@@ -86,27 +111,7 @@ def read_raw(path: Path | str) -> RawFile:
             "re-export the file as UTF-8",
         ) from None
 
-    header_line = data.split(b"\n", 1)[0].decode("utf-8").strip("\r")
-    header = [h.strip() for h in header_line.split(",")]
-    if len(header) == 1:
-        for sep, label in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
-            if sep in header_line and len(header_line.split(sep)) >= len(RAW_COLUMNS) // 2:
-                raise RawFileError(
-                    path,
-                    "wrong_delimiter",
-                    f"the header is separated by {label}s ({len(header_line.split(sep))} fields); "
-                    "the contract expects commas",
-                )
-    missing = [c for c in RAW_COLUMNS if c not in header]
-    unexpected = [c for c in header if c not in RAW_COLUMNS]
-    if missing:
-        hint = f"; unexpected columns {unexpected} (renamed?)" if unexpected else ""
-        raise RawFileError(path, "missing_columns", f"missing columns {missing}{hint}")
-    if unexpected:
-        raise RawFileError(path, "unexpected_columns", f"unexpected columns {unexpected}")
-    if len(set(header)) != len(header):
-        raise RawFileError(path, "duplicate_columns", f"duplicate column names in header {header}")
-
+    header = _check_header(path, data)
     body = data.split(b"\n", 1)[1] if b"\n" in data else b""
     if not body.strip():
         raise RawFileError(path, "header_only", "the file has a header but no data rows")
@@ -177,16 +182,18 @@ def _valid_answers(column: str):
     return check
 
 
-def contract_schema():
-    """The pandera schema of a raw row. Rule names are what the quarantine file reports."""
+def _between(lo: float, hi: float, name: str, inclusive: bool = True):
     import pandera.pandas as pa
 
-    def between(lo: float, hi: float, name: str, inclusive: bool = True) -> pa.Check:
-        if inclusive:
-            return pa.Check(lambda s: s.isna() | s.between(lo, hi), name=name)
-        return pa.Check(lambda s: s.isna() | ((s > lo) & (s < hi)), name=name)
+    if inclusive:
+        return pa.Check(lambda s: s.isna() | s.between(lo, hi), name=name)
+    return pa.Check(lambda s: s.isna() | ((s > lo) & (s < hi)), name=name)
 
-    lift_checks = {
+
+def _lift_columns() -> dict:
+    import pandera.pandas as pa
+
+    return {
         lift: pa.Column(
             float,
             [
@@ -198,43 +205,44 @@ def contract_schema():
         )
         for lift, mx in LIFT_MAX.items()
     }
+
+
+def _profile_columns() -> dict:
+    import pandera.pandas as pa
+
+    return {
+        "athlete_id": pa.Column(
+            float,
+            [
+                pa.Check(lambda s: s.notna(), name="athlete_id_present", ignore_na=False),
+                pa.Check(lambda s: s.isna() | ((s > 0) & (s % 1 == 0)), name="athlete_id_positive_integer"),
+            ],
+            nullable=True,
+        ),
+        "gender": pa.Column(
+            object, pa.Check(lambda s: s.isna() | s.isin(GENDERS), name="gender_in_vocabulary"), nullable=True
+        ),
+        "region": pa.Column(
+            object, pa.Check(lambda s: s.isna() | s.isin(REGIONS), name="region_in_vocabulary"), nullable=True
+        ),
+        "age": pa.Column(float, _between(*AGE_RANGE, name="age_18_to_90"), nullable=True),
+        "height": pa.Column(
+            float, _between(*HEIGHT_RANGE_EXCLUSIVE, name="height_48_to_96in", inclusive=False), nullable=True
+        ),
+        "weight": pa.Column(float, _between(*WEIGHT_RANGE, name="weight_70_to_500lb"), nullable=True),
+    }
+
+
+def contract_schema():
+    """The pandera schema of a raw row. Rule names are what the quarantine file reports."""
+    import pandera.pandas as pa
+
+    survey = {
+        column: pa.Column(object, pa.Check(_valid_answers(column), name=f"{column}_answer_well_formed"), nullable=True)
+        for column in SURVEY_COLUMNS
+    }
     return pa.DataFrameSchema(
-        {
-            "athlete_id": pa.Column(
-                float,
-                [
-                    pa.Check(lambda s: s.notna(), name="athlete_id_present", ignore_na=False),
-                    pa.Check(lambda s: s.isna() | ((s > 0) & (s % 1 == 0)), name="athlete_id_positive_integer"),
-                ],
-                nullable=True,
-            ),
-            "gender": pa.Column(
-                object,
-                pa.Check(lambda s: s.isna() | s.isin(GENDERS), name="gender_in_vocabulary"),
-                nullable=True,
-            ),
-            "region": pa.Column(
-                object,
-                pa.Check(lambda s: s.isna() | s.isin(REGIONS), name="region_in_vocabulary"),
-                nullable=True,
-            ),
-            "age": pa.Column(float, between(*AGE_RANGE, name="age_18_to_90"), nullable=True),
-            "height": pa.Column(
-                float,
-                between(*HEIGHT_RANGE_EXCLUSIVE, name="height_48_to_96in", inclusive=False),
-                nullable=True,
-            ),
-            "weight": pa.Column(float, between(*WEIGHT_RANGE, name="weight_70_to_500lb"), nullable=True),
-            **lift_checks,
-            **{
-                column: pa.Column(
-                    object,
-                    pa.Check(_valid_answers(column), name=f"{column}_answer_well_formed"),
-                    nullable=True,
-                )
-                for column in SURVEY_COLUMNS
-            },
-        },
+        {**_profile_columns(), **_lift_columns(), **survey},
         checks=[
             pa.Check(
                 lambda df: ~((df["gender"] == "Female") & (df["deadlift"] > FEMALE_DEADLIFT_MAX)),

@@ -182,98 +182,91 @@ def _encode(
     return table[inverse]
 
 
-def _survey_answers(rng: np.random.Generator, d: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
-    s = _Survey(rng, d, a)
-    n = len(d)
-    out: dict[str, np.ndarray] = {}
-
+def _eat(s: _Survey) -> dict[str, np.ndarray]:
     eat = SURVEY_OPTIONS["eat"]
-    out["eat"] = _encode(
-        {
-            eat[0]: s.tick(0.25, k_d=-0.2),
-            eat[1]: s.tick(0.67, k_d=0.1),
-            eat[2]: s.tick(0.08, k_d=0.5),
-            eat[3]: s.tick(0.17, k_d=-0.9),
-            eat[4]: s.tick(0.09, k_d=1.1),
-        },
-        eat,
-        rng,
-    )
+    return {
+        eat[0]: s.tick(0.25, k_d=-0.2),
+        eat[1]: s.tick(0.67, k_d=0.1),
+        eat[2]: s.tick(0.08, k_d=0.5),
+        eat[3]: s.tick(0.17, k_d=-0.9),
+        eat[4]: s.tick(0.09, k_d=1.1),
+    }
 
+
+def _train(s: _Survey) -> dict[str, np.ndarray]:
     tr = SURVEY_OPTIONS["train"]
     at_affiliate = s.tick(0.70, k_d=0.3)
-    out["train"] = _encode(
-        {
-            tr[0]: at_affiliate,
-            tr[1]: s.tick(0.30, k_d=0.6),
-            tr[2]: s.tick(0.35, k_d=-0.2),
-            tr[3]: s.tick(0.22, k_d=0.5),
-            tr[4]: s.tick(0.55, k_d=0.6),
-            tr[5]: ~at_affiliate & (rng.random(n) < 0.8),
-        },
-        tr,
-        rng,
-    )
+    return {
+        tr[0]: at_affiliate,
+        tr[1]: s.tick(0.30, k_d=0.6),
+        tr[2]: s.tick(0.35, k_d=-0.2),
+        tr[3]: s.tick(0.22, k_d=0.5),
+        tr[4]: s.tick(0.55, k_d=0.6),
+        tr[5]: ~at_affiliate & (s.rng.random(s.n) < 0.8),
+    }
 
+
+def _background(s: _Survey) -> dict[str, np.ndarray]:
     bg = SURVEY_OPTIONS["background"]
     none_besides = s.tick(0.14, k_a=-2.5)
     sporty = ~none_besides
-    out["background"] = _encode(
-        {
-            bg[0]: none_besides,
-            bg[1]: sporty & s.tick(0.275, k_a=1.6),
-            bg[2]: sporty & s.tick(0.045, k_a=1.8),
-            bg[3]: sporty & s.tick(0.75, k_a=1.2),
-            bg[4]: sporty & s.tick(0.34, k_a=0.4, k_d=0.2),
-        },
-        bg,
-        rng,
-    )
+    return {
+        bg[0]: none_besides,
+        bg[1]: sporty & s.tick(0.275, k_a=1.6),
+        bg[2]: sporty & s.tick(0.045, k_a=1.8),
+        bg[3]: sporty & s.tick(0.75, k_a=1.2),
+        bg[4]: sporty & s.tick(0.34, k_a=0.4, k_d=0.2),
+    }
 
+
+def _experience(s: _Survey) -> dict[str, np.ndarray]:
     ex = SURVEY_OPTIONS["experience"]
     with_coach = s.tick(0.76, k_d=0.2)
-    alone = ~with_coach | (rng.random(n) < 0.02)
-    out["experience"] = _encode(
-        {
-            ex[0]: alone,
-            ex[1]: with_coach,
-            ex[2]: s.tick(0.17, k_d=1.0),
-            ex[3]: s.tick(0.36, k_d=0.5),
-            ex[4]: s.tick(0.31, k_d=1.1),
-            ex[5]: s.tick(0.27, k_d=1.2),
-        },
-        ex,
-        rng,
-    )
+    alone = ~with_coach | (s.rng.random(s.n) < 0.02)
+    return {
+        ex[0]: alone,
+        ex[1]: with_coach,
+        ex[2]: s.tick(0.17, k_d=1.0),
+        ex[3]: s.tick(0.36, k_d=0.5),
+        ex[4]: s.tick(0.31, k_d=1.1),
+        ex[5]: s.tick(0.27, k_d=1.2),
+    }
 
+
+def _schedule(s: _Survey) -> dict[str, np.ndarray]:
     sc = SURVEY_OPTIONS["schedule"]
     # Workouts a day: none said / 1 a day / multiple 1x / 2x / 3+ a week (mutually exclusive).
-    per_day = s.choose([0.0, 0.56, 0.09, 0.13, 0.22], 1.2 * d, noise=1.0)
-    per_day[rng.random(n) < 0.06] = 0
-    rest = s.choose([0.43, 0.47, 0.10], 0.0 * d, noise=1.0)  # 0 none, 1 four or more, 2 fewer
+    per_day = s.choose([0.0, 0.56, 0.09, 0.13, 0.22], 1.2 * s.d, noise=1.0)
+    per_day[s.rng.random(s.n) < 0.06] = 0
+    rest = s.choose([0.43, 0.47, 0.10], 0.0 * s.d, noise=1.0)  # 0 none, 1 four or more, 2 fewer
     rest_code = np.where(rest == 0, 0, np.where(s.tick(0.10 / 0.57, k_d=1.0), 2, 1))
-    out["schedule"] = _encode(
-        {
-            sc[0]: per_day == 2,
-            sc[1]: per_day == 3,
-            sc[2]: per_day == 4,
-            sc[3]: s.tick(0.19, k_d=0.6),
-            sc[4]: rest_code == 1,
-            sc[5]: rest_code == 2,
-            sc[6]: per_day == 1,
-        },
-        sc,
-        rng,
-    )
+    return {
+        sc[0]: per_day == 2,
+        sc[1]: per_day == 3,
+        sc[2]: per_day == 4,
+        sc[3]: s.tick(0.19, k_d=0.6),
+        sc[4]: rest_code == 1,
+        sc[5]: rest_code == 2,
+        sc[6]: per_day == 1,
+    }
 
+
+def _howlong(s: _Survey) -> dict[str, np.ndarray]:
     hl = SURVEY_OPTIONS["howlong"]
-    years = s.choose([0.06, 0.14, 0.35, 0.33, 0.12], 1.1 * d, noise=0.8)
-    second = rng.random(n) < 0.015  # contradictory answers such as '1-2 years|2-4 years|'
+    years = s.choose([0.06, 0.14, 0.35, 0.33, 0.12], 1.1 * s.d, noise=0.8)
+    second = s.rng.random(s.n) < 0.015  # contradictory answers such as '1-2 years|2-4 years|'
     neighbour = np.clip(years + 1, 0, 4)
-    out["howlong"] = _encode(
-        {opt: (years == i) | (second & (neighbour == i)) for i, opt in enumerate(hl)}, hl, rng
-    )
-    return out
+    return {opt: (years == i) | (second & (neighbour == i)) for i, opt in enumerate(hl)}
+
+
+_QUESTIONS = {"eat": _eat, "train": _train, "background": _background, "experience": _experience,
+              "schedule": _schedule, "howlong": _howlong}  # fmt: skip
+
+
+def _survey_answers(rng: np.random.Generator, d: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
+    """Every survey question's raw answers (one question after the other: the draw order is fixed)."""
+    s = _Survey(rng, d, a)
+    return {question: _encode(ticks(s), SURVEY_OPTIONS[question], rng) for question, ticks in _QUESTIONS.items()}
 
 
 def _add_declines(rng: np.random.Generator, answers: dict[str, np.ndarray]) -> None:
@@ -334,68 +327,67 @@ def _strength(
     return (score - score.mean()) / score.std()
 
 
-def generate_frame(
-    rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None, season_shift: float = 0.0
-) -> pd.DataFrame:
-    """Generate a raw snapshot as a DataFrame with the raw file's columns (as strings/floats).
+@dataclass(frozen=True)
+class _Profiles:
+    """Who the athletes are: sex, age, body, region, and the latent traits (within-gender z units)."""
 
-    ``season_shift`` > 0 simulates a later season in which the same athletes came back stronger and
-    heavier (see :func:`_apply_season_shift`): the drift that monitoring should catch. 0 = none.
-    """
-    if rows < 10:
-        raise ValueError(f"rows must be at least 10, got {rows}")
-    if not 0.0 <= season_shift <= MAX_SEASON_SHIFT:
-        raise ValueError(f"season_shift must be within [0, {MAX_SEASON_SHIFT}], got {season_shift}")
-    rng = _rng_for(seed)
-    n = rows
+    gender: np.ndarray
+    male: np.ndarray
+    age: np.ndarray
+    z_height: np.ndarray
+    z_weight: np.ndarray
+    height: np.ndarray
+    weight: np.ndarray
+    region_idx: np.ndarray
+    dedication: np.ndarray
+    athleticism: np.ndarray
 
-    ids = (rng.choice(MAX_ATHLETE_ID, size=n, replace=False) + 1).astype("float64")
-    empty = rng.random(n) < EMPTY_PROFILE_SHARE
-    present = _present_masks(rng, empty)
 
-    # --- profile ------------------------------------------------------------------------------
+def _per_gender(male: np.ndarray, table: dict[str, tuple[float, float]], index: int) -> np.ndarray:
+    return np.where(male, table["Male"][index], table["Female"][index])
+
+
+def _draw_profiles(rng: np.random.Generator, n: int) -> _Profiles:
     u = rng.random(n)
     gender = np.where(u < 0.715, "Male", np.where(u < 0.994, "Female", "--")).astype(object)
     male = gender == "Male"
     minors = rng.random(n) < 0.035
     age = np.where(minors, rng.integers(13, 18, n), 18 + np.round(rng.gamma(3.5, 4.0, n)))
     age = np.where(rng.random(n) < 0.0002, 125, age).astype("float64")
-
-    h_mu = np.where(male, *(_HEIGHT[g][0] for g in ("Male", "Female")))
-    h_sd = np.where(male, *(_HEIGHT[g][1] for g in ("Male", "Female")))
-    w_mu = np.where(male, *(_WEIGHT[g][0] for g in ("Male", "Female")))
-    w_sd = np.where(male, *(_WEIGHT[g][1] for g in ("Male", "Female")))
     z_h = rng.standard_normal(n)
     r = _HEIGHT_WEIGHT_CORR_WITHIN
     # weight skews right: a lognormal-ish tail on top of the correlated normal part
     z_w = r * z_h + np.sqrt(1 - r**2) * rng.standard_normal(n)
     z_w = z_w + 0.15 * (z_w**2 - 1)
     z_w = z_w / np.sqrt(1 + 2 * 0.15**2)
-    height = np.round(h_mu + h_sd * z_h)
-    weight = np.round(w_mu + w_sd * z_w)
-
+    height = np.round(_per_gender(male, _HEIGHT, 0) + _per_gender(male, _HEIGHT, 1) * z_h)
+    weight = np.round(_per_gender(male, _WEIGHT, 0) + _per_gender(male, _WEIGHT, 1) * z_w)
     region_idx = rng.choice(len(REGIONS), size=n, p=_REGION_WEIGHTS / _REGION_WEIGHTS.sum())
     d = rng.standard_normal(n)
     a = rng.standard_normal(n)
-    strength = _strength(rng, male, age, z_h, z_w, region_idx, d, a)
+    return _Profiles(gender, male, age, z_h, z_w, height, weight, region_idx, d, a)
 
-    t_mu = np.where(male, _TOTAL["Male"][0], _TOTAL["Female"][0])
+
+def _draw_lifts(rng: np.random.Generator, p: _Profiles) -> np.ndarray:
+    """The four lifts (n x 4, LIFT_COLUMNS order): a total from the strength score, split by the
+    lifts' usual shares, with shared olympic / power noise and each lift's own."""
+    n = len(p.male)
+    strength = _strength(rng, p.male, p.age, p.z_height, p.z_weight, p.region_idx, p.dedication, p.athleticism)
     # 0.95: the per-lift noise below adds back the spread this takes away
-    t_sd = 0.95 * np.where(male, _TOTAL["Male"][1], _TOTAL["Female"][1])
-    total = np.clip(t_mu + t_sd * strength, 150, None)
-    share = np.where(male[:, None], _LIFT_SHARE["Male"], _LIFT_SHARE["Female"])
+    total = np.clip(_per_gender(p.male, _TOTAL, 0) + 0.95 * _per_gender(p.male, _TOTAL, 1) * strength, 150, None)
+    share = np.where(p.male[:, None], _LIFT_SHARE["Male"], _LIFT_SHARE["Female"])
     olympic = LIFT_NOISE["olympic"] * rng.standard_normal(n)
     power = LIFT_NOISE["power"] * rng.standard_normal(n)
     own = np.asarray(LIFT_NOISE["own"]) * rng.standard_normal((n, 4))
-    own[~male, 1] *= LIFT_NOISE["snatch_women"] / LIFT_NOISE["own"][1]
+    own[~p.male, 1] *= LIFT_NOISE["snatch_women"] / LIFT_NOISE["own"][1]
     dev = np.column_stack([olympic, olympic, power, power]) + own
-    lifts = np.round(total[:, None] * share * np.exp(dev))
+    return np.round(total[:, None] * share * np.exp(dev))
 
-    answers = _survey_answers(rng, d, a)
-    _add_declines(rng, answers)
 
-    # --- benchmark workouts (seconds; fgonebad in reps; pullups in reps) --------------------------
-    fitness = 0.6 * d + 0.4 * rng.standard_normal(n)
+def _draw_benchmarks(rng: np.random.Generator, dedication: np.ndarray) -> dict[str, np.ndarray]:
+    """Benchmark workouts (seconds; fgonebad and pullups in reps), driven by a fitness score."""
+    n = len(dedication)
+    fitness = 0.6 * dedication + 0.4 * rng.standard_normal(n)
     bench = {
         "fran": 300 - 70 * fitness + 40 * rng.standard_normal(n),
         "helen": 620 - 80 * fitness + 60 * rng.standard_normal(n),
@@ -406,43 +398,61 @@ def generate_frame(
         "run5k": 1500 - 150 * fitness + 150 * rng.standard_normal(n),
         "pullups": 28 + 10 * fitness + 6 * rng.standard_normal(n),
     }
-    bench = {k: np.round(np.clip(v, 1 if k == "pullups" else 20, None)) for k, v in bench.items()}
+    return {k: np.round(np.clip(v, 1 if k == "pullups" else 20, None)) for k, v in bench.items()}
 
-    # --- club fields ------------------------------------------------------------------------------
+
+def _check_generation_inputs(rows: int, season_shift: float) -> None:
+    if rows < 10:
+        raise ValueError(f"rows must be at least 10, got {rows}")
+    if not 0.0 <= season_shift <= MAX_SEASON_SHIFT:
+        raise ValueError(f"season_shift must be within [0, {MAX_SEASON_SHIFT}], got {season_shift}")
+
+
+def generate_frame(
+    rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None, season_shift: float = 0.0
+) -> pd.DataFrame:
+    """Generate a raw snapshot as a DataFrame with the raw file's columns (as strings/floats).
+
+    ``season_shift`` > 0 simulates a later season in which the same athletes came back stronger and
+    heavier (see :func:`_apply_season_shift`): the drift that monitoring should catch. 0 = none.
+    """
+    _check_generation_inputs(rows, season_shift)
+    rng, n = _rng_for(seed), rows
+    ids = (rng.choice(MAX_ATHLETE_ID, size=n, replace=False) + 1).astype("float64")
+    empty = rng.random(n) < EMPTY_PROFILE_SHARE
+    present = _present_masks(rng, empty)
+    p = _draw_profiles(rng, n)
+    lifts = _draw_lifts(rng, p)
+    answers = _survey_answers(rng, p.dedication, p.athleticism)
+    _add_declines(rng, answers)
+    bench = _draw_benchmarks(rng, p.dedication)
     name_vocab, team_vocab, affiliate_vocab = _vocabularies()
-    names = name_vocab.pick(rng, n)
-    teams = team_vocab.pick(rng, n)
-    affiliates = affiliate_vocab.pick(rng, n)
-
     frame = pd.DataFrame(
         {
             "athlete_id": ids,
-            "name": names,
-            "region": np.array(REGIONS, dtype=object)[region_idx],
-            "team": teams,
-            "affiliate": affiliates,
-            "gender": gender,
-            "age": age,
-            "height": height,
-            "weight": weight,
-            **{k: bench[k] for k in ("fran", "helen", "grace", "filthy50", "fgonebad", "run400", "run5k")},
+            "name": name_vocab.pick(rng, n),
+            "region": np.array(REGIONS, dtype=object)[p.region_idx],
+            "team": team_vocab.pick(rng, n),
+            "affiliate": affiliate_vocab.pick(rng, n),
+            "gender": p.gender,
+            "age": p.age,
+            "height": p.height,
+            "weight": p.weight,
+            **bench,
             **{col: lifts[:, i] for i, col in enumerate(LIFT_COLUMNS)},
-            "pullups": bench["pullups"],
             **answers,
         },
         columns=list(RAW_COLUMNS),
     )
-
     _inject_junk(rng, frame)
     if snapshot_id is not None:
         _apply_snapshot_updates(frame, seed, snapshot_id)
     if season_shift:
         _apply_season_shift(frame, season_shift)
-
-    # --- nulls ----------------------------------------------------------------------------------
+    # nulls: empty profiles, then the copula's presence masks
     frame.loc[empty, ["name", "gender", "age"]] = None
-    for field, mask in present.items():
-        frame.loc[~mask, field] = None
+    for field_name, mask in present.items():
+        frame.loc[~mask, field_name] = None
     _inject_recipe_traps(rng, frame)
     frame.loc[rng.choice(n, size=3, replace=False), "athlete_id"] = np.nan
     return frame

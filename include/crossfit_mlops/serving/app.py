@@ -125,31 +125,7 @@ def _rows_from_body(body: FeaturesRequest, columns: tuple[str, ...], types: dict
     return rows
 
 
-def create_app(
-    holder: ChampionHolder,
-    reader: OnlineFeatureReader,
-    max_batch: int = 100,
-    start_refresh: bool = True,
-) -> FastAPI:
-    """The API around an injected champion holder and feature reader."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        if start_refresh:
-            holder.start()
-        try:
-            yield
-        finally:
-            if start_refresh:
-                holder.stop()
-
-    app = FastAPI(
-        title="crossfit-mlops prediction API",
-        version="1",
-        description="Total lift (lb) of CrossFit athletes from the champion model and Feast's online store.",
-        lifespan=lifespan,
-    )
-
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.error, "detail": exc.detail, **exc.extra}, status_code=exc.status)
@@ -172,6 +148,8 @@ def create_app(
             status_code=424,
         )
 
+
+def _add_status_routes(app: FastAPI, holder: ChampionHolder, reader: OnlineFeatureReader) -> None:
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -194,6 +172,8 @@ def create_app(
         champion = _champion(holder)
         return {**champion.describe(), "refresh_seconds": holder.refresh_seconds, "refresh_error": holder.last_error}
 
+
+def _add_predict_routes(app: FastAPI, holder: ChampionHolder, reader: OnlineFeatureReader, max_batch: int) -> None:
     # the hot endpoints return a JSONResponse themselves: FastAPI would otherwise validate and
     # re-encode the returned dict against the annotation (about 0.2 ms a request)
     @app.post("/predict", response_class=JSONResponse)
@@ -232,6 +212,34 @@ def create_app(
             }
         )
 
+
+def create_app(
+    holder: ChampionHolder,
+    reader: OnlineFeatureReader,
+    max_batch: int = 100,
+    start_refresh: bool = True,
+) -> FastAPI:
+    """The API around an injected champion holder and feature reader."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if start_refresh:
+            holder.start()
+        try:
+            yield
+        finally:
+            if start_refresh:
+                holder.stop()
+
+    app = FastAPI(
+        title="crossfit-mlops prediction API",
+        version="1",
+        description="Total lift (lb) of CrossFit athletes from the champion model and Feast's online store.",
+        lifespan=lifespan,
+    )
+    _add_error_handlers(app)
+    _add_status_routes(app, holder, reader)
+    _add_predict_routes(app, holder, reader, max_batch)
     return app
 
 

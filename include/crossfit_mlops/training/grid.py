@@ -49,7 +49,7 @@ DEFAULT_GRID: list[dict[str, Any]] = [
             {"n_estimators": 600, "learning_rate": 0.03, "num_leaves": 15, "min_child_samples": 40, "subsample": 0.8, "colsample_bytree": 0.8},
         ),
     )
-    for version in ("v1", "v2")
+    for version in FEATURE_SETS
 ]
 
 RANDOM_STATE = 42
