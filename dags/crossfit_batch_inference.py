@@ -24,12 +24,19 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from crossfit_mlops.contract import BATCH_DAG, CHAMPION_MODEL, ONLINE_FEATURES, SERVER_RETRIES
+from crossfit_mlops.contract import (
+    BATCH_DAG,
+    CHAMPION_MODEL,
+    DAG_RUN_TIMEOUT,
+    ONLINE_FEATURES,
+    SERVER_RETRIES,
+    timeout,
+)
 from crossfit_mlops.contract import BatchTasks as T
 from crossfit_mlops.settings import task_settings
 
 
-@task(task_id=T.RESOLVE_SNAPSHOT)
+@task(task_id=T.RESOLVE_SNAPSHOT, **timeout("quick"))
 def resolve_snapshot() -> str | None:
     """The snapshot to score: the param, else the triggering asset event's, else None (newest)."""
     context = get_current_context()
@@ -45,7 +52,7 @@ def resolve_snapshot() -> str | None:
     return None
 
 
-@task(task_id=T.SCORE, **SERVER_RETRIES)
+@task(task_id=T.SCORE, **SERVER_RETRIES, **timeout("data"))
 def score_snapshot(snapshot_id: str | None) -> dict[str, Any]:
     """Score the snapshot with @champion; write the parquet partition; log the MLflow summary run."""
     from airflow.exceptions import AirflowSkipException
@@ -67,6 +74,7 @@ def score_snapshot(snapshot_id: str | None) -> dict[str, Any]:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=DAG_RUN_TIMEOUT,
     tags=["crossfit", "inference"],
     doc_md=__doc__,
     params={

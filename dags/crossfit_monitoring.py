@@ -32,11 +32,13 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, get_current_context, task
 
 from crossfit_mlops.contract import (
+    DAG_RUN_TIMEOUT,
     MONITORING_DAG,
     RETRAIN_RUN_PREFIX,
     SERVER_RETRIES,
     TRAINING_DAG,
     param_schemas,
+    timeout,
 )
 from crossfit_mlops.contract import MonitoringTasks as T
 from crossfit_mlops.monitoring.policy import MonitoringPolicy
@@ -73,7 +75,7 @@ PARAMS = {
 }
 
 
-@task(task_id=T.RESOLVE_RUN)
+@task(task_id=T.RESOLVE_RUN, **timeout("quick"))
 def resolve_run() -> dict[str, Any]:
     """Fix this run's plain inputs: the snapshot id, the generator inputs, the policy."""
     from crossfit_mlops.storage import check_snapshot_id
@@ -93,7 +95,7 @@ def resolve_run() -> dict[str, Any]:
     }
 
 
-@task(task_id=T.FIND_CHAMPION, **SERVER_RETRIES)
+@task(task_id=T.FIND_CHAMPION, **SERVER_RETRIES, **timeout("quick"))
 def find_champion() -> dict[str, Any]:
     """@champion and the test split it was judged on; skipped (with the reason) when there is none."""
     from airflow.exceptions import AirflowSkipException
@@ -107,7 +109,7 @@ def find_champion() -> dict[str, Any]:
         raise AirflowSkipException(f"nothing to monitor: {exc}") from exc
 
 
-@task(task_id=T.PREPARE)
+@task(task_id=T.PREPARE, **timeout("monitor"))
 def prepare_snapshot(run: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
     """Ingest, validate, clean; the champion's features of every athlete, split like training's."""
     from crossfit_mlops.monitoring.monitor import prepare_snapshot as prepare
@@ -122,7 +124,7 @@ def prepare_snapshot(run: dict[str, Any], reference: dict[str, Any]) -> dict[str
     )
 
 
-@task(task_id=T.MEASURE, **SERVER_RETRIES)
+@task(task_id=T.MEASURE, **SERVER_RETRIES, **timeout("monitor"))
 def measure_drift(run: dict[str, Any], reference: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """Evidently drift + the champion's error on both held-out sets; dashboard; the decision."""
     from crossfit_mlops.monitoring.monitor import measure
@@ -138,7 +140,7 @@ def measure_drift(run: dict[str, Any], reference: dict[str, Any], current: dict[
     )
 
 
-@task.branch(task_id=T.DECIDE)
+@task.branch(task_id=T.DECIDE, **timeout("quick"))
 def decide(run: dict[str, Any], summary: dict[str, Any]) -> str:
     """Retrain or not: the branch taken is the decision, visible in the graph."""
     import logging
@@ -152,7 +154,7 @@ def decide(run: dict[str, Any], summary: dict[str, Any]) -> str:
     return T.TRIGGER_RETRAINING if summary["retrain"] else T.NO_RETRAINING
 
 
-@task(task_id=T.NO_RETRAINING)
+@task(task_id=T.NO_RETRAINING, **timeout("quick"))
 def no_retraining(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """@champion stays as it is; why is in the summary (and on its model version's tags)."""
     suppressed = summary["retrain"] and not run["retrain_allowed"]
@@ -165,6 +167,7 @@ def no_retraining(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=DAG_RUN_TIMEOUT,
     tags=["crossfit", "monitoring", "evidently"],
     doc_md=__doc__,
     default_args={"owner": "crossfit-mlops", "retries": 0},
@@ -180,6 +183,7 @@ def crossfit_monitoring():
         conf=f"{{{{ ti.xcom_pull(task_ids='{T.MEASURE}')['retrain_conf'] }}}}",
         skip_when_already_exists=True,
         wait_for_completion=False,
+        execution_timeout=timeout("quick")["execution_timeout"],
         doc_md="Starts `crossfit_training_pipeline` on this snapshot (same training sample size as the champion's).",
     )
 

@@ -34,10 +34,12 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from crossfit_mlops.contract import (
     CHAMPION_MODEL,
+    DAG_RUN_TIMEOUT,
     ONLINE_FEATURES,
     SERVER_RETRIES,
     TRAINING_DAG,
     param_schemas,
+    timeout,
 )
 from crossfit_mlops.contract import TrainingTasks as T
 from crossfit_mlops.data.vocabulary import FULL_SIZE
@@ -88,6 +90,14 @@ PARAMS = {
         title="Training grid",
         description="One task per entry: {model: random_forest|lightgbm, feature_version: v1|v2, params: {...}}.",
     ),
+    "cv_folds": Param(
+        0,
+        type="integer",
+        minimum=0,
+        maximum=10,
+        title="Cross-validation folds of the chosen configuration",
+        description="0 = off; k >= 2: a k-fold report (by athlete, on train + validation) on the parent run.",
+    ),
     # the gate's thresholds: defaults and bounds come from GatePolicy
     **{name: Param(**schema) for name, schema in param_schemas(GatePolicy).items()},
     "codecarbon_country": Param(
@@ -123,22 +133,25 @@ def _fail_parent_run(context) -> None:
         logging.getLogger(__name__).exception("could not mark the MLflow parent run failed")
 
 
-@task(task_id=T.RESOLVE_RUN)
+@task(task_id=T.RESOLVE_RUN, **timeout("quick"))
 def resolve_run() -> dict[str, Any]:
     """Fix this run's plain inputs once: snapshot id, sizes, grid, gate policy, lineage tags."""
     from crossfit_mlops.storage import check_snapshot_id
-    from crossfit_mlops.tracking.runs import git_commit
+    from crossfit_mlops.tracking.runs import code_version, git_commit
     from crossfit_mlops.training.grid import parse_grid
 
     context = get_current_context()
     params, dag_run = context["params"], context["dag_run"]
     when = dag_run.logical_date or dag_run.run_after
     settings = task_settings()
+    if params["cv_folds"] == 1:
+        raise ValueError("cv_folds must be 0 (no cross-validation) or at least 2")
     return {
         "snapshot_id": check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d")),
         "rows": params["rows"],
         "seed": params["seed"],
         "sample_size": params["sample_size"],
+        "cv_folds": params["cv_folds"],
         "grid": [c.as_dict() for c in parse_grid(params["grid"])],
         "policy": GatePolicy(**{name: params[name] for name in param_schemas(GatePolicy)}).as_dict(),
         "country": params["codecarbon_country"] or settings.codecarbon_country,
@@ -146,11 +159,12 @@ def resolve_run() -> dict[str, Any]:
             "airflow.dag_id": dag_run.dag_id,
             "airflow.run_id": dag_run.run_id,
             "git_commit": git_commit(settings.project_root),
+            "code_version": code_version(),
         },
     }
 
 
-@task(task_id=T.START_MLFLOW_RUN, **SERVER_RETRIES)
+@task(task_id=T.START_MLFLOW_RUN, **SERVER_RETRIES, **timeout("quick"))
 def start_mlflow_run(run: dict[str, Any]) -> dict[str, str]:
     """Create the experiment (once, before the fan-out) and this DAG run's parent run."""
     from crossfit_mlops.tracking.runs import ensure_experiment, start_parent_run
@@ -162,7 +176,7 @@ def start_mlflow_run(run: dict[str, Any]) -> dict[str, str]:
     return {"tracking_uri": settings.mlflow_tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent}
 
 
-@task(task_id=T.INGEST)
+@task(task_id=T.INGEST, **timeout("data"))
 def ingest_snapshot(run: dict[str, Any]) -> dict[str, Any]:
     """Raw snapshot: reuse it, copy the provided file, or generate it (immutable once written)."""
     from crossfit_mlops.data.ingest import ingest_snapshot as ingest
@@ -170,7 +184,7 @@ def ingest_snapshot(run: dict[str, Any]) -> dict[str, Any]:
     return ingest(run["snapshot_id"], rows=run["rows"], seed=run["seed"], settings=task_settings()).as_dict()
 
 
-@task(task_id=T.VALIDATE)
+@task(task_id=T.VALIDATE, **timeout("data"))
 def validate_snapshot(raw: dict[str, Any]) -> dict[str, Any]:
     """Raw contract + cleaning. Fails (no clean data published) below the valid-share floor."""
     from dataclasses import asdict
@@ -180,7 +194,7 @@ def validate_snapshot(raw: dict[str, Any]) -> dict[str, Any]:
     return asdict(validate_and_clean(raw["snapshot_id"], settings=task_settings()))
 
 
-@task(task_id=T.ENGINEER)
+@task(task_id=T.ENGINEER, **timeout("data"))
 def engineer_features(cleaned: dict[str, Any], version: str) -> str:
     """One feature version's table: the offline source of its Feast feature view."""
     from crossfit_mlops.features.build import build_feature_table
@@ -188,7 +202,7 @@ def engineer_features(cleaned: dict[str, Any], version: str) -> str:
     return build_feature_table(cleaned["snapshot_id"], version, settings=task_settings())
 
 
-@task(task_id=T.APPLY_FEATURE_STORE, **SERVER_RETRIES)
+@task(task_id=T.APPLY_FEATURE_STORE, **SERVER_RETRIES, **timeout("quick"))
 def apply_feature_store(tables: list[str]) -> list[str]:
     """`feast apply` from code: entity, sources, views, FeatureServices (idempotent)."""
     from crossfit_mlops.features.store import apply_definitions
@@ -196,7 +210,7 @@ def apply_feature_store(tables: list[str]) -> list[str]:
     return apply_definitions(settings=task_settings())
 
 
-@task(task_id=T.MATERIALIZE, outlets=[ONLINE_FEATURES_ASSET], **SERVER_RETRIES)
+@task(task_id=T.MATERIALIZE, outlets=[ONLINE_FEATURES_ASSET], **SERVER_RETRIES, **timeout("materialize"))
 def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
     """Load each athlete's newest features up to the snapshot into the online store; updates the
     Asset `crossfit_online_features` (with the snapshot id), which schedules batch inference."""
@@ -210,7 +224,7 @@ def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
     return run["snapshot_id"]
 
 
-@task(task_id=T.BUILD_TRAINING_SET, **SERVER_RETRIES)
+@task(task_id=T.BUILD_TRAINING_SET, **SERVER_RETRIES, **timeout("data"))
 def build_training_set(run: dict[str, Any], applied: list[str], version: str) -> dict[str, Any]:
     """Point-in-time features for the labels via the FeatureService, split by athlete."""
     from crossfit_mlops.features.training_sets import build_training_set as build
@@ -218,7 +232,7 @@ def build_training_set(run: dict[str, Any], applied: list[str], version: str) ->
     return build(run["snapshot_id"], version, run["sample_size"], run["seed"], settings=task_settings()).as_dict()
 
 
-@task(task_id=T.PLAN)
+@task(task_id=T.PLAN, **timeout("quick"))
 def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One job per grid entry, each with the training set of its feature version, slowest first
     (the mapped tasks start in this order, and the slowest one bounds the fan-out's wall time)."""
@@ -227,7 +241,7 @@ def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> l
     return plan_jobs(run["grid"], training_sets)
 
 
-@task(task_id=T.TRAIN, map_index_template="{{ run_label }}", **SERVER_RETRIES)
+@task(task_id=T.TRAIN, map_index_template="{{ run_label }}", **SERVER_RETRIES, **timeout("train"))
 def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets)."""
     from crossfit_mlops.ops.process import lower_cpu_priority
@@ -248,20 +262,26 @@ def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, 
     return train(job["config"], job["training_set"], ctx)
 
 
-@task(task_id=T.REGISTER, **SERVER_RETRIES)
+@task(task_id=T.REGISTER, **SERVER_RETRIES, **timeout("quick"))
 def register_challenger(results: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """Best run on validation -> new model version with @challenger; leaderboard on the parent run."""
     from crossfit_mlops.registry.promotion import register_challenger as register
+    from crossfit_mlops.registry.promotion import registration_key
     from crossfit_mlops.training.leaderboard import log_leaderboard, select_best
 
     results = list(results)
     log_leaderboard(parent["tracking_uri"], parent["parent_run_id"], results)
-    best = select_best(results)
-    version = register(parent["tracking_uri"], task_settings().registered_model_name, best, run["tags"])
-    return {"version": version, "run_id": best["run_id"], "run_name": best["run_name"]}
+    best = select_best(results, energy_tolerance=run["policy"]["energy_tolerance"])
+    key = registration_key(best["training_set"], run["grid"], run["tags"]["code_version"])
+    version = register(parent["tracking_uri"], task_settings().registered_model_name, best, run["tags"], key=key)
+    if run["cv_folds"]:
+        from crossfit_mlops.training.cross_validation import log_cross_validation
+
+        log_cross_validation(parent["tracking_uri"], parent["parent_run_id"], best, run["cv_folds"])
+    return {"version": version, "run_id": best["run_id"], "run_name": best["run_name"], "selection": best["selection"]}
 
 
-@task(task_id=T.JUDGE, **SERVER_RETRIES)
+@task(task_id=T.JUDGE, **SERVER_RETRIES, **timeout("quick"))
 def judge_challenger(
     challenger: dict[str, Any], training_sets: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]
 ) -> dict[str, Any]:
@@ -275,41 +295,42 @@ def judge_challenger(
         {ts["feature_version"]: ts for ts in training_sets},
         GatePolicy(**run["policy"]),
         tags={"gate.airflow_run_id": run["tags"]["airflow.run_id"]},
+        selection=challenger["selection"],
     )
 
 
-@task.branch(task_id=T.GATE)
+@task.branch(task_id=T.GATE, **timeout("quick"))
 def gate(decision: dict[str, Any]) -> str:
     """Promote or keep: the branch taken is the decision, visible in the graph."""
     return T.PROMOTE if decision["promote"] else T.KEEP
 
 
-@task(task_id=T.PROMOTE, outlets=[CHAMPION_MODEL_ASSET], **SERVER_RETRIES)
+@task(task_id=T.PROMOTE, outlets=[CHAMPION_MODEL_ASSET], **SERVER_RETRIES, **timeout("quick"))
 def promote_challenger(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """Move @champion to the challenger; the previous champion is tagged archived. Updates the
     Asset `crossfit_champion_model`, which schedules batch inference with the new champion."""
     from crossfit_mlops.registry.promotion import promote
 
     version = decision["challenger"]["version"]
-    previous = promote(parent["tracking_uri"], decision["model_name"], version)
+    judged_against = decision["champion"]["version"] if decision["champion"] else None
+    previous = promote(parent["tracking_uri"], decision["model_name"], version, expected_champion=judged_against)
     get_current_context()["outlet_events"][CHAMPION_MODEL_ASSET].extra = {"model_version": str(version)}
     return {**decision, "previous_champion": previous}
 
 
-@task(task_id=T.KEEP, **SERVER_RETRIES)
+@task(task_id=T.KEEP, **SERVER_RETRIES, **timeout("quick"))
 def keep_champion(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """The challenger stays registered, visibly rejected; @champion does not move."""
     import logging
 
     from crossfit_mlops.registry.promotion import mark_rejected
 
-    version = decision["challenger"]["version"]
-    mark_rejected(parent["tracking_uri"], decision["model_name"], version)
-    logging.getLogger(__name__).warning("challenger v%s rejected: %s", version, decision["reason"])
+    mark_rejected(parent["tracking_uri"], decision["model_name"], decision)
+    logging.getLogger(__name__).warning("challenger v%s not promoted: %s", decision["challenger"]["version"], decision["reason"])
     return decision
 
 
-@task(task_id=T.FINISH, trigger_rule="none_failed_min_one_success", **SERVER_RETRIES)
+@task(task_id=T.FINISH, trigger_rule="none_failed_min_one_success", **SERVER_RETRIES, **timeout("quick"))
 def finish_mlflow_run(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """Record the gate's outcome on the parent run and close it."""
     from crossfit_mlops.tracking.runs import close_parent_run
@@ -323,6 +344,7 @@ def finish_mlflow_run(decision: dict[str, Any], parent: dict[str, str]) -> dict[
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=DAG_RUN_TIMEOUT,
     doc_md=__doc__,
     tags=["crossfit", "training", "mlflow", "feast"],
     default_args={"owner": "crossfit-mlops", "retries": 0, "on_failure_callback": _fail_parent_run},

@@ -19,14 +19,14 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from crossfit_mlops.contract import CONNECTIONS_DAG
+from crossfit_mlops.contract import CONNECTIONS_DAG, DAG_RUN_TIMEOUT, timeout
 from crossfit_mlops.contract import ConnectionTasks as T
 from crossfit_mlops.settings import task_settings
 
 POSTGRES_CONN_ID = "crossfit_postgres"
 
 
-@task(task_id=T.MLFLOW)
+@task(task_id=T.MLFLOW, **timeout("quick"))
 def check_mlflow() -> dict:
     """MLflow tracking server: health endpoint and the experiments API."""
     from crossfit_mlops.ops.checks import check_mlflow as check
@@ -34,7 +34,7 @@ def check_mlflow() -> dict:
     return check(task_settings().mlflow_tracking_uri)
 
 
-@task(task_id=T.FEAST)
+@task(task_id=T.FEAST, **timeout("quick"))
 def check_feast() -> dict:
     """Feast: the registry loads and the feature views / services are registered."""
     from crossfit_mlops.ops.checks import check_feast as check
@@ -42,7 +42,7 @@ def check_feast() -> dict:
     return check(task_settings())
 
 
-@task(task_id=T.POSTGRES)
+@task(task_id=T.POSTGRES, **timeout("quick"))
 def check_postgres() -> dict:
     """PostgreSQL over the `crossfit_postgres` connection, when it is configured."""
     from airflow.sdk import Connection
@@ -63,6 +63,7 @@ def check_postgres() -> dict:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     doc_md=__doc__,
+    dagrun_timeout=DAG_RUN_TIMEOUT,
     tags=["crossfit", "ops"],
     default_args={"owner": "crossfit-mlops", "retries": 2, "retry_delay": timedelta(seconds=5)},
 )

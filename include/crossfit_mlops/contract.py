@@ -130,6 +130,25 @@ SERVER_RETRIES: dict[str, Any] = {
 }
 
 
+# --- timeouts, sized from the full-size benchmark (benchmarks/results/training_pipeline.json) ------
+# About 20x the slowest duration seen there on a 2-core machine, and never under 5 minutes: a hung
+# task (a server that accepts connections but never answers, a deadlocked library) fails instead of
+# holding its slot forever, while a slower machine or a bigger grid still has room.
+TASK_TIMEOUTS: dict[str, timedelta] = {
+    "quick": timedelta(minutes=5),  # bookkeeping, registry calls, gate: seconds at full size
+    "data": timedelta(minutes=10),  # ingest (generation 8.9 s), validate (6.4 s), features, training sets
+    "materialize": timedelta(minutes=20),  # 56.7 s at full size beside the fan-out (SQLite online store)
+    "train": timedelta(minutes=20),  # the slowest fit + logging: 48.2 s (RandomForest depth 20 on V2)
+    "monitor": timedelta(minutes=15),  # prepare + measure: 17.9 s and 9.3 s at full size
+}
+DAG_RUN_TIMEOUT = timedelta(hours=1)  # a full-size training run took 88 s from trigger to end
+
+
+def timeout(kind: str) -> dict[str, timedelta]:
+    """``{"execution_timeout": ...}`` for a task of ``kind`` (see :data:`TASK_TIMEOUTS`)."""
+    return {"execution_timeout": TASK_TIMEOUTS[kind]}
+
+
 # --- policy dataclasses -> DAG Params -------------------------------------------------------------
 @dataclass(frozen=True)
 class Bound:
@@ -140,11 +159,14 @@ class Bound:
     maximum: float | None = None
     exclusive_minimum: float | None = None
     exclusive_maximum: float | None = None
+    kind: str = "number"  # the JSON-schema type: "number" | "integer"
 
     def violation(self, value: Any) -> str | None:
         """Why ``value`` is out of range (NaN and non-numbers always are), or None."""
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             return f"must be a number, got {value!r}"
+        if self.kind == "integer" and not float(value).is_integer():
+            return f"must be a whole number, got {value!r}"
         if self.minimum is not None and not value >= self.minimum:
             return f"must be >= {self.minimum}, got {value}"
         if self.maximum is not None and not value <= self.maximum:
@@ -162,7 +184,7 @@ class Bound:
             "exclusiveMinimum": self.exclusive_minimum,
             "exclusiveMaximum": self.exclusive_maximum,
         }
-        return {"type": "number", "title": self.title, **{k: v for k, v in keys.items() if v is not None}}
+        return {"type": self.kind, "title": self.title, **{k: v for k, v in keys.items() if v is not None}}
 
 
 def bounded(default: float, title: str, **limits: float) -> Any:

@@ -35,9 +35,11 @@ for dag_id, dag in bag.dags.items():
                 "mapped": "MappedOperator" in type(t).__name__,
                 "doc": bool(t.doc_md or t.doc or getattr(getattr(t, "python_callable", None), "__doc__", None)),
                 "outlets": sorted(getattr(o, "name", str(o)) for o in (t.outlets or [])),
+                "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
             }
             for t in dag.tasks
         },
+        "dagrun_timeout_s": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
         "schedule_assets": sorted(a.name for a in getattr(getattr(dag.timetable, "asset_condition", None), "objects", ())),
     }
 print("JSON" + json.dumps(out))
@@ -190,3 +192,11 @@ def test_gate_and_monitoring_params_come_from_the_policies(parsed):
         for name, schema in param_schemas(policy).items():
             expected = {k: v for k, v in schema.items() if k != "default"}
             assert {k: shown[name].get(k) for k in expected} == expected, (dag_id, name)
+
+
+def test_every_task_and_every_run_has_a_timeout(parsed):
+    """A hung task (a server that accepts but never answers) fails instead of holding its slot."""
+    for dag_id, dag in parsed["dags"].items():
+        assert dag["dagrun_timeout_s"], dag_id
+        for task_id, task in dag["tasks"].items():
+            assert task["timeout_s"] and task["timeout_s"] >= 300, (dag_id, task_id)

@@ -195,7 +195,7 @@ def ui_run(stack, browser, shots) -> str:
 
     runs = _wait(
         driver,
-        lambda d: client.request("GET", f"dags/{DAG}/dagRuns", params={"limit": 5})["dag_runs"],
+        lambda d: client.dag_runs(DAG, limit=5),
         what="the run the form triggered",
     )
     run = runs[-1]

@@ -56,3 +56,64 @@ def test_leaderboard_ranks_by_validation_rmse_then_emissions():
     assert select_best(results)["run_id"] == "c"
     with pytest.raises(ValueError, match="no training results"):
         leaderboard([])
+
+
+def _athletes(n=4300, seed=3):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.normal(1018.0, 278.0, n)
+    return rng, y, y + rng.normal(0.0, 150.0, n)  # the champion's predictions: RMSE about 150 lb
+
+
+def test_the_paired_gate_rejects_an_improvement_inside_the_noise():
+    """A challenger 0.5% better on the point estimate, with errors that differ athlete by athlete
+    as much as two comparable models' do, is noise: the interval includes no improvement."""
+    from crossfit_mlops.metrics import paired_improvement
+
+    rng, y, champion = _athletes()
+    challenger = y + rng.normal(0.0, 149.25, len(y))  # independent errors, 0.5% lower spread
+    paired = paired_improvement(y, champion, challenger)
+    assert paired["improvement_low"] < 0 < paired["improvement_high"]
+    decision = decide({"rmse": paired["rmse_candidate"], "r2": 0.7}, {"rmse": paired["rmse_reference"], "r2": 0.7}, POLICY, paired)
+    assert not decision.promote and "within the noise" in decision.reason and "95% CI" in decision.reason
+
+
+def test_the_paired_gate_promotes_a_clearly_better_challenger_and_says_by_how_much():
+    from crossfit_mlops.metrics import paired_improvement
+
+    _, y, champion = _athletes()
+    challenger = y + 0.9 * (champion - y)  # every athlete's error 10% smaller
+    paired = paired_improvement(y, champion, challenger)
+    assert paired["improvement_low"] > POLICY.min_improvement
+    decision = decide({"rmse": paired["rmse_candidate"], "r2": 0.75}, {"rmse": paired["rmse_reference"], "r2": 0.7}, POLICY, paired)
+    assert decision.promote and "clears the margin" in decision.reason and "+10.00%" in decision.reason
+
+
+def test_the_paired_gate_names_a_worse_challenger_worse():
+    from crossfit_mlops.metrics import paired_improvement
+
+    _, y, champion = _athletes()
+    paired = paired_improvement(y, champion, y + 1.2 * (champion - y))
+    decision = decide({"rmse": paired["rmse_candidate"], "r2": 0.6}, {"rmse": paired["rmse_reference"], "r2": 0.7}, POLICY, paired)
+    assert not decision.promote and "worse" in decision.reason
+
+
+def test_bootstrap_intervals_cover_the_point_estimate_and_narrow_with_more_athletes():
+    from crossfit_mlops.metrics import metric_intervals, regression_metrics
+
+    _, y, pred = _athletes()
+    wide, narrow = metric_intervals(y[:500], pred[:500]), metric_intervals(y, pred)
+    point = regression_metrics(y, pred)
+    assert narrow["rmse_low"] < point["rmse"] < narrow["rmse_high"]
+    assert narrow["r2_low"] < point["r2"] < narrow["r2_high"]
+    assert narrow["rmse_high"] - narrow["rmse_low"] < wide["rmse_high"] - wide["rmse_low"]
+
+
+def test_the_energy_tie_break_picks_the_cheaper_of_two_near_equal_candidates():
+    results = [_result("forest", 150.0, kg=4e-5), _result("boosted", 150.9, kg=1e-5), _result("far", 160.0, kg=1e-7)]
+    chosen = select_best(results, energy_tolerance=0.01)
+    assert chosen["run_id"] == "boosted", "within 1% of the best RMSE, the one that used a quarter of the energy"
+    assert "75% less energy" in chosen["selection"] and "forest" in chosen["selection"]
+    assert select_best(results, energy_tolerance=0.0)["run_id"] == "forest"
+    assert select_best(results, energy_tolerance=0.0)["selection"].startswith("forest: the lowest validation RMSE")

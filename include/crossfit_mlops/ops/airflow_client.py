@@ -1,7 +1,10 @@
-"""A small client of Airflow 3's REST API (``/api/v2``, JWT from ``/auth/token``).
+"""Airflow 3's REST API (``/api/v2``) through the official client, ``apache-airflow-client``.
 
-Used by ``start-all.sh`` (through ``python -m crossfit_mlops pipeline``), the benchmark and the
-tests: wait for a DAG to be parsed, set Variables, unpause, trigger with a conf, follow a run.
+A small facade over it for what this project does from outside Airflow (``start-all.sh``'s
+``pipeline`` and ``monitor`` commands, the benchmarks, the tests): log in with the JWT from
+``/auth/token``, wait until a DAG is parsed, set Variables, unpause, trigger with a conf, follow a
+run, read task instances and XComs, clear tasks. Results are plain JSON-like dicts (timestamps as
+ISO strings), as the REST API returns them.
 """
 
 from __future__ import annotations
@@ -24,45 +27,57 @@ class AirflowApiError(RuntimeError):
 
 
 class AirflowClient:
+    """The REST API as ``username``; every call re-authenticates once if its token expired."""
+
     def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0) -> None:
+        from airflow_client.client import ApiClient, Configuration
+
         self.base_url = base_url.rstrip("/")
         self.username, self.password, self.timeout = username, password, timeout
-        self.session = requests.Session()
+        self._config = Configuration(host=self.base_url)
+        self._api = ApiClient(self._config)
         self._token: str | None = None
 
+    # --- plumbing ---------------------------------------------------------------------------------
     def _authenticate(self) -> None:
-        response = self.session.post(
+        response = requests.post(
             f"{self.base_url}/auth/token", json={"username": self.username, "password": self.password}, timeout=self.timeout
         )
         if response.status_code >= 300:
             raise AirflowApiError(f"login as {self.username} at {self.base_url} failed: {response.status_code} {response.text[:300]}")
         self._token = response.json()["access_token"]
-        self.session.headers["Authorization"] = f"Bearer {self._token}"
+        self._config.access_token = self._token
 
-    def request(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs) -> Any:
+    def _call(self, api: str, method: str, *args, **kwargs) -> Any:
+        """``<Api class>.<method>(*args)`` as JSON-like data; one re-login on 401."""
+        import airflow_client.client as generated
+        from airflow_client.client.exceptions import ApiException
+
         if self._token is None:
             self._authenticate()
-        url = f"{self.base_url}/api/v2/{path.lstrip('/')}"
-        response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        if response.status_code == 401:  # token expired: once more with a new one
-            self._authenticate()
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        if response.status_code not in ok:
-            raise AirflowApiError(f"{method} {url}: {response.status_code} {response.text[:500]}")
-        return response.json() if response.content else None
+        endpoint = getattr(getattr(generated, api)(self._api), method)
+        for attempt in (1, 2):
+            try:
+                result = endpoint(*args, _request_timeout=self.timeout, **kwargs)
+                return self._api.sanitize_for_serialization(result)
+            except ApiException as exc:
+                if exc.status == 401 and attempt == 1:
+                    self._authenticate()
+                    continue
+                raise AirflowApiError(f"{api}.{method}{args}: {exc.status} {(exc.body or exc.reason or '')[:500]}") from None
+        raise AssertionError("unreachable")
 
-    # --- DAGs and Variables ----------------------------------------------------------------------
+    # --- DAGs and Variables -----------------------------------------------------------------------
     def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
         """Wait until the dag-processor has parsed ``dag_id``; fail early on an import error."""
         deadline = time.monotonic() + timeout
         while True:
-            response = self.session.get(f"{self.base_url}/api/v2/dags/{dag_id}", timeout=self.timeout) if self._token else None
-            if response is None or response.status_code == 401:
-                self._authenticate()
-                continue
-            if response.status_code == 200:
-                return response.json()
-            errors = self.request("GET", "importErrors").get("import_errors", [])
+            try:
+                return self._call("DAGApi", "get_dag", dag_id)
+            except AirflowApiError as exc:
+                if " 404 " not in str(exc):
+                    raise
+            errors = self._call("ImportErrorApi", "get_import_errors").get("import_errors", [])
             if errors:
                 details = "\n".join(f"{e['filename']}: {e['stack_trace'][-800:]}" for e in errors)
                 raise AirflowApiError(f"DAG files failed to import:\n{details}")
@@ -71,32 +86,48 @@ class AirflowClient:
             time.sleep(1.0)
 
     def set_variable(self, key: str, value: str, description: str = "") -> None:
-        body = {"key": key, "value": value, "description": description}
+        from airflow_client.client.models import VariableBody
+
+        body = VariableBody(key=key, value=value, description=description)
         try:
-            self.request("PATCH", f"variables/{key}", json=body)
+            self._call("VariableApi", "patch_variable", key, body)
         except AirflowApiError:
-            self.request("POST", "variables", ok=(200, 201), json=body)
+            self._call("VariableApi", "post_variable", body)
 
     def unpause(self, dag_id: str) -> None:
-        self.request("PATCH", f"dags/{dag_id}", json={"is_paused": False})
+        from airflow_client.client.models import DAGPatchBody
 
-    # --- runs ------------------------------------------------------------------------------------
+        self._call("DAGApi", "patch_dag", dag_id, DAGPatchBody(is_paused=False))
+
+    # --- runs -------------------------------------------------------------------------------------
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        run = self.request("POST", f"dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        from airflow_client.client.models import TriggerDAGRunPostBody
+
+        run = self._call("DagRunApi", "trigger_dag_run", dag_id, TriggerDAGRunPostBody(logical_date=None, conf=conf or {}))
         return run["dag_run_id"]
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.request("GET", f"dags/{dag_id}/dagRuns/{run_id}")
+        return self._call("DagRunApi", "get_dag_run", dag_id, run_id)
+
+    def dag_runs(self, dag_id: str, limit: int = 25) -> list[dict[str, Any]]:
+        return self._call("DagRunApi", "get_dag_runs", dag_id, limit=limit)["dag_runs"]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.request("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 200})["task_instances"]
+        return self._call("TaskInstanceApi", "get_task_instances", dag_id, run_id, limit=200)["task_instances"]
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
-        entry = self.request(
-            "GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
-            params={"map_index": map_index, "deserialize": True},
-        )
+        entry = self._call("XComApi", "get_xcom_entry", dag_id, task_id, run_id, "return_value", map_index=map_index, deserialize=True)
         return entry["value"]
+
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str], include_downstream: bool = True) -> list[dict[str, Any]]:
+        """Clear tasks of a run (they and, by default, their downstream tasks run again)."""
+        from airflow_client.client.models import ClearTaskInstancesBody
+
+        body = ClearTaskInstancesBody(
+            dry_run=False, dag_run_id=run_id, task_ids=task_ids, only_failed=False,
+            include_downstream=include_downstream, reset_dag_runs=True,
+        )  # fmt: skip
+        return self._call("TaskInstanceApi", "post_clear_task_instances", dag_id, body)["task_instances"]
 
     def wait_for_run(
         self,
@@ -112,7 +143,7 @@ class AirflowClient:
             run = self.dag_run(dag_id, run_id)
             if on_change is not None:
                 tis = self.task_instances(dag_id, run_id)
-                states = sorted((t["task_id"], t["map_index"], t["state"]) for t in tis)
+                states = sorted((t["task_id"], t["map_index"], t["state"] or "") for t in tis)
                 if states != last:
                     on_change(tis)
                     last = states

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crossfit_mlops.features.training_sets import load_split
-from crossfit_mlops.metrics import regression_metrics
+from crossfit_mlops.metrics import metric_intervals, paired_improvement, regression_metrics
 from crossfit_mlops.registry.gate import GatePolicy, decide
+from crossfit_mlops.storage import ENTITY_KEY
 from crossfit_mlops.tracking import client
 from crossfit_mlops.tracking.registry import (
     CHALLENGER,
@@ -42,11 +43,27 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def register_challenger(tracking_uri: str, model_name: str, best: dict[str, Any], tags: dict[str, str]) -> str:
-    """Register the best run's model as a new version and point ``@challenger`` at it."""
+REGISTRATION_KEY_TAG = "registration_key"
+UNCHANGED = "unchanged"  # the gate's outcome when the challenger already is the champion
+
+
+def registration_key(training_set: dict[str, Any], grid: list[dict[str, Any]], code_version: str) -> str:
+    """What makes two registrations the same: the data (snapshot digest and sample), the grid and
+    the code. A retried or cleared run computes the same key and finds the version it registered."""
+    import hashlib
+
+    payload = {
+        "snapshot_sha256": training_set["snapshot_sha256"],
+        "sample_size": training_set.get("sample_size", 0),
+        "grid": sorted(json.dumps(entry, sort_keys=True) for entry in grid),
+        "code_version": code_version,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _ensure_registered_model(c, model_name: str) -> None:
     from mlflow.exceptions import MlflowException
 
-    c = client(tracking_uri)
     try:
         c.create_registered_model(
             model_name,
@@ -56,6 +73,31 @@ def register_challenger(tracking_uri: str, model_name: str, best: dict[str, Any]
     except MlflowException as exc:
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
+
+
+def version_with_key(tracking_uri: str, model_name: str, key: str):
+    """The version registered with ``key`` (the newest, should there be several), or None."""
+    versions = client(tracking_uri).search_model_versions(f"name='{model_name}'")
+    same = [mv for mv in versions if mv.tags.get(REGISTRATION_KEY_TAG) == key]
+    return max(same, key=lambda mv: int(mv.version)) if same else None
+
+
+def register_challenger(
+    tracking_uri: str, model_name: str, best: dict[str, Any], tags: dict[str, str], key: str | None = None
+) -> str:
+    """Register the best run's model as a new version and point ``@challenger`` at it.
+
+    With a registration ``key`` (see :func:`registration_key`) this is idempotent: if a version
+    with that key exists, it is the challenger again and no new version is made.
+    """
+    c = client(tracking_uri)
+    _ensure_registered_model(c, model_name)
+    existing = version_with_key(tracking_uri, model_name, key) if key else None
+    if existing is not None:
+        _wait_ready(c, model_name, existing.version)
+        c.set_registered_model_alias(model_name, CHALLENGER, existing.version)
+        log.info("%s v%s was registered with the same data, grid and code (key %s): reused", model_name, existing.version, key)
+        return str(existing.version)
     training_set = best["training_set"]
     version_tags = {
         **tags,
@@ -69,6 +111,7 @@ def register_challenger(tracking_uri: str, model_name: str, best: dict[str, Any]
         "val_r2": f"{best['val_r2']:.4f}",
         "legacy_stage": "Staging",
         "gate.decision": "pending",
+        **({REGISTRATION_KEY_TAG: key} if key else {}),
     }
     version = c.create_model_version(
         model_name,
@@ -95,17 +138,45 @@ def _wait_ready(c, model_name: str, version: str, timeout: float = 60.0) -> None
         time.sleep(0.2)
 
 
-def evaluate_version(tracking_uri: str, model_name: str, version: str, test_sets: dict[str, dict]) -> dict[str, Any]:
-    """Test metrics of a registered version on the test split of the feature version it was trained on."""
+def _test_predictions(tracking_uri: str, model_name: str, version: str, test_sets: dict[str, dict]):
+    """``(feature_version, athlete_id -> (label, prediction) frame)`` of a registered version on the
+    test split of the feature version it was trained on."""
+    import pandas as pd
+
     loaded = load_version(tracking_uri, model_name, version)
     if loaded.feature_version not in test_sets:
         raise GateError(
             f"{model_name} v{version} was trained on feature version {loaded.feature_version!r}, and this run has no "
             f"test set for it (have {sorted(test_sets)})"
         )
-    X, y, _ = load_split(test_sets[loaded.feature_version], "test")
-    metrics = regression_metrics(y, loaded.model.predict(X[list(loaded.columns)]))
-    return {"version": str(version), "feature_version": loaded.feature_version, "rows": len(y), **metrics}
+    X, y, frame = load_split(test_sets[loaded.feature_version], "test")
+    scored = pd.DataFrame({"label": y.to_numpy(), "prediction": loaded.model.predict(X[list(loaded.columns)])})
+    return loaded.feature_version, scored.set_axis(frame[ENTITY_KEY].to_numpy())
+
+
+def evaluate_version(
+    tracking_uri: str, model_name: str, version: str, test_sets: dict[str, dict], policy: GatePolicy | None = None
+) -> dict[str, Any]:
+    """Test metrics of a registered version on the test split of the feature version it was
+    trained on, with their bootstrap intervals (resampling athletes)."""
+    policy = policy or GatePolicy()
+    feature_version, scored = _test_predictions(tracking_uri, model_name, version, test_sets)
+    metrics = regression_metrics(scored["label"], scored["prediction"])
+    intervals = metric_intervals(scored["label"], scored["prediction"], policy.bootstrap_samples, policy.confidence)
+    return {"version": str(version), "feature_version": feature_version, "rows": len(scored), **metrics, **intervals}
+
+
+def paired_test(tracking_uri: str, model_name: str, champion: str, challenger: str, test_sets: dict[str, dict], policy: GatePolicy):
+    """The challenger's improvement over the champion on the athletes both test sets hold."""
+    _, old = _test_predictions(tracking_uri, model_name, champion, test_sets)
+    _, new = _test_predictions(tracking_uri, model_name, challenger, test_sets)
+    both = old.join(new, how="inner", lsuffix="_champion", rsuffix="_challenger")
+    if both.empty:
+        raise GateError(f"v{champion} and v{challenger} have no test athlete in common: they cannot be compared")
+    return paired_improvement(
+        both["label_champion"], both["prediction_champion"], both["prediction_challenger"],
+        policy.bootstrap_samples, policy.confidence,
+    )  # fmt: skip
 
 
 def judge_challenger(
@@ -115,48 +186,75 @@ def judge_challenger(
     test_sets: dict[str, dict],
     policy: GatePolicy,
     tags: dict[str, str] | None = None,
+    selection: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate challenger and champion on the same test athletes, decide, record it on the version."""
+    """Evaluate challenger and champion on the same test athletes, decide, record it on the version.
+    ``selection`` says why this candidate is the challenger (the leaderboard's choice)."""
     c = client(tracking_uri)
-    challenger = evaluate_version(tracking_uri, model_name, challenger_version, test_sets)
+    challenger = evaluate_version(tracking_uri, model_name, challenger_version, test_sets, policy)
     champion_mv = current_version(tracking_uri, model_name, CHAMPION)
-    champion = None
-    if champion_mv is not None and str(champion_mv.version) != str(challenger_version):
-        champion = evaluate_version(tracking_uri, model_name, champion_mv.version, test_sets)
-    decision = decide(challenger, champion, policy)
+    if champion_mv is not None and str(champion_mv.version) == str(challenger_version):
+        # a rerun found its own earlier registration, which already serves: nothing to judge, and
+        # the version keeps the gate tags of the decision that promoted it
+        reason = f"v{challenger_version} is already the champion (registered before with the same data, grid and code)"
+        log.info("gate for %s: %s", model_name, reason)
+        return {"model_name": model_name, "decision": UNCHANGED, "promote": False, "reason": reason,
+                "challenger": challenger, "champion": challenger, "policy": policy.as_dict(), "decided_at": _now()}  # fmt: skip
+    champion, paired = None, None
+    if champion_mv is not None:
+        champion = evaluate_version(tracking_uri, model_name, champion_mv.version, test_sets, policy)
+        paired = paired_test(tracking_uri, model_name, str(champion_mv.version), challenger_version, test_sets, policy)
+    decision = decide(challenger, champion, policy, paired=paired)
+    reason = f"{decision.reason}; challenger chosen as {selection}" if selection else decision.reason
     result = {
         "model_name": model_name,
         "decision": decision.label,
         "promote": decision.promote,
-        "reason": decision.reason,
+        "reason": reason,
         "challenger": challenger,
         "champion": champion,
+        "paired": paired,
         "policy": policy.as_dict(),
         "decided_at": _now(),
     }
     record = {
         "gate.decision": decision.label,
-        "gate.reason": decision.reason,
+        "gate.reason": reason,
         "gate.test_rmse": f"{challenger['rmse']:.4f}",
         "gate.test_r2": f"{challenger['r2']:.4f}",
         "gate.test_rows": str(challenger["rows"]),
         "gate.champion_version": champion["version"] if champion else "none",
         "gate.champion_test_rmse": f"{champion['rmse']:.4f}" if champion else "none",
+        "gate.test_rmse_interval": f"{challenger['rmse_low']:.2f} to {challenger['rmse_high']:.2f}",
+        "gate.improvement_interval": f"{paired['improvement_low']:.4f} to {paired['improvement_high']:.4f}" if paired else "none",
         "gate.policy": json.dumps(policy.as_dict()),
         "gate.decided_at": result["decided_at"],
         **(tags or {}),
     }
     for key, value in record.items():
         c.set_model_version_tag(model_name, challenger_version, key, value)
-    log.info("gate for %s v%s: %s (%s)", model_name, challenger_version, decision.label.upper(), decision.reason)
+    log.info("gate for %s v%s: %s (%s)", model_name, challenger_version, decision.label.upper(), reason)
     return result
 
 
-def promote(tracking_uri: str, model_name: str, version: str) -> str | None:
-    """Move ``@champion`` to ``version``; tag the previous champion archived. Returns the previous one."""
+_UNCHECKED = object()
+
+
+def promote(tracking_uri: str, model_name: str, version: str, expected_champion: Any = _UNCHECKED) -> str | None:
+    """Move ``@champion`` to ``version``; tag the previous champion archived. Returns the previous one.
+
+    ``expected_champion``: the version (or None) the gate judged the challenger against. If
+    ``@champion`` moved since (another run promoted meanwhile), nothing is changed and
+    :class:`GateError` says so: a challenger is only promoted over the champion it beat.
+    """
     c = client(tracking_uri)
     previous = current_version(tracking_uri, model_name, CHAMPION)
     previous_version = str(previous.version) if previous is not None else None
+    if expected_champion is not _UNCHECKED and previous_version != (None if expected_champion is None else str(expected_champion)):
+        raise GateError(
+            f"@{CHAMPION} of {model_name} moved from v{expected_champion} to v{previous_version} after the gate judged "
+            f"v{version} against it: not promoted; trigger a new run to judge it against the current champion"
+        )
     c.set_registered_model_alias(model_name, CHAMPION, version)
     c.set_model_version_tag(model_name, version, "legacy_stage", "Production")
     c.set_model_version_tag(model_name, version, "promoted_at", _now())
@@ -169,9 +267,12 @@ def promote(tracking_uri: str, model_name: str, version: str) -> str | None:
     return previous_version
 
 
-def mark_rejected(tracking_uri: str, model_name: str, version: str) -> None:
-    """A rejected challenger stays registered, visibly rejected (and keeps ``@challenger``)."""
-    client(tracking_uri).set_model_version_tag(model_name, version, "legacy_stage", "Archived")
+def mark_rejected(tracking_uri: str, model_name: str, decision: dict[str, Any]) -> None:
+    """A rejected challenger stays registered, visibly rejected (and keeps ``@challenger``); a
+    challenger that already is the champion is left as it is."""
+    if decision["decision"] == UNCHANGED:
+        return
+    client(tracking_uri).set_model_version_tag(model_name, decision["challenger"]["version"], "legacy_stage", "Archived")
 
 
 def rollback(tracking_uri: str, model_name: str) -> tuple[str, str]:

@@ -36,11 +36,50 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | Non
         return found.experiment_id
 
 
+RUN_KEY_TAG = "airflow.run_id"
+
+
 def start_parent_run(tracking_uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
-    """Create the DAG run's parent run (status RUNNING) and return its id."""
-    run = client(tracking_uri).create_run(experiment_id, run_name=run_name, tags=tags)
+    """The DAG run's parent run (status RUNNING): created once per Airflow run.
+
+    A retried or cleared task finds the parent run its Airflow run already has (by the
+    ``airflow.run_id`` and ``pipeline`` tags) and reopens it instead of creating a second one.
+    """
+    c = client(tracking_uri)
+    query = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in (RUN_KEY_TAG, "pipeline") if k in tags)
+    found = c.search_runs([experiment_id], filter_string=query, max_results=2) if query else []
+    if found:
+        run_id = found[0].info.run_id
+        c.update_run(run_id, status="RUNNING")
+        log.info("MLflow parent run %s (%s) reopened for a rerun", run_id, run_name)
+        return run_id
+    run = c.create_run(experiment_id, run_name=run_name, tags=tags)
     log.info("MLflow parent run %s (%s) in experiment %s", run.info.run_id, run_name, experiment_id)
     return run.info.run_id
+
+
+def supersede_children(tracking_uri: str, experiment_id: str, parent_run_id: str, tags: dict[str, str]) -> list[str]:
+    """Before a (re)try of one fan-out task: end what earlier tries of the same task left.
+
+    A child run of ``parent_run_id`` with the same ``tags`` (task id, map index) that is still
+    RUNNING was aborted (a killed process): it is marked FAILED, never left running. A FINISHED one
+    belongs to an earlier try of a cleared task: it is deleted (MLflow keeps it restorable), so the
+    parent shows one run per grid entry. Returns the ids it ended.
+    """
+    c = client(tracking_uri)
+    query = " and ".join([f"tags.`{PARENT_TAG}` = '{parent_run_id}'", *(f"tags.`{k}` = '{v}'" for k, v in tags.items())])
+    ended = []
+    for run in c.search_runs([experiment_id], filter_string=query, max_results=100):
+        if run.info.status in {"RUNNING", "SCHEDULED"}:
+            c.set_terminated(run.info.run_id, status="FAILED")
+            c.set_tag(run.info.run_id, "aborted", "true: its task process ended before the run did")
+        elif run.info.status == "FINISHED":
+            c.delete_run(run.info.run_id)
+        else:
+            continue
+        ended.append(run.info.run_id)
+        log.warning("child run %s of an earlier try (%s) ended", run.info.run_id, run.info.status)
+    return ended
 
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
@@ -53,6 +92,19 @@ def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, status
     if status:
         query += f" and attributes.status = '{status}'"
     return client(tracking_uri).search_runs([experiment_id], filter_string=query, max_results=1000)
+
+
+def code_version(package_root: Path | None = None) -> str:
+    """A digest of the package's source (every ``*.py`` under ``crossfit_mlops``): the code that
+    trained a model, also where no git checkout exists (a container image) or the tree is dirty."""
+    import hashlib
+
+    root = package_root or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def git_commit(root: Path) -> str:

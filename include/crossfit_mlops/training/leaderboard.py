@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 LEADERBOARD_COLUMNS = [
     "rank", "run_name", "feature_version", "model", "val_rmse", "val_mae", "val_r2", "test_rmse", "test_r2",
-    "g_co2eq", "energy_wh", "fit_seconds", "run_id",
+    "g_co2eq", "energy_kwh", "energy_wh", "fit_seconds", "run_id",
 ]
 
 
@@ -27,20 +27,37 @@ def leaderboard(results: list[dict[str, Any]]) -> pd.DataFrame:
     return board[LEADERBOARD_COLUMNS]
 
 
-def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The result with the lowest validation RMSE (the test set is kept for the gate)."""
-    best_id = leaderboard(results).iloc[0]["run_id"]
-    return next(r for r in results if r["run_id"] == best_id)
+def select_best(results: list[dict[str, Any]], energy_tolerance: float = 0.0) -> dict[str, Any]:
+    """The challenger: among the results whose validation RMSE is within ``energy_tolerance`` (a
+    share) of the lowest, the one that used the least energy to train (the test set is kept for the
+    gate). The result comes back with a ``selection`` sentence that says why it was chosen."""
+    board = leaderboard(results)
+    lowest = board.iloc[0]
+    near = board[board["val_rmse"] <= lowest["val_rmse"] * (1.0 + energy_tolerance)]
+    chosen = near.sort_values(["energy_kwh", "val_rmse"], kind="stable").iloc[0]
+    if chosen["run_id"] == lowest["run_id"]:
+        why = f"{chosen['run_name']}: the lowest validation RMSE ({chosen['val_rmse']:.2f} lb)"
+        if len(near) > 1:
+            why += f", and the least energy of the {len(near)} within {energy_tolerance:.1%} of it"
+    else:
+        saved = 1.0 - chosen["energy_kwh"] / lowest["energy_kwh"] if lowest["energy_kwh"] > 0 else 0.0
+        why = (
+            f"{chosen['run_name']}: validation RMSE {chosen['val_rmse']:.2f} lb, within {energy_tolerance:.1%} of the "
+            f"lowest ({lowest['run_name']}, {lowest['val_rmse']:.2f} lb), for {saved:.0%} less energy "
+            f"({chosen['energy_kwh'] * 1000:.3f} vs {lowest['energy_kwh'] * 1000:.3f} Wh)"
+        )
+    result = next(r for r in results if r["run_id"] == chosen["run_id"])
+    return {**result, "selection": why}
 
 
 def format_leaderboard(board: pd.DataFrame) -> str:
     """A fixed-width table for logs and the terminal."""
-    view = board[["rank", "run_name", "feature_version", "model", "val_rmse", "val_r2", "test_rmse", "g_co2eq", "fit_seconds"]]
+    view = board[["rank", "run_name", "feature_version", "model", "val_rmse", "val_r2", "test_rmse", "energy_kwh", "g_co2eq", "fit_seconds"]]
     return view.to_string(
         index=False,
         formatters={
             "val_rmse": "{:.1f}".format, "val_r2": "{:.3f}".format, "test_rmse": "{:.1f}".format,
-            "g_co2eq": "{:.4f}".format, "fit_seconds": "{:.1f}".format,
+            "energy_kwh": "{:.2e}".format, "g_co2eq": "{:.4f}".format, "fit_seconds": "{:.1f}".format,
         },
     )
 

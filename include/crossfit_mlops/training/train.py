@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from crossfit_mlops.features.training_sets import TrainingSet, load_split
-from crossfit_mlops.metrics import regression_metrics
+from crossfit_mlops.metrics import metric_intervals, regression_metrics
 from crossfit_mlops.storage import TARGET
 from crossfit_mlops.tracking import client, fluent
+from crossfit_mlops.tracking.runs import supersede_children
 from crossfit_mlops.training.grid import TrainingConfig, build_estimator
 from crossfit_mlops.training.plots import feature_importance, predicted_vs_actual, residuals
 
@@ -158,6 +159,8 @@ def _evaluate(estimator, data: Splits) -> tuple[dict[str, float], Any]:
     val_pred, test_pred = estimator.predict(data.X_val), estimator.predict(data.X_test)
     metrics = {f"val_{k}": v for k, v in regression_metrics(data.y_val, val_pred).items()}
     metrics |= {f"test_{k}": v for k, v in regression_metrics(data.y_test, test_pred).items()}
+    # the test figures' 95% bootstrap intervals (resampling test athletes): how far a split's luck goes
+    metrics |= {f"test_{k}": v for k, v in metric_intervals(data.y_test, test_pred).items()}
     return metrics, val_pred
 
 
@@ -251,16 +254,27 @@ def fit_candidate(config: TrainingConfig, training_set: TrainingSet, ctx: RunCon
     return FittedCandidate(config, training_set, estimator, data, val_pred, metrics, emissions, emissions_csv, fit_seconds)
 
 
+# the tags that tell the tries of one fan-out task apart from the other tasks' runs
+TASK_KEYS = ("airflow.task_id", "airflow.map_index")
+
+
 def train_candidate(config: TrainingConfig | dict, training_set: TrainingSet | dict, ctx: RunContext) -> dict[str, Any]:
-    """Train one grid entry on its feature version's training set; return a summary for XCom."""
+    """Train one grid entry on its feature version's training set; return a summary for XCom.
+
+    The MLflow child run opens before the fit and closes after the model is logged: a fit that
+    raises leaves a FAILED run, and a process killed mid-fit leaves a RUNNING one that the next
+    try of the same task marks FAILED (:func:`~crossfit_mlops.tracking.runs.supersede_children`).
+    """
     config = _as_config(config)
     training_set = TrainingSet(**training_set) if isinstance(training_set, dict) else training_set
     if training_set.feature_version != config.feature_version:
         raise ValueError(f"{config.name} needs a {config.feature_version} training set, got {training_set.feature_version}")
     started, watch = time.perf_counter(), Stopwatch()
-    fitted = fit_candidate(config, training_set, ctx, watch)
+    task_tags = {k: ctx.tags[k] for k in TASK_KEYS if ctx.tags and k in ctx.tags}
+    if len(task_tags) == len(TASK_KEYS):
+        supersede_children(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, task_tags)
     with fluent(ctx.tracking_uri):
-        run_id, model_info = log_candidate_run(fitted, ctx, watch, started)
+        run_id, fitted, model_info = _fit_in_run(config, training_set, ctx, watch, started)
     metrics, emissions = fitted.metrics, fitted.emissions
     log.info(
         "%s: validation RMSE %.1f R² %.3f, fit %.1fs, %.3g g CO2eq (run %s)",
@@ -283,27 +297,29 @@ def train_candidate(config: TrainingConfig | dict, training_set: TrainingSet | d
     }
 
 
-def log_candidate_run(fitted: FittedCandidate, ctx: RunContext, watch: Stopwatch, started: float):
-    """The MLflow child run (inside :func:`~crossfit_mlops.tracking.fluent`): params, emissions
-    CSV, plots, dataset, model, then the metrics linked to the model. Returns ``(run_id, model_info)``."""
+def _fit_in_run(config: TrainingConfig, training_set: TrainingSet, ctx: RunContext, watch: Stopwatch, started: float):
+    """The MLflow child run (inside :func:`~crossfit_mlops.tracking.fluent`): params, the fit,
+    emissions CSV, plots, dataset, model, then the metrics linked to the model.
+    Returns ``(run_id, fitted, model_info)``."""
     import mlflow
 
-    config, data = fitted.config, fitted.data
     with watch.phase("mlflow_run"):
         run = mlflow.start_run(
             experiment_id=ctx.experiment_id,
             run_name=config.name,
             parent_run_id=ctx.parent_run_id,
-            tags=_run_tags(config, fitted.training_set, ctx),
+            tags={**_run_tags(config, training_set, ctx), "process.pid": str(os.getpid())},
         )
     with run:
+        fitted = fit_candidate(config, training_set, ctx, watch)
+        data = fitted.data
         with watch.phase("mlflow_run"):
             _log_params(config, data, ctx)
             mlflow.log_artifact(str(fitted.emissions_csv), artifact_path="emissions")
         with watch.phase("plots"):
             _log_plots(config, fitted.estimator, data, fitted.val_pred, fitted.metrics)
         with watch.phase("log_input"):
-            _log_training_input(ctx, run.info.run_id, fitted.training_set, data.train_frame)
+            _log_training_input(ctx, run.info.run_id, training_set, data.train_frame)
         with watch.phase("log_model"):
             model_info = _log_model(fitted.estimator, data)
         with watch.phase("mlflow_run"):
@@ -314,4 +330,4 @@ def log_candidate_run(fitted: FittedCandidate, ctx: RunContext, watch: Stopwatch
             mlflow.log_metrics(metrics, model_id=model_info.model_id)
         # where this task's time went (the benchmark and curious users read it)
         mlflow.log_dict({"phases_s": watch.seconds, "task_s": round(time.perf_counter() - started, 4)}, "timings.json")
-    return run.info.run_id, model_info
+    return run.info.run_id, fitted, model_info
