@@ -88,7 +88,7 @@ def _parents(stack, run_id: str):
     return experiment.experiment_id, c.search_runs([experiment.experiment_id], filter_string=query)
 
 
-def _children(stack, experiment_id: str, parent_id: str, view: str = "ACTIVE_ONLY"):
+def _children(stack, experiment_id: str, parent_id: str, view: str = "active_only"):
     from mlflow.entities import ViewType
 
     return _mlflow(stack["uri"]).search_runs(
@@ -124,7 +124,7 @@ def test_a_cleared_run_replaces_its_outputs_and_registers_nothing_twice(stack):
     assert parents[0].info.status == "FINISHED"
     children = _children(stack, experiment_id, parents[0].info.run_id)
     assert len(children) == len(GRID) and {c.info.status for c in children} == {"FINISHED"}, "one run per grid entry"
-    replaced = _children(stack, experiment_id, parents[0].info.run_id, view="DELETED_ONLY")
+    replaced = _children(stack, experiment_id, parents[0].info.run_id, view="deleted_only")
     assert len(replaced) == len(GRID), "the first try's child runs are replaced (deleted, restorable)"
     assert [v.version for v in _versions(stack)] == ["1"], "the rerun found its own registration: no duplicate"
     assert _champion(stack) == "1"

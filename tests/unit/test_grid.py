@@ -57,3 +57,23 @@ def test_slowest_jobs_are_estimated_first():
     ranked = sorted(parse_grid(DEFAULT_GRID), key=estimated_cost, reverse=True)
     assert (ranked[0].model, ranked[0].feature_version, ranked[0].params["n_estimators"]) == ("random_forest", "v2", 200)
     assert ranked[-1].model == "lightgbm" and ranked[-1].feature_version == "v1"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"n_estimators": float("nan")}, "a finite one"),
+        ({"n_estimators": 10**9}, "at most 10000"),
+        ({"max_samples": 1.5}, "share and must be at most 1"),
+        ({"max_features": 0}, "positive"),
+    ],
+)
+def test_a_grid_from_the_trigger_form_is_bounded(params, message):
+    with pytest.raises(GridError, match=message):
+        parse_grid([{"model": "random_forest", "feature_version": "v1", "params": params}])
+
+
+def test_the_default_forests_are_shaped_to_stay_small():
+    forests = [c for c in parse_grid(DEFAULT_GRID) if c.model == "random_forest"]
+    assert len(forests) == 4 and {(c.params["n_estimators"], c.params["max_depth"]) for c in forests} == {(100, 10), (200, 20)}
+    assert all(c.params["min_samples_leaf"] >= 20 and c.params["max_samples"] <= 0.5 for c in forests)

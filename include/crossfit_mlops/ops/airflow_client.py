@@ -121,10 +121,13 @@ class AirflowClient:
 
     def clear(self, dag_id: str, run_id: str, task_ids: list[str], include_downstream: bool = True) -> list[dict[str, Any]]:
         """Clear tasks of a run (they and, by default, their downstream tasks run again)."""
-        from airflow_client.client.models import ClearTaskInstancesBody
+        from airflow_client.client.models import (
+            ClearTaskInstancesBody,
+            ClearTaskInstancesBodyTaskIdsInner,
+        )
 
         body = ClearTaskInstancesBody(
-            dry_run=False, dag_run_id=run_id, task_ids=task_ids, only_failed=False,
+            dry_run=False, dag_run_id=run_id, task_ids=[ClearTaskInstancesBodyTaskIdsInner(t) for t in task_ids], only_failed=False,
             include_downstream=include_downstream, reset_dag_runs=True,
         )  # fmt: skip
         return self._call("TaskInstanceApi", "post_clear_task_instances", dag_id, body)["task_instances"]
