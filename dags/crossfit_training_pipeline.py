@@ -30,14 +30,19 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from crossfit_mlops.contract import (
+    APPROVAL_MODES,
+    APPROVE,
     CHAMPION_MODEL,
     DAG_RUN_TIMEOUT,
     ONLINE_FEATURES,
+    REJECT,
     SERVER_RETRIES,
     TRAINING_DAG,
+    approval_timeout,
     param_schemas,
     timeout,
 )
@@ -98,6 +103,14 @@ PARAMS = {
         title="Cross-validation folds of the chosen configuration",
         description="0 = off; k >= 2: a k-fold report (by athlete, on train + validation) on the parent run.",
     ),
+    "approval": Param(
+        "automatic",
+        type="string",
+        enum=list(APPROVAL_MODES),
+        title="Gate mode",
+        description="automatic: the gate promotes; human: a challenger the gate passes waits for a person to "
+        "Approve or Reject it in the Airflow UI (Required actions), and is rejected when nobody answers in time.",
+    ),
     # the gate's thresholds: defaults and bounds come from GatePolicy
     **{name: Param(**schema) for name, schema in param_schemas(GatePolicy).items()},
     "codecarbon_country": Param(
@@ -117,6 +130,26 @@ def _lineage_tags(run: dict[str, Any]) -> dict[str, str]:
         "airflow.map_index": str(ti.map_index),
         "airflow.try_number": str(ti.try_number),
     }
+
+
+def _actor(run: dict[str, Any]) -> str:
+    """Who moves an alias in this run: ``airflow:<dag id>/<run id>`` (the alias history records it)."""
+    return f"airflow:{run['tags']['airflow.dag_id']}/{run['tags']['airflow.run_id']}"
+
+
+class ApprovalBranch(HITLBranchOperator):
+    """Airflow's human-in-the-loop branch (Approve / Reject), keeping who answered, when, and
+    whether the timeout answered instead (XCom key ``approval``) for the history and the card."""
+
+    def execute_complete(self, context, event):
+        answer = {
+            "chosen": list(event.get("chosen_options") or []),
+            "by": event.get("responded_by_user"),
+            "at": str(event.get("responded_at")),
+            "timed_out": bool(event.get("timedout")),
+        }
+        context["ti"].xcom_push(key="approval", value=answer)
+        return super().execute_complete(context=context, event=event)
 
 
 def _fail_parent_run(context) -> None:
@@ -152,6 +185,7 @@ def resolve_run() -> dict[str, Any]:
         "seed": params["seed"],
         "sample_size": params["sample_size"],
         "cv_folds": params["cv_folds"],
+        "approval": params["approval"],
         "grid": [c.as_dict() for c in parse_grid(params["grid"])],
         "policy": GatePolicy(**{name: params[name] for name in param_schemas(GatePolicy)}).as_dict(),
         "country": params["codecarbon_country"] or settings.codecarbon_country,
@@ -265,6 +299,8 @@ def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, 
 @task(task_id=T.REGISTER, **SERVER_RETRIES, **timeout("quick"))
 def register_challenger(results: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """Best run on validation -> new model version with @challenger; leaderboard on the parent run."""
+    from crossfit_mlops.features.store import get_store
+    from crossfit_mlops.registry.lineage import tag_lineage
     from crossfit_mlops.registry.promotion import register_challenger as register
     from crossfit_mlops.registry.promotion import registration_key
     from crossfit_mlops.training.leaderboard import log_leaderboard, select_best
@@ -273,7 +309,9 @@ def register_challenger(results: list[dict[str, Any]], run: dict[str, Any], pare
     log_leaderboard(parent["tracking_uri"], parent["parent_run_id"], results)
     best = select_best(results, energy_tolerance=run["policy"]["energy_tolerance"])
     key = registration_key(best["training_set"], run["grid"], run["tags"]["code_version"])
-    version = register(parent["tracking_uri"], task_settings().registered_model_name, best, run["tags"], key=key)
+    settings = task_settings()
+    version = register(parent["tracking_uri"], settings.registered_model_name, best, run["tags"], key=key, actor=_actor(run))
+    tag_lineage(parent["tracking_uri"], settings.registered_model_name, version, best["feature_version"], get_store(settings))
     if run["cv_folds"]:
         from crossfit_mlops.training.cross_validation import log_cross_validation
 
@@ -300,42 +338,89 @@ def judge_challenger(
 
 
 @task.branch(task_id=T.GATE, **timeout("quick"))
-def gate(decision: dict[str, Any]) -> str:
-    """Promote or keep: the branch taken is the decision, visible in the graph."""
-    return T.PROMOTE if decision["promote"] else T.KEEP
+def gate(decision: dict[str, Any], run: dict[str, Any]) -> str:
+    """Promote, keep, or (gate mode "human") ask a person: the branch taken is the decision."""
+    if not decision["promote"]:
+        return T.KEEP
+    return T.AWAIT_APPROVAL if run["approval"] == "human" else T.PROMOTE
 
 
 @task(task_id=T.PROMOTE, outlets=[CHAMPION_MODEL_ASSET], **SERVER_RETRIES, **timeout("quick"))
-def promote_challenger(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
+def promote_challenger(decision: dict[str, Any], parent: dict[str, str], run: dict[str, Any]) -> dict[str, Any]:
     """Move @champion to the challenger; the previous champion is tagged archived. Updates the
     Asset `crossfit_champion_model`, which schedules batch inference with the new champion."""
     from crossfit_mlops.registry.promotion import promote
 
     version = decision["challenger"]["version"]
     judged_against = decision["champion"]["version"] if decision["champion"] else None
-    previous = promote(parent["tracking_uri"], decision["model_name"], version, expected_champion=judged_against)
+    previous = promote(
+        parent["tracking_uri"], decision["model_name"], version, expected_champion=judged_against,
+        actor=_actor(run), reason=decision["reason"],
+    )  # fmt: skip
     get_current_context()["outlet_events"][CHAMPION_MODEL_ASSET].extra = {"model_version": str(version)}
     return {**decision, "previous_champion": previous}
 
 
 @task(task_id=T.KEEP, **SERVER_RETRIES, **timeout("quick"))
-def keep_champion(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
+def keep_champion(decision: dict[str, Any], parent: dict[str, str], run: dict[str, Any]) -> dict[str, Any]:
     """The challenger stays registered, visibly rejected; @champion does not move."""
     import logging
 
     from crossfit_mlops.registry.promotion import mark_rejected
 
-    mark_rejected(parent["tracking_uri"], decision["model_name"], decision)
+    mark_rejected(parent["tracking_uri"], decision["model_name"], decision, actor=_actor(run))
     logging.getLogger(__name__).warning("challenger v%s not promoted: %s", decision["challenger"]["version"], decision["reason"])
     return decision
 
 
+@task(task_id=T.PROMOTE_APPROVED, outlets=[CHAMPION_MODEL_ASSET], **SERVER_RETRIES, **timeout("quick"))
+def promote_approved(decision: dict[str, Any]) -> dict[str, Any]:
+    """A person approved the challenger: @champion moves, recorded as their approval."""
+    from crossfit_mlops.registry.promotion import settle_approval
+
+    answer = get_current_context()["ti"].xcom_pull(task_ids=T.AWAIT_APPROVAL, key="approval")
+    outcome = settle_approval(task_settings().mlflow_tracking_uri, decision["model_name"], decision, answer)
+    get_current_context()["outlet_events"][CHAMPION_MODEL_ASSET].extra = {"model_version": decision["challenger"]["version"]}
+    return outcome
+
+
+@task(task_id=T.RECORD_REJECTION, **SERVER_RETRIES, **timeout("quick"))
+def record_rejection(decision: dict[str, Any]) -> dict[str, Any]:
+    """A person rejected the challenger, or nobody answered in time: it is rejected, and says so."""
+    from crossfit_mlops.registry.promotion import settle_approval
+
+    answer = get_current_context()["ti"].xcom_pull(task_ids=T.AWAIT_APPROVAL, key="approval")
+    return settle_approval(task_settings().mlflow_tracking_uri, decision["model_name"], decision, answer)
+
+
 @task(task_id=T.FINISH, trigger_rule="none_failed_min_one_success", **SERVER_RETRIES, **timeout("quick"))
 def finish_mlflow_run(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
-    """Record the gate's outcome on the parent run and close it."""
+    """Record the outcome (the gate's, or the person's) on the parent run and close it."""
     from crossfit_mlops.tracking.runs import close_parent_run
 
-    return close_parent_run(parent["tracking_uri"], parent["parent_run_id"], decision)
+    outcomes = get_current_context()["ti"].xcom_pull(task_ids=[T.PROMOTE, T.KEEP, T.PROMOTE_APPROVED, T.RECORD_REJECTION])
+    final = next((o for o in outcomes if o), decision)
+    return close_parent_run(parent["tracking_uri"], parent["parent_run_id"], final)
+
+
+def await_approval() -> ApprovalBranch:
+    """Gate mode "human": the challenger waits in the Airflow UI for Approve or Reject."""
+    judged = f"ti.xcom_pull(task_ids='{T.JUDGE}')"
+    return ApprovalBranch(
+        task_id=T.AWAIT_APPROVAL,
+        subject=f"Promote {{{{ {judged}['model_name'] }}}} v{{{{ {judged}['challenger']['version'] }}}} to @champion?",
+        body=(
+            f"The gate passed it: {{{{ {judged}['reason'] }}}}\n\n"
+            f"Model card: `{{{{ {judged}['model_card'] }}}}` (MLflow, the version's run, `model_card/card.html`).\n\n"
+            "Approve moves @champion; Reject keeps the current champion. Without an answer it is rejected."
+        ),
+        options=[APPROVE, REJECT],
+        options_mapping={APPROVE: T.PROMOTE_APPROVED, REJECT: T.RECORD_REJECTION},
+        defaults=[REJECT],
+        response_timeout=approval_timeout(),
+        **timeout("quick"),  # the execution phase before the wait; the wait itself is response_timeout
+        doc_md="A person approves or rejects the challenger the gate passed (gate mode `human`).",
+    )
 
 
 @dag(
@@ -360,9 +445,12 @@ def crossfit_training_pipeline():
     training_sets = build_training_set.partial(run=run, applied=applied).expand(version=VERSIONS)
     results = train_candidate.partial(run=run, parent=parent).expand(job=plan_training(run, training_sets))
     decision = judge_challenger(register_challenger(results, run, parent), training_sets, run, parent)
-    outcomes = [promote_challenger(decision, parent), keep_champion(decision, parent)]
-    gate(decision) >> outcomes
-    outcomes >> finish_mlflow_run(decision, parent)
+    approval = await_approval()
+    outcomes = [promote_challenger(decision, parent, run), keep_champion(decision, parent, run)]
+    approved = [promote_approved(decision), record_rejection(decision)]
+    gate(decision, run) >> [*outcomes, approval]
+    approval >> approved
+    [*outcomes, *approved] >> finish_mlflow_run(decision, parent)
 
 
 crossfit_training_pipeline()

@@ -42,6 +42,9 @@ class TrainingTasks:
     GATE = "gate"
     PROMOTE = "promote_challenger"
     KEEP = "keep_champion"
+    AWAIT_APPROVAL = "await_approval"  # gate mode "human": a person approves or rejects in the UI
+    PROMOTE_APPROVED = "promote_approved"
+    RECORD_REJECTION = "record_rejection"
     FINISH = "finish_mlflow_run"
 
 
@@ -147,6 +150,26 @@ DAG_RUN_TIMEOUT = timedelta(hours=1)  # a full-size training run took 88 s from 
 def timeout(kind: str) -> dict[str, timedelta]:
     """``{"execution_timeout": ...}`` for a task of ``kind`` (see :data:`TASK_TIMEOUTS`)."""
     return {"execution_timeout": TASK_TIMEOUTS[kind]}
+
+
+# --- human approval -------------------------------------------------------------------------------
+APPROVAL_MODES = ("automatic", "human")
+APPROVE, REJECT = "Approve", "Reject"  # the options the approval task offers (Airflow's HITL form)
+
+
+def approval_timeout() -> timedelta:
+    """How long a challenger waits for a person before it is rejected: ``CROSSFIT_APPROVAL_TIMEOUT_S``
+    (read where the DAG is parsed; default a day). A value that is not a positive number is refused."""
+    import os
+
+    raw = os.environ.get("CROSSFIT_APPROVAL_TIMEOUT_S", "86400")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"CROSSFIT_APPROVAL_TIMEOUT_S={raw!r} must be a positive number of seconds")
+    return timedelta(seconds=seconds)
 
 
 # --- policy dataclasses -> DAG Params -------------------------------------------------------------

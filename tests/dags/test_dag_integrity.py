@@ -88,8 +88,9 @@ def test_monitoring_graph_branches_to_retraining_or_not(parsed):
 def test_training_pipeline_graph(parsed):
     tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
     expected_edges = {
+        # issue 15 (human approval) added the gate's third branch and the run's gate mode
         T.RESOLVE_RUN: {T.START_MLFLOW_RUN, T.INGEST, T.MATERIALIZE, T.BUILD_TRAINING_SET,
-                        T.PLAN, T.TRAIN, T.REGISTER, T.JUDGE},
+                        T.PLAN, T.TRAIN, T.REGISTER, T.JUDGE, T.GATE, T.PROMOTE, T.KEEP},
         T.INGEST: {T.VALIDATE},
         T.VALIDATE: {T.ENGINEER},
         T.ENGINEER: {T.APPLY_FEATURE_STORE},
@@ -98,10 +99,13 @@ def test_training_pipeline_graph(parsed):
         T.PLAN: {T.TRAIN},
         T.TRAIN: {T.REGISTER},
         T.REGISTER: {T.JUDGE},
-        T.JUDGE: {T.GATE, T.PROMOTE, T.KEEP, T.FINISH},
-        T.GATE: {T.PROMOTE, T.KEEP},
+        T.JUDGE: {T.GATE, T.PROMOTE, T.KEEP, T.PROMOTE_APPROVED, T.RECORD_REJECTION, T.FINISH},
+        T.GATE: {T.PROMOTE, T.KEEP, T.AWAIT_APPROVAL},
+        T.AWAIT_APPROVAL: {T.PROMOTE_APPROVED, T.RECORD_REJECTION},
         T.PROMOTE: {T.FINISH},
         T.KEEP: {T.FINISH},
+        T.PROMOTE_APPROVED: {T.FINISH},
+        T.RECORD_REJECTION: {T.FINISH},
         T.MATERIALIZE: set(),
         T.FINISH: set(),
     }
@@ -114,7 +118,7 @@ def test_training_pipeline_graph(parsed):
 
 def test_tasks_that_talk_to_servers_retry_with_backoff(parsed):
     tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
-    server_tasks = [T.START_MLFLOW_RUN, T.APPLY_FEATURE_STORE, T.MATERIALIZE, T.BUILD_TRAINING_SET,
+    server_tasks = [T.PROMOTE_APPROVED, T.RECORD_REJECTION, T.START_MLFLOW_RUN, T.APPLY_FEATURE_STORE, T.MATERIALIZE, T.BUILD_TRAINING_SET,
                     T.TRAIN, T.REGISTER, T.JUDGE, T.PROMOTE,
                     T.KEEP, T.FINISH]
     for task_id in server_tasks:

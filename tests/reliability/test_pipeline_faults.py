@@ -24,124 +24,54 @@ import pytest
 
 from crossfit_mlops.contract import TRAINING_DAG
 from crossfit_mlops.contract import TrainingTasks as T
-from tests.support.services import QUIET_ENV, free_port
+from tests.reliability.conftest import (
+    GRID,
+    MODEL,
+    _champion,
+    _children,
+    _mlflow,
+    _parents,
+    _trigger,
+    _versions,
+    _wait,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-MODEL = "crossfit_total_lift"
-ROWS = 4000
-GRID = [
-    {"model": "lightgbm", "feature_version": version, "params": {"n_estimators": 40, "num_leaves": 7}}
-    for version in ("v1", "v2")
-]
 SLOW_GRID = [{"model": "random_forest", "feature_version": "v2", "params": {"n_estimators": 1500}}, *GRID]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    from crossfit_mlops.ops import stack as local_stack
+def test_a_cleared_run_replaces_its_outputs_and_registers_nothing_twice(pipeline_stack):
+    run_id = _trigger(pipeline_stack, "2026-10-01")
+    assert _wait(pipeline_stack, run_id)["state"] == "success"
+    assert [v.version for v in _versions(pipeline_stack)] == ["1"] and _champion(pipeline_stack) == "1"
 
-    state = tmp_path_factory.mktemp("faults") / "state"
-    env = {
-        **QUIET_ENV,
-        "CROSSFIT_STATE_DIR": str(state),
-        "CROSSFIT_MLFLOW_PORT": str(free_port()),
-        "CROSSFIT_AIRFLOW_PORT": str(free_port()),
-        "CROSSFIT_API_PORT": str(free_port()),
-        # an unreachable MLflow fails a call in seconds; Airflow's task retries then govern
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, value)
-        for name in ("MLFLOW_TRACKING_URI", "AIRFLOW_HOME", "CROSSFIT_MLFLOW_BACKEND_URI", "CROSSFIT_AIRFLOW_DB_URI"):
-            mp.delenv(name, raising=False)
-        cfg = local_stack.config_from_env()
-        try:
-            client = local_stack.up_and_connect(cfg, TRAINING_DAG)
-            client.unpause(TRAINING_DAG)
-            yield {"cfg": cfg, "client": client, "uri": cfg.settings.mlflow_tracking_uri, "module": local_stack}
-        finally:
-            local_stack.down(cfg)
+    pipeline_stack["client"].clear(TRAINING_DAG, run_id, [T.TRAIN])  # and everything downstream of it
+    assert _wait(pipeline_stack, run_id)["state"] == "success"
 
-
-def _mlflow(uri):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _trigger(stack, snapshot: str, grid=GRID, rows: int = ROWS) -> str:
-    return stack["client"].trigger(TRAINING_DAG, {"snapshot": snapshot, "rows": rows, "grid": grid, "r2_floor": -0.5})
-
-
-def _wait(stack, run_id: str, timeout: float = 600) -> dict:
-    return stack["client"].wait_for_run(TRAINING_DAG, run_id, timeout=timeout, poll=1.0)
-
-
-def _parents(stack, run_id: str):
-    c = _mlflow(stack["uri"])
-    experiment = c.get_experiment_by_name(stack["cfg"].settings.mlflow_experiment)
-    query = f"tags.`airflow.run_id` = '{run_id}' and tags.pipeline = '{TRAINING_DAG}'"
-    return experiment.experiment_id, c.search_runs([experiment.experiment_id], filter_string=query)
-
-
-def _children(stack, experiment_id: str, parent_id: str, view: str = "active_only"):
-    from mlflow.entities import ViewType
-
-    return _mlflow(stack["uri"]).search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", run_view_type=ViewType.from_string(view)
-    )
-
-
-def _versions(stack) -> list:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return sorted(_mlflow(stack["uri"]).search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
-    except MlflowException:
-        return []
-
-
-def _champion(stack) -> str | None:
-    from crossfit_mlops.tracking.registry import champion_version
-
-    return champion_version(stack["uri"], MODEL)
-
-
-def test_a_cleared_run_replaces_its_outputs_and_registers_nothing_twice(stack):
-    run_id = _trigger(stack, "2026-10-01")
-    assert _wait(stack, run_id)["state"] == "success"
-    assert [v.version for v in _versions(stack)] == ["1"] and _champion(stack) == "1"
-
-    stack["client"].clear(TRAINING_DAG, run_id, [T.TRAIN])  # and everything downstream of it
-    assert _wait(stack, run_id)["state"] == "success"
-
-    experiment_id, parents = _parents(stack, run_id)
+    experiment_id, parents = _parents(pipeline_stack, run_id)
     assert len(parents) == 1, "a cleared run reuses its MLflow parent run"
     assert parents[0].info.status == "FINISHED"
-    children = _children(stack, experiment_id, parents[0].info.run_id)
+    children = _children(pipeline_stack, experiment_id, parents[0].info.run_id)
     assert len(children) == len(GRID) and {c.info.status for c in children} == {"FINISHED"}, "one run per grid entry"
-    replaced = _children(stack, experiment_id, parents[0].info.run_id, view="deleted_only")
+    replaced = _children(pipeline_stack, experiment_id, parents[0].info.run_id, view="deleted_only")
     assert len(replaced) == len(GRID), "the first try's child runs are replaced (deleted, restorable)"
-    assert [v.version for v in _versions(stack)] == ["1"], "the rerun found its own registration: no duplicate"
-    assert _champion(stack) == "1"
-    decision = stack["client"].xcom(TRAINING_DAG, run_id, T.JUDGE)
+    assert [v.version for v in _versions(pipeline_stack)] == ["1"], "the rerun found its own registration: no duplicate"
+    assert _champion(pipeline_stack) == "1"
+    decision = pipeline_stack["client"].xcom(TRAINING_DAG, run_id, T.JUDGE)
     assert decision["decision"] == "unchanged" and "already the champion" in decision["reason"]
-    v1 = _mlflow(stack["uri"]).get_model_version(MODEL, "1")
+    v1 = _mlflow(pipeline_stack["uri"]).get_model_version(MODEL, "1")
     assert v1.tags["gate.decision"] == "promoted" and v1.tags["legacy_stage"] == "Production"
 
 
-def test_a_training_task_killed_mid_fit_is_retried_and_its_aborted_run_marked_failed(stack):
-    run_id = _trigger(stack, "2026-10-02", grid=SLOW_GRID, rows=30000)
-    c = _mlflow(stack["uri"])
+def test_a_training_task_killed_mid_fit_is_retried_and_its_aborted_run_marked_failed(pipeline_stack):
+    run_id = _trigger(pipeline_stack, "2026-10-02", grid=SLOW_GRID, rows=30000)
+    c = _mlflow(pipeline_stack["uri"])
     deadline, victim = time.monotonic() + 300, None
     while victim is None and time.monotonic() < deadline:
-        _, parents = _parents(stack, run_id)
+        _, parents = _parents(pipeline_stack, run_id)
         running = [
-            r for p in parents for r in _children(stack, p.info.experiment_id, p.info.run_id)
+            r for p in parents for r in _children(pipeline_stack, p.info.experiment_id, p.info.run_id)
             if r.info.status == "RUNNING" and r.data.tags.get("model_family") == "random_forest"
         ]  # fmt: skip
         victim = running[0] if running else None
@@ -149,24 +79,24 @@ def test_a_training_task_killed_mid_fit_is_retried_and_its_aborted_run_marked_fa
     assert victim is not None, "the RandomForest run never started"
     os.kill(int(victim.data.tags["process.pid"]), signal.SIGKILL)
 
-    assert _wait(stack, run_id)["state"] == "success"
+    assert _wait(pipeline_stack, run_id)["state"] == "success"
     killed = c.get_run(victim.info.run_id)
     assert killed.info.status == "FAILED" and killed.data.tags.get("aborted", "").startswith("true")
-    experiment_id, parents = _parents(stack, run_id)
-    forests = [r for r in _children(stack, experiment_id, parents[0].info.run_id) if r.data.tags.get("model_family") == "random_forest"]
+    experiment_id, parents = _parents(pipeline_stack, run_id)
+    forests = [r for r in _children(pipeline_stack, experiment_id, parents[0].info.run_id) if r.data.tags.get("model_family") == "random_forest"]
     assert {r.info.status for r in forests} == {"FAILED", "FINISHED"}, [r.info.status for r in forests]
-    tries = [t for t in stack["client"].task_instances(TRAINING_DAG, run_id) if t["task_id"] == T.TRAIN and t["try_number"] > 1]
+    tries = [t for t in pipeline_stack["client"].task_instances(TRAINING_DAG, run_id) if t["task_id"] == T.TRAIN and t["try_number"] > 1]
     assert tries, "the killed task was retried"
 
 
-def test_the_feast_registry_and_online_store_deleted_between_runs_are_rebuilt(stack):
-    settings = stack["cfg"].settings
+def test_the_feast_registry_and_online_store_deleted_between_runs_are_rebuilt(pipeline_stack):
+    settings = pipeline_stack["cfg"].settings
     assert settings.feast_registry_path.is_file() and settings.feast_online_store_path.is_file()
     settings.feast_registry_path.unlink()
     settings.feast_online_store_path.unlink()
 
-    run_id = _trigger(stack, "2026-10-03")
-    assert _wait(stack, run_id)["state"] == "success"
+    run_id = _trigger(pipeline_stack, "2026-10-03")
+    assert _wait(pipeline_stack, run_id)["state"] == "success"
     assert settings.feast_registry_path.is_file(), "apply_feature_store re-created the registry"
     from crossfit_mlops.features.store import online_features
     from crossfit_mlops.serving.features import example_athlete
@@ -176,35 +106,35 @@ def test_the_feast_registry_and_online_store_deleted_between_runs_are_rebuilt(st
     assert row.drop(columns=["athlete_id"]).notna().all(axis=None), "materialize re-filled the online store"
 
 
-def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(stack):
-    module, cfg = stack["module"], stack["cfg"]
-    versions_before, champion_before = [v.version for v in _versions(stack)], _champion(stack)
+def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(pipeline_stack):
+    module, cfg = pipeline_stack["module"], pipeline_stack["cfg"]
+    versions_before, champion_before = [v.version for v in _versions(pipeline_stack)], _champion(pipeline_stack)
     module.stop_service(cfg, "mlflow")
     try:
-        run_id = _trigger(stack, "2026-10-04")
-        run = _wait(stack, run_id)
+        run_id = _trigger(pipeline_stack, "2026-10-04")
+        run = _wait(pipeline_stack, run_id)
         assert run["state"] == "failed"
-        states = {t["task_id"]: t["state"] for t in stack["client"].task_instances(TRAINING_DAG, run_id)}
+        states = {t["task_id"]: t["state"] for t in pipeline_stack["client"].task_instances(TRAINING_DAG, run_id)}
         assert states[T.START_MLFLOW_RUN] == "failed", states
-        start = next(t for t in stack["client"].task_instances(TRAINING_DAG, run_id) if t["task_id"] == T.START_MLFLOW_RUN)
+        start = next(t for t in pipeline_stack["client"].task_instances(TRAINING_DAG, run_id) if t["task_id"] == T.START_MLFLOW_RUN)
         assert start["try_number"] >= 3, "it retried with backoff before failing"
         assert states[T.REGISTER] in {"upstream_failed", None}
     finally:
         module.start_mlflow(cfg, module.service_env(cfg))
-    assert [v.version for v in _versions(stack)] == versions_before, "nothing was registered"
-    assert _champion(stack) == champion_before, "no alias moved"
+    assert [v.version for v in _versions(pipeline_stack)] == versions_before, "nothing was registered"
+    assert _champion(pipeline_stack) == champion_before, "no alias moved"
 
-    stack["client"].clear(TRAINING_DAG, run_id, [T.START_MLFLOW_RUN])
-    assert _wait(stack, run_id)["state"] == "success"
-    assert len(_versions(stack)) == len(versions_before) + 1
+    pipeline_stack["client"].clear(TRAINING_DAG, run_id, [T.START_MLFLOW_RUN])
+    assert _wait(pipeline_stack, run_id)["state"] == "success"
+    assert len(_versions(pipeline_stack)) == len(versions_before) + 1
 
 
-def test_two_runs_on_different_snapshots_at_once_both_finish_with_one_champion(stack):
-    first, second = _trigger(stack, "2026-10-05"), _trigger(stack, "2026-10-06")
-    assert _wait(stack, first)["state"] == "success" and _wait(stack, second)["state"] == "success"
-    champion = _mlflow(stack["uri"]).get_model_version_by_alias(MODEL, "champion")
+def test_two_runs_on_different_snapshots_at_once_both_finish_with_one_champion(pipeline_stack):
+    first, second = _trigger(pipeline_stack, "2026-10-05"), _trigger(pipeline_stack, "2026-10-06")
+    assert _wait(pipeline_stack, first)["state"] == "success" and _wait(pipeline_stack, second)["state"] == "success"
+    champion = _mlflow(pipeline_stack["uri"]).get_model_version_by_alias(MODEL, "champion")
     assert champion.tags["gate.decision"] == "promoted"
-    judged = [stack["client"].xcom(TRAINING_DAG, run, T.JUDGE) for run in (first, second)]
+    judged = [pipeline_stack["client"].xcom(TRAINING_DAG, run, T.JUDGE) for run in (first, second)]
     # each run was judged against the champion of its time: the second against what the first left
     promoted = [d for d in judged if d["promote"]]
     if len(promoted) == 2:

@@ -132,6 +132,13 @@ class AirflowClient:
         )  # fmt: skip
         return self._call("TaskInstanceApi", "post_clear_task_instances", dag_id, body)["task_instances"]
 
+    def answer(self, dag_id: str, run_id: str, task_id: str, chosen: list[str], map_index: int = -1) -> dict[str, Any]:
+        """Answer a human-in-the-loop task (e.g. ``["Approve"]``) as this client's user."""
+        from airflow_client.client.models import UpdateHITLDetailPayload
+
+        body = UpdateHITLDetailPayload(chosen_options=chosen, params_input={})
+        return self._call("TaskInstanceApi", "update_hitl_detail", dag_id, run_id, task_id, map_index, body)
+
     def wait_for_run(
         self,
         dag_id: str,

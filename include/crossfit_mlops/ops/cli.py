@@ -202,16 +202,39 @@ def _cmd_monitor(args: argparse.Namespace) -> None:
 
 # --- the registry and the API --------------------------------------------------------------------
 def _cmd_registry(args: argparse.Namespace) -> None:
-    from crossfit_mlops.registry.promotion import rollback, versions_table
     from crossfit_mlops.settings import get_settings
 
     settings = get_settings()
-    name = settings.registered_model_name
+    uri, name = settings.mlflow_tracking_uri, settings.registered_model_name
+    needs = {"card": "a version number", "lineage": "a version number", "uses": "a feature view name"}
+    if args.action in needs and not args.target:
+        raise ValueError(f"registry {args.action} needs {needs[args.action]}, e.g. `registry {args.action} {'3' if 'version' in needs[args.action] else 'athlete_features_v2'}`")
     if args.action == "rollback":
-        old, new = rollback(settings.mlflow_tracking_uri, name)
+        from crossfit_mlops.registry.promotion import rollback
+
+        old, new = rollback(uri, name, reason=args.reason or "rolled back by hand")
         print(f"@champion of {name}: v{old} -> v{new}")
-        return
-    _emit(versions_table(settings.mlflow_tracking_uri, name))
+    elif args.action == "card":
+        from crossfit_mlops.registry.card import read_card
+
+        print(read_card(uri, name, args.target))
+    elif args.action == "history":
+        from crossfit_mlops.tracking.history import history
+
+        _emit(history(uri, name))
+    elif args.action == "lineage":
+        from crossfit_mlops.features.store import get_store
+        from crossfit_mlops.registry.lineage import lineage
+
+        _emit(lineage(uri, name, args.target, store=get_store(settings)))
+    elif args.action == "uses":
+        from crossfit_mlops.registry.lineage import versions_using
+
+        _emit({"feature_view": args.target, "versions": versions_using(uri, name, args.target)})
+    else:
+        from crossfit_mlops.registry.promotion import versions_table
+
+        _emit(versions_table(uri, name))
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -318,8 +341,13 @@ def _run_commands(sub) -> None:
 
 
 def _model_commands(sub) -> None:
-    p = sub.add_parser("registry", help="show the registered model, or roll @champion back")
-    p.add_argument("action", choices=["show", "rollback"])
+    p = sub.add_parser(
+        "registry",
+        help="the registered model: show, rollback, card VERSION, history, lineage VERSION, uses FEATURE_VIEW",
+    )
+    p.add_argument("action", choices=["show", "rollback", "card", "history", "lineage", "uses"])
+    p.add_argument("target", nargs="?", help="a version (card, lineage) or a feature view (uses)")
+    p.add_argument("--reason", default=None, help="rollback: why (recorded in the alias history)")
     p.set_defaults(func=_cmd_registry)
 
     p = sub.add_parser("serve", help="the prediction API (FastAPI + uvicorn) on @champion and Feast's online store")

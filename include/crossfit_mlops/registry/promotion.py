@@ -17,9 +17,11 @@ from typing import Any
 
 from crossfit_mlops.features.training_sets import load_split
 from crossfit_mlops.metrics import metric_intervals, paired_improvement, regression_metrics
+from crossfit_mlops.registry.card import write_card
 from crossfit_mlops.registry.gate import GatePolicy, decide
 from crossfit_mlops.storage import ENTITY_KEY
 from crossfit_mlops.tracking import client
+from crossfit_mlops.tracking.history import cli_actor, record
 from crossfit_mlops.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -41,6 +43,18 @@ class RollbackError(RuntimeError):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def move_alias(
+    tracking_uri: str, model_name: str, alias: str, version: str, event: str, actor: str, reason: str
+) -> str | None:
+    """Point ``alias`` at ``version`` and record the move in the alias history (every alias move
+    goes through here). Returns the version the alias pointed at before."""
+    before = current_version(tracking_uri, model_name, alias)
+    client(tracking_uri).set_registered_model_alias(model_name, alias, version)
+    previous = str(before.version) if before is not None else None
+    record(tracking_uri, model_name, event, alias, previous, str(version), actor, reason)
+    return previous
 
 
 REGISTRATION_KEY_TAG = "registration_key"
@@ -83,7 +97,12 @@ def version_with_key(tracking_uri: str, model_name: str, key: str):
 
 
 def register_challenger(
-    tracking_uri: str, model_name: str, best: dict[str, Any], tags: dict[str, str], key: str | None = None
+    tracking_uri: str,
+    model_name: str,
+    best: dict[str, Any],
+    tags: dict[str, str],
+    key: str | None = None,
+    actor: str = "pipeline",
 ) -> str:
     """Register the best run's model as a new version and point ``@challenger`` at it.
 
@@ -95,7 +114,9 @@ def register_challenger(
     existing = version_with_key(tracking_uri, model_name, key) if key else None
     if existing is not None:
         _wait_ready(c, model_name, existing.version)
-        c.set_registered_model_alias(model_name, CHALLENGER, existing.version)
+        if str(getattr(current_version(tracking_uri, model_name, CHALLENGER), "version", "")) != str(existing.version):
+            move_alias(tracking_uri, model_name, CHALLENGER, existing.version, "registration", actor,
+                       f"the same data, grid and code as v{existing.version} (registration key {key}): reused")  # fmt: skip
         log.info("%s v%s was registered with the same data, grid and code (key %s): reused", model_name, existing.version, key)
         return str(existing.version)
     training_set = best["training_set"]
@@ -122,7 +143,8 @@ def register_challenger(
         description=f"{best['run_name']} (validation RMSE {best['val_rmse']:.1f} lb)",
     )
     _wait_ready(c, model_name, version.version)
-    c.set_registered_model_alias(model_name, CHALLENGER, version.version)
+    move_alias(tracking_uri, model_name, CHALLENGER, version.version, "registration", actor,
+               f"best of the run: {best.get('selection') or best['run_name']}")  # fmt: skip
     log.info("registered %s version %s from run %s as @%s", model_name, version.version, best["run_id"], CHALLENGER)
     return str(version.version)
 
@@ -217,7 +239,7 @@ def judge_challenger(
         "policy": policy.as_dict(),
         "decided_at": _now(),
     }
-    record = {
+    gate_tags = {
         "gate.decision": decision.label,
         "gate.reason": reason,
         "gate.test_rmse": f"{challenger['rmse']:.4f}",
@@ -231,16 +253,25 @@ def judge_challenger(
         "gate.decided_at": result["decided_at"],
         **(tags or {}),
     }
-    for key, value in record.items():
+    for key, value in gate_tags.items():
         c.set_model_version_tag(model_name, challenger_version, key, value)
     log.info("gate for %s v%s: %s (%s)", model_name, challenger_version, decision.label.upper(), reason)
+    result["model_card"] = write_card(tracking_uri, model_name, challenger_version)
     return result
 
 
 _UNCHECKED = object()
 
 
-def promote(tracking_uri: str, model_name: str, version: str, expected_champion: Any = _UNCHECKED) -> str | None:
+def promote(
+    tracking_uri: str,
+    model_name: str,
+    version: str,
+    expected_champion: Any = _UNCHECKED,
+    actor: str = "pipeline",
+    reason: str = "promoted",
+    event: str = "promotion",
+) -> str | None:
     """Move ``@champion`` to ``version``; tag the previous champion archived. Returns the previous one.
 
     ``expected_champion``: the version (or None) the gate judged the challenger against. If
@@ -255,7 +286,7 @@ def promote(tracking_uri: str, model_name: str, version: str, expected_champion:
             f"@{CHAMPION} of {model_name} moved from v{expected_champion} to v{previous_version} after the gate judged "
             f"v{version} against it: not promoted; trigger a new run to judge it against the current champion"
         )
-    c.set_registered_model_alias(model_name, CHAMPION, version)
+    move_alias(tracking_uri, model_name, CHAMPION, version, event, actor, reason)
     c.set_model_version_tag(model_name, version, "legacy_stage", "Production")
     c.set_model_version_tag(model_name, version, "promoted_at", _now())
     if previous_version and previous_version != str(version):
@@ -267,16 +298,23 @@ def promote(tracking_uri: str, model_name: str, version: str, expected_champion:
     return previous_version
 
 
-def mark_rejected(tracking_uri: str, model_name: str, decision: dict[str, Any]) -> None:
-    """A rejected challenger stays registered, visibly rejected (and keeps ``@challenger``); a
-    challenger that already is the champion is left as it is."""
+def mark_rejected(
+    tracking_uri: str, model_name: str, decision: dict[str, Any], actor: str = "pipeline", event: str = "rejection"
+) -> None:
+    """A rejected challenger stays registered, visibly rejected (and keeps ``@challenger``); the
+    rejection is recorded in the alias history. A challenger that already is the champion is left
+    as it is."""
     if decision["decision"] == UNCHANGED:
         return
-    client(tracking_uri).set_model_version_tag(model_name, decision["challenger"]["version"], "legacy_stage", "Archived")
+    version = decision["challenger"]["version"]
+    client(tracking_uri).set_model_version_tag(model_name, version, "legacy_stage", "Archived")
+    champion = (decision.get("champion") or {}).get("version")
+    record(tracking_uri, model_name, event, CHAMPION, champion, champion, actor, f"v{version} not promoted: {decision['reason']}")
 
 
-def rollback(tracking_uri: str, model_name: str) -> tuple[str, str]:
-    """Point ``@champion`` back at the champion before the current one. Returns (from, to)."""
+def rollback(tracking_uri: str, model_name: str, actor: str | None = None, reason: str = "rolled back by hand") -> tuple[str, str]:
+    """Point ``@champion`` back at the champion before the current one, recorded in the alias
+    history as a rollback (by ``actor``, default the CLI user). Returns (from, to)."""
     c = client(tracking_uri)
     current = current_version(tracking_uri, model_name, CHAMPION)
     if current is None:
@@ -284,7 +322,7 @@ def rollback(tracking_uri: str, model_name: str) -> tuple[str, str]:
     previous = current.tags.get("previous_champion")
     if not previous:
         raise RollbackError(f"{model_name} v{current.version} is the first champion: there is no previous one to roll back to")
-    c.set_registered_model_alias(model_name, CHAMPION, previous)
+    move_alias(tracking_uri, model_name, CHAMPION, previous, "rollback", actor or cli_actor(), reason)
     c.set_model_version_tag(model_name, current.version, "legacy_stage", "Archived")
     c.set_model_version_tag(model_name, current.version, "rolled_back_at", _now())
     c.set_model_version_tag(model_name, previous, "legacy_stage", "Production")
@@ -311,3 +349,34 @@ def versions_table(tracking_uri: str, model_name: str) -> dict[str, Any]:
             }
         )
     return {"model": model_name, CHAMPION: model.aliases.get(CHAMPION), CHALLENGER: model.aliases.get(CHALLENGER), "versions": rows}
+
+
+def settle_approval(tracking_uri: str, model_name: str, decision: dict[str, Any], approval: dict[str, Any]) -> dict[str, Any]:
+    """Carry out a person's answer on a challenger the gate passed (or the lack of one).
+
+    ``approval``: ``{"chosen": [...], "by": user or None, "at": iso, "timed_out": bool}`` from the
+    approval task. Approve: ``@champion`` moves (recorded as an approval by that person). Reject,
+    or no answer before the timeout: the challenger is rejected, and the history says who or that
+    nobody answered. The version's gate and approval tags and its model card say the same.
+    """
+    version = decision["challenger"]["version"]
+    who = approval.get("by")
+    approved = approval.get("chosen") == ["Approve"] and not approval.get("timed_out")
+    c = client(tracking_uri)
+    if approved:
+        actor, event = f"approver:{who}", "approval"
+        judged_against = decision["champion"]["version"] if decision.get("champion") else None
+        promote(tracking_uri, model_name, version, judged_against, actor=actor, reason=f"approved by {who}: {decision['reason']}", event=event)
+        outcome = {**decision, "decision": "promoted", "reason": f"approved by {who}; {decision['reason']}"}
+    else:
+        timed_out = bool(approval.get("timed_out")) or who is None
+        actor, event = ("timeout", "approval_timeout") if timed_out else (f"approver:{who}", "approval_rejected")
+        why = "nobody approved it before the timeout" if timed_out else f"rejected by {who}"
+        outcome = {**decision, "decision": "rejected", "promote": False, "reason": f"{why} (the gate had passed it: {decision['reason']})"}
+        mark_rejected(tracking_uri, model_name, outcome, actor=actor, event=event)
+        c.set_model_version_tag(model_name, version, "gate.decision", "rejected")
+        c.set_model_version_tag(model_name, version, "gate.reason", outcome["reason"])
+    for key, value in {"approval.decision": event, "approval.by": actor, "approval.at": str(approval.get("at"))}.items():
+        c.set_model_version_tag(model_name, version, key, value)
+    outcome["model_card"] = write_card(tracking_uri, model_name, version)
+    return outcome

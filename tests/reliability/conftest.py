@@ -1,0 +1,44 @@
+"""One local stack (MLflow + Airflow processes, LocalExecutor, own ports and state directory)
+shared by the modules here that drive the pipeline through the REST API: the fault scenarios and
+the human-approval flow. Started when the first test asks for it, stopped at the end."""
+
+from __future__ import annotations
+
+import pytest
+
+from crossfit_mlops.contract import TRAINING_DAG
+from tests.support.services import QUIET_ENV, free_port
+
+APPROVAL_TIMEOUT_S = 20
+
+
+@pytest.fixture(scope="package")
+def pipeline_stack(tmp_path_factory):
+    from crossfit_mlops.ops import stack as local_stack
+
+    state = tmp_path_factory.mktemp("faults") / "state"
+    env = {
+        **QUIET_ENV,
+        "CROSSFIT_STATE_DIR": str(state),
+        "CROSSFIT_MLFLOW_PORT": str(free_port()),
+        "CROSSFIT_AIRFLOW_PORT": str(free_port()),
+        "CROSSFIT_API_PORT": str(free_port()),
+        # an unreachable MLflow fails a call in seconds; Airflow's task retries then govern
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+        # gate mode "human": a challenger nobody answers is rejected after this (the DAG reads it)
+        "CROSSFIT_APPROVAL_TIMEOUT_S": str(APPROVAL_TIMEOUT_S),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        for name in ("MLFLOW_TRACKING_URI", "AIRFLOW_HOME", "CROSSFIT_MLFLOW_BACKEND_URI", "CROSSFIT_AIRFLOW_DB_URI"):
+            mp.delenv(name, raising=False)
+        cfg = local_stack.config_from_env()  # a down MLflow is restarted only by the test itself
+        try:
+            client = local_stack.up_and_connect(cfg, TRAINING_DAG)
+            client.unpause(TRAINING_DAG)
+            yield {"cfg": cfg, "client": client, "uri": cfg.settings.mlflow_tracking_uri, "module": local_stack}
+        finally:
+            local_stack.down(cfg)
