@@ -219,7 +219,7 @@ def main() -> None:
         "online_store": {"sqlite_materialize_s": times["materialize_s"], "sqlite_mb": online_mb,
                          "baseline_redis": redis, "target_s": 15, "target_mb": 100},  # fmt: skip
         "sum_phase_s": phase_totals,
-        "gate": {"decision": decision["decision"], "reason": decision["reason"]},
+        "gate_decision": {"decision": decision["decision"], "reason": decision["reason"]},
         "runs": runs,
         "tasks": times["tasks"],
         **extra,
@@ -249,7 +249,7 @@ def report(r: dict) -> None:
     for run in r["runs"]:
         print(f"  {run['run'][:64]:<64} fit {run['fit_s']:6.2f}s task {run['task_s']:6.1f}s val RMSE {run['val_rmse']:6.1f} "
               f"test R² {run['test_r2']:.3f} [{run['test_r2_ci'][0]:.3f}, {run['test_r2_ci'][1]:.3f}] {run['energy_wh']:.3f} Wh")  # fmt: skip
-    print(f"\ngate: {r['gate']['decision']}: {r['gate']['reason']}\nwritten to {RESULTS}")
+    print(f"\ngate: {r['gate_decision']['decision']}: {r['gate_decision']['reason']}\nwritten to {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 
 from crossfit_mlops.features.specs import FEATURE_SETS, feature_set
 from crossfit_mlops.tracking import client
-from crossfit_mlops.tracking.registry import CHALLENGER, CHAMPION, model_uri
+from crossfit_mlops.tracking.registry import CHALLENGER, CHAMPION, GATE_TAGS, model_uri
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def versions_using(tracking_uri: str, model_name: str, view_name: str) -> list[d
                 "version": str(mv.version),
                 "view_version": int(views[view_name]) if view_name in views else None,
                 "aliases": [a for a, v in aliases.items() if str(v) == str(mv.version) and a in (CHAMPION, CHALLENGER)],
-                "gate": mv.tags.get("gate.decision"),
+                GATE_TAGS: mv.tags.get(f"{GATE_TAGS}.decision"),
                 "snapshot_id": mv.tags.get("snapshot_id"),
             })  # fmt: skip
     return sorted(found, key=lambda v: int(v["version"]))
