@@ -1,11 +1,14 @@
-# Astro project image (compose mode): `astro dev start` builds it. Astro Runtime 3.x images carry
-# Airflow 3 and come from Astronomer's Airflow-3 registry; the Runtime must ship the Airflow version
-# that requirements.txt pins (apache-airflow==3.3.2): change both together. Not built on the
+# Astro project image (compose mode; also the image of the Helm values in deploy/): `astro dev start`
+# builds it. Astro Runtime 3 tags read <Airflow major>.<minor>-<Astronomer build>: 3.3-8 is the
+# build that carries Airflow 3.3.2 (3.3-2 carries 3.3.0), the version requirements.txt pins; change
+# both together (tests/deploy/ checks they agree). The -python-3.12 flavor because the default
+# Python of Runtime 3.3 is 3.14, for which pyarrow==21.0.0 publishes no wheel. Not built on the
 # development machines (no Docker engine there): see README, "Compose mode".
-FROM astrocrpublic.azurecr.io/runtime:3.3-2
-# The runtime's ONBUILD steps have already installed requirements.txt and copied the project here
-# (/usr/local/airflow). Installing the project makes `import crossfit_mlops` work in every Airflow
-# container exactly as on a laptop, without path edits.
+FROM astrocrpublic.azurecr.io/runtime:3.3-8-python-3.12
+# The runtime's ONBUILD steps have already installed packages.txt and requirements.txt and copied
+# the build context (what .dockerignore leaves) here (/usr/local/airflow). Installing the project
+# makes `import crossfit_mlops` work in every Airflow container exactly as on a laptop, without
+# path edits.
 RUN pip install --no-cache-dir --no-deps -e .
 # Warm the task imports in the scheduler, whose forks run the tasks (same file as the local stack).
 RUN mkdir -p config && python -c "from crossfit_mlops.ops.preload import LOCAL_SETTINGS; open('config/airflow_local_settings.py', 'w').write(LOCAL_SETTINGS)"

@@ -129,7 +129,8 @@ def test_secrets_come_from_a_git_ignored_env_file():
 
 def test_dockerfiles_install_the_package_without_path_hacks():
     astro = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM astrocrpublic\.azurecr\.io/runtime:3\.\d+-\d+$", astro, re.M)
+    # a Runtime 3 build, optionally one of its Python flavors (-python-3.12): tests/deploy/ checks which
+    assert re.search(r"^FROM astrocrpublic\.azurecr\.io/runtime:3\.\d+-\d+(-python-3\.\d+)?$", astro, re.M)
     assert "pip install --no-cache-dir --no-deps -e ." in astro
     for path in ("Dockerfile", "services/Dockerfile.api", "services/Dockerfile.mlflow"):
         assert "sys.path" not in (ROOT / path).read_text() and "PYTHONPATH" not in (ROOT / path).read_text()
