@@ -65,12 +65,6 @@ def test_the_runtime_ships_the_python_it_is_asked_for():
     assert python in build.pythons, f"Runtime {tag['build']} ships Python {build.pythons}, not {python}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyproject.toml requires-python '>=3.11,<3.12' refuses the image's Python 3.12 (Runtime 3.3 "
-    "ships 3.12-3.14, no 3.11), so `pip install -e .` in the Dockerfile fails: waits on the lead's "
-    "decision to widen it (proposal: '>=3.11,<3.13', /tmp/handoff/deploy-requirements.md)",
-)
 def test_the_project_installs_on_the_image_python():
     tag, build = _runtime()
     python = tag["python"] or build.default_python
@@ -91,12 +85,6 @@ def test_onbuild_inputs_exist_and_install_before_the_context_arrives():
     assert not [line for line in raw if line.strip().startswith(("-e", "./", "../", "file:"))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="requirements.txt pins apache-airflow==3.3.2, which Astronomer's ONBUILD refuses ('change the base "
-    "image instead'; read in ap-airflow, unconfirmed for Runtime 3): waits on the lead's decision to move the pin "
-    "out of the file the image installs (/tmp/handoff/deploy-requirements.md)",
-)
 def test_the_image_requirements_do_not_pin_airflow():
     lines = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     assert not [line for line in lines if astro.AIRFLOW_PIN_REFUSED.fullmatch(line)]

@@ -233,12 +233,6 @@ def test_the_helm_values_run_this_project():
     assert "airflowLocalSettings" in values and values["airflowLocalSettings"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the chart's default auth manager (FAB, with its create-user job) needs "
-    "apache-airflow-providers-fab, which the Astro Runtime does not ship and requirements.txt does not pin: "
-    "waits on the lead's decision (/tmp/handoff/deploy-requirements.md)",
-)
 def test_the_image_has_the_auth_manager_the_chart_uses():
     names = {req.name.lower() for path in astro.requirement_files(ROOT) for req in astro.requirements(path)}
     assert "apache-airflow-providers-fab" in names
