@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -154,6 +155,26 @@ def test_promote_then_roll_back_with_the_cli(stack, first_run):
     assert again.returncode == 2 and "first champion" in again.stderr
 
 
+def test_the_alias_history_records_each_move_in_order(stack, first_run):
+    """Registration, promotion, rejection, a promotion by hand and the CLI's rollback, in order,
+    each with who did it; the rollback restored the champion before."""
+    from crossfit_mlops.tracking.history import history
+
+    if _client(stack["uri"]).get_model_version_by_alias("crossfit_total_lift", CHAMPION).version != "1":
+        pytest.skip("needs the rollback of the previous test")
+    events = [(e["event"], e["alias"], e["from_version"], e["to_version"]) for e in history(stack["uri"], "crossfit_total_lift")]
+    assert events == [
+        ("registration", CHALLENGER, "none", "1"),
+        ("promotion", CHAMPION, "none", "1"),
+        ("registration", CHALLENGER, "1", "2"),
+        ("rejection", CHAMPION, "1", "1"),
+        ("promotion", CHAMPION, "1", "2"),
+        ("rollback", CHAMPION, "2", "1"),
+    ], events
+    actors = [e["actor"] for e in history(stack["uri"], "crossfit_total_lift")]
+    assert actors[0].startswith("airflow:crossfit_training_pipeline/") and actors[-1].startswith("cli:")
+
+
 def test_connections_dag_reaches_mlflow_and_feast(stack):
     """``test_connections`` passes against the real server; PostgreSQL is skipped when unconfigured."""
     run = dag_test(stack["env"], "test_connections", {}, timeout=300)
@@ -161,3 +182,41 @@ def test_connections_dag_reaches_mlflow_and_feast(stack):
     assert run.state == "success", out[-4000:]
     assert "MLflow OK" in out and "Feast OK" in out
     assert "connection 'crossfit_postgres' is not configured" in out
+
+
+def test_every_registered_version_has_a_model_card(stack, first_run):
+    """A card per version, naming its metrics with their intervals, energy and the gate's reason."""
+    from crossfit_mlops.registry.card import read_card
+
+    client = _client(stack["uri"])
+    for mv in client.search_model_versions("name='crossfit_total_lift'"):
+        card = read_card(stack["uri"], "crossfit_total_lift", mv.version)
+        assert f"# Model card: crossfit_total_lift v{mv.version}" in card
+        assert "| validation |" in card and "| test |" in card and " to " in card, "metrics with intervals"
+        assert "Energy" in card and "g CO2eq" in card
+        assert mv.tags["gate.reason"] in card and mv.tags["snapshot_sha256"] in card
+        assert mv.tags["model_card"] == f"runs:/{mv.run_id}/model_card/card.html"
+        assert "Model card: runs:/" in (mv.description or "")
+        html = _client(stack["uri"]).download_artifacts(mv.run_id, "model_card/card.html")
+        text = Path(html).read_text()
+        assert "<table>" in text and "data:image/png;base64," in text, "self-contained: tables and embedded plots"
+
+
+def test_lineage_resolves_both_ways(stack, first_run):
+    """Version -> FeatureService (through Feast's own MLflow resolver), views, snapshot; and a view
+    -> the versions that use it."""
+    import os
+
+    from crossfit_mlops.features.store import get_store
+    from crossfit_mlops.registry.lineage import lineage, versions_using
+    from crossfit_mlops.settings import get_settings
+
+    settings = get_settings({**os.environ, "CROSSFIT_STATE_DIR": str(stack["state"]), "MLFLOW_TRACKING_URI": stack["uri"]})
+    for mv in _client(stack["uri"]).search_model_versions("name='crossfit_total_lift'"):
+        found = lineage(stack["uri"], "crossfit_total_lift", mv.version, store=get_store(settings))
+        version = mv.tags["feature_version"]
+        assert found["feature_service"] == f"model_{version}" and found["snapshot_id"] == SNAPSHOT
+        assert [v["name"] for v in found["feature_views"]] == [f"athlete_features_{version}"]
+        assert found["training_sets"]["test"].endswith("/test.parquet") and len(found["features"]) in (5, 34)
+        users = versions_using(stack["uri"], "crossfit_total_lift", f"athlete_features_{version}")
+        assert mv.version in [u["version"] for u in users]
