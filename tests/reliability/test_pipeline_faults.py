@@ -24,17 +24,8 @@ import pytest
 
 from crossfit_mlops.contract import TRAINING_DAG
 from crossfit_mlops.contract import TrainingTasks as T
-from tests.reliability.conftest import (
-    GRID,
-    MODEL,
-    _champion,
-    _children,
-    _mlflow,
-    _parents,
-    _trigger,
-    _versions,
-    _wait,
-)
+from tests.support import pipeline as P
+from tests.support.pipeline import GRID, MODEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,36 +33,36 @@ SLOW_GRID = [{"model": "random_forest", "feature_version": "v2", "params": {"n_e
 
 
 def test_a_cleared_run_replaces_its_outputs_and_registers_nothing_twice(pipeline_stack):
-    run_id = _trigger(pipeline_stack, "2026-10-01")
-    assert _wait(pipeline_stack, run_id)["state"] == "success"
-    assert [v.version for v in _versions(pipeline_stack)] == ["1"] and _champion(pipeline_stack) == "1"
+    run_id = P.trigger(pipeline_stack, "2026-10-01")
+    assert P.wait(pipeline_stack, run_id)["state"] == "success"
+    assert [v.version for v in P.versions(pipeline_stack)] == ["1"] and P.champion(pipeline_stack) == "1"
 
     pipeline_stack["client"].clear(TRAINING_DAG, run_id, [T.TRAIN])  # and everything downstream of it
-    assert _wait(pipeline_stack, run_id)["state"] == "success"
+    assert P.wait(pipeline_stack, run_id)["state"] == "success"
 
-    experiment_id, parents = _parents(pipeline_stack, run_id)
+    experiment_id, parents = P.parents(pipeline_stack, run_id)
     assert len(parents) == 1, "a cleared run reuses its MLflow parent run"
     assert parents[0].info.status == "FINISHED"
-    children = _children(pipeline_stack, experiment_id, parents[0].info.run_id)
+    children = P.children(pipeline_stack, experiment_id, parents[0].info.run_id)
     assert len(children) == len(GRID) and {c.info.status for c in children} == {"FINISHED"}, "one run per grid entry"
-    replaced = _children(pipeline_stack, experiment_id, parents[0].info.run_id, view="deleted_only")
+    replaced = P.children(pipeline_stack, experiment_id, parents[0].info.run_id, view="deleted_only")
     assert len(replaced) == len(GRID), "the first try's child runs are replaced (deleted, restorable)"
-    assert [v.version for v in _versions(pipeline_stack)] == ["1"], "the rerun found its own registration: no duplicate"
-    assert _champion(pipeline_stack) == "1"
+    assert [v.version for v in P.versions(pipeline_stack)] == ["1"], "the rerun found its own registration: no duplicate"
+    assert P.champion(pipeline_stack) == "1"
     decision = pipeline_stack["client"].xcom(TRAINING_DAG, run_id, T.JUDGE)
     assert decision["decision"] == "unchanged" and "already the champion" in decision["reason"]
-    v1 = _mlflow(pipeline_stack["uri"]).get_model_version(MODEL, "1")
+    v1 = P.mlflow_client(pipeline_stack["uri"]).get_model_version(MODEL, "1")
     assert v1.tags["gate.decision"] == "promoted" and v1.tags["legacy_stage"] == "Production"
 
 
 def test_a_training_task_killed_mid_fit_is_retried_and_its_aborted_run_marked_failed(pipeline_stack):
-    run_id = _trigger(pipeline_stack, "2026-10-02", grid=SLOW_GRID, rows=30000)
-    c = _mlflow(pipeline_stack["uri"])
+    run_id = P.trigger(pipeline_stack, "2026-10-02", grid=SLOW_GRID, rows=30000)
+    c = P.mlflow_client(pipeline_stack["uri"])
     deadline, victim = time.monotonic() + 300, None
     while victim is None and time.monotonic() < deadline:
-        _, parents = _parents(pipeline_stack, run_id)
+        _, parents = P.parents(pipeline_stack, run_id)
         running = [
-            r for p in parents for r in _children(pipeline_stack, p.info.experiment_id, p.info.run_id)
+            r for p in parents for r in P.children(pipeline_stack, p.info.experiment_id, p.info.run_id)
             if r.info.status == "RUNNING" and r.data.tags.get("model_family") == "random_forest"
         ]  # fmt: skip
         victim = running[0] if running else None
@@ -79,11 +70,11 @@ def test_a_training_task_killed_mid_fit_is_retried_and_its_aborted_run_marked_fa
     assert victim is not None, "the RandomForest run never started"
     os.kill(int(victim.data.tags["process.pid"]), signal.SIGKILL)
 
-    assert _wait(pipeline_stack, run_id)["state"] == "success"
+    assert P.wait(pipeline_stack, run_id)["state"] == "success"
     killed = c.get_run(victim.info.run_id)
     assert killed.info.status == "FAILED" and killed.data.tags.get("aborted", "").startswith("true")
-    experiment_id, parents = _parents(pipeline_stack, run_id)
-    forests = [r for r in _children(pipeline_stack, experiment_id, parents[0].info.run_id) if r.data.tags.get("model_family") == "random_forest"]
+    experiment_id, parents = P.parents(pipeline_stack, run_id)
+    forests = [r for r in P.children(pipeline_stack, experiment_id, parents[0].info.run_id) if r.data.tags.get("model_family") == "random_forest"]
     assert {r.info.status for r in forests} == {"FAILED", "FINISHED"}, [r.info.status for r in forests]
     tries = [t for t in pipeline_stack["client"].task_instances(TRAINING_DAG, run_id) if t["task_id"] == T.TRAIN and t["try_number"] > 1]
     assert tries, "the killed task was retried"
@@ -95,8 +86,8 @@ def test_the_feast_registry_and_online_store_deleted_between_runs_are_rebuilt(pi
     settings.feast_registry_path.unlink()
     settings.feast_online_store_path.unlink()
 
-    run_id = _trigger(pipeline_stack, "2026-10-03")
-    assert _wait(pipeline_stack, run_id)["state"] == "success"
+    run_id = P.trigger(pipeline_stack, "2026-10-03")
+    assert P.wait(pipeline_stack, run_id)["state"] == "success"
     assert settings.feast_registry_path.is_file(), "apply_feature_store re-created the registry"
     from crossfit_mlops.features.store import online_features
     from crossfit_mlops.serving.features import example_athlete
@@ -108,11 +99,11 @@ def test_the_feast_registry_and_online_store_deleted_between_runs_are_rebuilt(pi
 
 def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(pipeline_stack):
     module, cfg = pipeline_stack["module"], pipeline_stack["cfg"]
-    versions_before, champion_before = [v.version for v in _versions(pipeline_stack)], _champion(pipeline_stack)
+    versions_before, champion_before = [v.version for v in P.versions(pipeline_stack)], P.champion(pipeline_stack)
     module.stop_service(cfg, "mlflow")
     try:
-        run_id = _trigger(pipeline_stack, "2026-10-04")
-        run = _wait(pipeline_stack, run_id)
+        run_id = P.trigger(pipeline_stack, "2026-10-04")
+        run = P.wait(pipeline_stack, run_id)
         assert run["state"] == "failed"
         states = {t["task_id"]: t["state"] for t in pipeline_stack["client"].task_instances(TRAINING_DAG, run_id)}
         assert states[T.START_MLFLOW_RUN] == "failed", states
@@ -121,18 +112,18 @@ def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(
         assert states[T.REGISTER] in {"upstream_failed", None}
     finally:
         module.start_mlflow(cfg, module.service_env(cfg))
-    assert [v.version for v in _versions(pipeline_stack)] == versions_before, "nothing was registered"
-    assert _champion(pipeline_stack) == champion_before, "no alias moved"
+    assert [v.version for v in P.versions(pipeline_stack)] == versions_before, "nothing was registered"
+    assert P.champion(pipeline_stack) == champion_before, "no alias moved"
 
     pipeline_stack["client"].clear(TRAINING_DAG, run_id, [T.START_MLFLOW_RUN])
-    assert _wait(pipeline_stack, run_id)["state"] == "success"
-    assert len(_versions(pipeline_stack)) == len(versions_before) + 1
+    assert P.wait(pipeline_stack, run_id)["state"] == "success"
+    assert len(P.versions(pipeline_stack)) == len(versions_before) + 1
 
 
 def test_two_runs_on_different_snapshots_at_once_both_finish_with_one_champion(pipeline_stack):
-    first, second = _trigger(pipeline_stack, "2026-10-05"), _trigger(pipeline_stack, "2026-10-06")
-    assert _wait(pipeline_stack, first)["state"] == "success" and _wait(pipeline_stack, second)["state"] == "success"
-    champion = _mlflow(pipeline_stack["uri"]).get_model_version_by_alias(MODEL, "champion")
+    first, second = P.trigger(pipeline_stack, "2026-10-05"), P.trigger(pipeline_stack, "2026-10-06")
+    assert P.wait(pipeline_stack, first)["state"] == "success" and P.wait(pipeline_stack, second)["state"] == "success"
+    champion = P.mlflow_client(pipeline_stack["uri"]).get_model_version_by_alias(MODEL, "champion")
     assert champion.tags["gate.decision"] == "promoted"
     judged = [pipeline_stack["client"].xcom(TRAINING_DAG, run, T.JUDGE) for run in (first, second)]
     # each run was judged against the champion of its time: the second against what the first left
