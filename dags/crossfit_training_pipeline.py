@@ -42,6 +42,7 @@ from crossfit_mlops.contract import (
     REJECT,
     SERVER_RETRIES,
     TRAINING_DAG,
+    TRAINING_QUEUE,
     approval_timeout,
     param_schemas,
     timeout,
@@ -275,7 +276,7 @@ def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> l
     return plan_jobs(run["grid"], training_sets)
 
 
-@task(task_id=T.TRAIN, map_index_template="{{ run_label }}", **SERVER_RETRIES, **timeout("train"))
+@task(task_id=T.TRAIN, queue=TRAINING_QUEUE, map_index_template="{{ run_label }}", **SERVER_RETRIES, **timeout("train"))
 def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets)."""
     from crossfit_mlops.ops.process import lower_cpu_priority

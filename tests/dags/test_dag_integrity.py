@@ -36,6 +36,7 @@ for dag_id, dag in bag.dags.items():
                 "doc": bool(t.doc_md or t.doc or getattr(getattr(t, "python_callable", None), "__doc__", None)),
                 "outlets": sorted(getattr(o, "name", str(o)) for o in (t.outlets or [])),
                 "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+                "queue": t.queue,
             }
             for t in dag.tasks
         },
@@ -204,3 +205,13 @@ def test_every_task_and_every_run_has_a_timeout(parsed):
         assert dag["dagrun_timeout_s"], dag_id
         for task_id, task in dag["tasks"].items():
             assert task["timeout_s"] and task["timeout_s"] >= 300, (dag_id, task_id)
+
+
+def test_the_training_fan_out_goes_to_the_training_queue(parsed):
+    """On the CeleryExecutor the training tasks go to the workers of the `training` queue; every
+    other task stays on the default queue (the LocalExecutor ignores queues)."""
+    from crossfit_mlops.contract import TRAINING_QUEUE
+
+    tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
+    assert tasks[T.TRAIN]["queue"] == TRAINING_QUEUE
+    assert {t["queue"] for name, t in tasks.items() if name != T.TRAIN} == {"default"}
