@@ -24,10 +24,23 @@ MODEL = "crossfit_total_lift_approval"
 
 @pytest.fixture(scope="module")
 def stack(pipeline_stack):
+    """The shared stack, training this module's own model; every run it starts has ended before
+    the Variable is restored (a run still going would otherwise train the other modules' model)."""
     client = pipeline_stack["client"]
     client.set_variable("crossfit_registered_model", MODEL, "test: the approval module's own model")
-    yield pipeline_stack
-    client.set_variable("crossfit_registered_model", "crossfit_total_lift", "restored by the approval tests")
+    runs: list[str] = []
+    try:
+        yield {**pipeline_stack, "runs": runs}
+    finally:
+        for run_id in runs:
+            wait(pipeline_stack, run_id, timeout=APPROVAL_TIMEOUT_S + 300)
+        client.set_variable("crossfit_registered_model", "crossfit_total_lift", "restored by the approval tests")
+
+
+def _start(stack, snapshot: str) -> str:
+    run_id = trigger(stack, snapshot, approval="human")
+    stack["runs"].append(run_id)
+    return run_id
 
 
 def _awaiting(stack, run_id: str, timeout: float = 300) -> dict:
@@ -38,7 +51,7 @@ def _awaiting(stack, run_id: str, timeout: float = 300) -> dict:
         ti = tis.get(T.AWAIT_APPROVAL)
         if ti and ti["state"] in {"awaiting_input", "deferred"}:
             return ti
-        assert stack["client"].dag_run(TRAINING_DAG, run_id)["state"] == "running", tis
+        assert stack["client"].dag_run(TRAINING_DAG, run_id)["state"] in {"queued", "running"}, tis
         time.sleep(1.0)
     raise AssertionError(f"{T.AWAIT_APPROVAL} never waited for input")
 
@@ -60,7 +73,7 @@ def _challenger(stack, run_id: str) -> str:
 
 
 def test_a_person_rejects_and_no_alias_moves(stack):
-    run_id = trigger(stack, "2026-09-01", approval="human")
+    run_id = _start(stack, "2026-09-01")
     _awaiting(stack, run_id)
     stack["client"].answer(TRAINING_DAG, run_id, T.AWAIT_APPROVAL, [REJECT])
     assert wait(stack, run_id)["state"] == "success"
@@ -74,7 +87,7 @@ def test_a_person_rejects_and_no_alias_moves(stack):
 
 
 def test_nobody_answers_and_the_timeout_rejects(stack):
-    run_id = trigger(stack, "2026-09-02", approval="human")
+    run_id = _start(stack, "2026-09-02")
     _awaiting(stack, run_id)
     assert wait(stack, run_id, timeout=APPROVAL_TIMEOUT_S + 300)["state"] == "success"
     version = _challenger(stack, run_id)
@@ -85,7 +98,7 @@ def test_nobody_answers_and_the_timeout_rejects(stack):
 
 
 def test_a_person_approves_and_the_champion_moves_in_their_name(stack):
-    run_id = trigger(stack, "2026-09-03", approval="human")
+    run_id = _start(stack, "2026-09-03")
     _awaiting(stack, run_id)
     stack["client"].answer(TRAINING_DAG, run_id, T.AWAIT_APPROVAL, [APPROVE])
     assert wait(stack, run_id)["state"] == "success"
