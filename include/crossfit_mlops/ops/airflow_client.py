@@ -59,7 +59,8 @@ class AirflowClient:
         for attempt in (1, 2):
             try:
                 result = endpoint(*args, _request_timeout=self.timeout, **kwargs)
-                return self._api.sanitize_for_serialization(result)
+                # JSON types, every field present (None where unset), as the REST API returns them
+                return result.model_dump(mode="json", by_alias=True) if hasattr(result, "model_dump") else result
             except ApiException as exc:
                 if exc.status == 401 and attempt == 1:
                     self._authenticate()
