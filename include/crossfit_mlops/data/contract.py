@@ -3,8 +3,9 @@
 Two kinds of problems, handled differently:
 
 * **File problems** (missing/renamed columns, empty file, header only, wrong delimiter, non-UTF-8
-  bytes, a number that does not parse, a row with the wrong number of fields) make the file
-  unusable: :func:`read_raw` raises :class:`RawFileError` naming the file, the problem and where.
+  bytes, a number that does not parse, a row with the wrong number of fields, bytes that changed
+  since ingest) make the file unusable: :func:`read_raw` raises :class:`RawFileError` naming the
+  file, the problem and where.
 * **Row problems** (a junk weight, an unknown gender, a negative deadlift, a malformed survey
   answer, a missing athlete id) are expected in this data: :func:`check_rows` runs the pandera
   schema and returns the rows that break a rule, one line per (row, rule, column, value), so that
@@ -16,8 +17,9 @@ complete enough to model is the cleaning step's business.
 
 from __future__ import annotations
 
+import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,11 @@ WEIGHT_RANGE = (70, 500)  # pounds
 LIFT_MIN = 15  # pounds: the lightest training barbell
 LIFT_MAX = {"candj": 395, "snatch": 496, "deadlift": 1105, "backsq": 1069}
 FEMALE_DEADLIFT_MAX = 636
+# Ids are read as float64 (a null id makes the column float, as in pandas) and stored as int64.
+# Every integer below 2^53 is exact in float64; from 2^53 on, distinct ids round to one value
+# (and past 2^63 they overflow int64), so such ids get their own rule instead of colliding.
+ATHLETE_ID_LIMIT = 2**53
+ATHLETE_ID_RANGE_RULE = "athlete_id_below_2^53"
 
 
 class RawFileError(ValueError):
@@ -59,16 +66,26 @@ class RawFileError(ValueError):
 class RawFile:
     frame: pd.DataFrame  # raw columns, in contract order, plus ``row_number`` (1 = first data line)
     reordered_columns: bool
+    # header cells that had surrounding whitespace (e.g. " age"), read as their stripped name
+    stripped_header_cells: tuple[str, ...] = ()
+    # the id as written, for rows whose id is too large to be held exactly (row_number -> text)
+    oversized_ids: dict[int, str] = field(default_factory=dict)
 
 
 def _line_of(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def _check_header(path: Path, data: bytes) -> list[str]:
-    """The header's column names, or :class:`RawFileError` (delimiter, missing, unexpected, duplicate)."""
+def _header_cells(data: bytes) -> list[str]:
     header_line = data.split(b"\n", 1)[0].decode("utf-8").strip("\r")
-    header = [h.strip() for h in header_line.split(",")]
+    return header_line.split(",")
+
+
+def _check_header(path: Path, data: bytes) -> list[str]:
+    """The header's column names (stripped of surrounding whitespace: `` age`` is ``age``, and the
+    report records it), or :class:`RawFileError` (delimiter, missing, unexpected, duplicate)."""
+    header_line = data.split(b"\n", 1)[0].decode("utf-8").strip("\r")
+    header = [h.strip() for h in _header_cells(data)]
     if len(header) == 1:
         for sep, label in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
             if sep in header_line and len(header_line.split(sep)) >= len(RAW_COLUMNS) // 2:
@@ -90,12 +107,19 @@ def _check_header(path: Path, data: bytes) -> list[str]:
     return header
 
 
-def read_raw(path: Path | str) -> RawFile:
-    """Read ``athletes.csv`` under the contract or raise :class:`RawFileError`."""
+def read_raw(path: Path | str, expected_sha256: str | None = None) -> RawFile:
+    """Read ``athletes.csv`` under the contract or raise :class:`RawFileError`.
+
+    ``expected_sha256``: the digest recorded at ingest. Raw inputs are immutable, so bytes that
+    differ from it (a truncated, edited or replaced file) are refused (``changed_since_ingest``).
+    The digest is taken of the very bytes that are then parsed.
+    """
     path = Path(path)
     if not path.is_file():
         raise RawFileError(path, "missing_file", "no such file")
     data = path.read_bytes()
+    if expected_sha256 is not None:
+        _check_digest(path, data, expected_sha256)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if not data.strip():
@@ -119,8 +143,38 @@ def read_raw(path: Path | str) -> RawFile:
     frame = _parse(path, data, header)
     frame.insert(0, "row_number", np.arange(1, len(frame) + 1, dtype="int64"))
     return RawFile(
-        frame=frame[["row_number", *RAW_COLUMNS]], reordered_columns=header != list(RAW_COLUMNS)
+        frame=frame[["row_number", *RAW_COLUMNS]],
+        reordered_columns=header != list(RAW_COLUMNS),
+        stripped_header_cells=tuple(repr(c) for c in _header_cells(data) if c != c.strip()),
+        oversized_ids=_oversized_ids(data, header, frame),
     )
+
+
+def _check_digest(path: Path, data: bytes, expected: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise RawFileError(
+            path,
+            "changed_since_ingest",
+            f"its sha256 is {actual} ({len(data)} bytes) but ingest recorded {expected}: the raw "
+            "snapshot was modified, truncated or replaced after ingest; raw inputs are immutable, "
+            "so it is refused. Restore the original file, or ingest the new one as a new snapshot",
+        )
+
+
+def _oversized_ids(data: bytes, header: list[str], frame: pd.DataFrame) -> dict[int, str]:
+    """Slow path, only when an id is at or past 2^53: those ids as written in the file."""
+    too_big = (frame["athlete_id"] >= ATHLETE_ID_LIMIT).to_numpy()
+    if not too_big.any():
+        return {}
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    read = pacsv.ReadOptions(column_names=header, skip_rows=1)
+    convert = pacsv.ConvertOptions(include_columns=["athlete_id"], column_types={"athlete_id": pa.string()})
+    text = pacsv.read_csv(io.BytesIO(data), read_options=read, convert_options=convert)["athlete_id"]
+    rows = np.flatnonzero(too_big)
+    return {int(r) + 1: text[int(r)].as_py().strip() for r in rows}
 
 
 def _parse(path: Path, data: bytes, header: list[str]) -> pd.DataFrame:
@@ -129,11 +183,12 @@ def _parse(path: Path, data: bytes, header: list[str]) -> pd.DataFrame:
 
     numeric = set(NUMERIC_COLUMNS)
     types = {c: (pa.float64() if c in numeric else pa.string()) for c in header}
+    read = pacsv.ReadOptions(column_names=header, skip_rows=1)  # the stripped names
     convert = pacsv.ConvertOptions(
         column_types=types, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False
     )
     try:
-        table = pacsv.read_csv(io.BytesIO(data), convert_options=convert)
+        table = pacsv.read_csv(io.BytesIO(data), read_options=read, convert_options=convert)
     except pa.ArrowInvalid as exc:
         message = str(exc)
         if "conversion error" in message or "invalid value" in message:
@@ -149,7 +204,7 @@ def _parse(path: Path, data: bytes, header: list[str]) -> pd.DataFrame:
 
 def _unparseable_number(path: Path, data: bytes, header: list[str]) -> RawFileError:
     """Slow path, only on failure: find every numeric column with values that do not parse."""
-    raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8")
+    raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8", header=0, names=header)
     problems = []
     for column in NUMERIC_COLUMNS:
         values = raw[column]
@@ -216,6 +271,7 @@ def _profile_columns() -> dict:
             [
                 pa.Check(lambda s: s.notna(), name="athlete_id_present", ignore_na=False),
                 pa.Check(lambda s: s.isna() | ((s > 0) & (s % 1 == 0)), name="athlete_id_positive_integer"),
+                pa.Check(lambda s: s.isna() | (s < ATHLETE_ID_LIMIT), name=ATHLETE_ID_RANGE_RULE),
             ],
             nullable=True,
         ),
