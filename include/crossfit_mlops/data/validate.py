@@ -94,12 +94,19 @@ def check_contract(raw_path: Path, expected_sha256: str | None = None) -> Contra
     bad_rows = failures["row_number"].unique()
     return ContractCheck(
         frame=raw.frame,
-        quarantine=failures.merge(raw.frame, on="row_number", how="left"),
+        quarantine=_with_raw_rows(failures, raw.frame),
         is_bad=raw.frame["row_number"].isin(bad_rows),
         rows_bad=len(bad_rows),
         reordered_columns=raw.reordered_columns,
         stripped_header_cells=raw.stripped_header_cells,
     )
+
+
+def _with_raw_rows(failures: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each failure with its whole raw row. ``row_number`` n is the frame's n-th row, so the rows
+    are taken by position (a join on row_number hashed all 423,006 rows for the same result)."""
+    rows = frame.drop(columns="row_number").iloc[failures["row_number"].to_numpy() - 1]
+    return pd.concat([failures.reset_index(drop=True), rows.reset_index(drop=True)], axis=1)
 
 
 def _raw_part(snapshot_id: str, raw: RawSnapshot) -> dict[str, Any]:
@@ -201,7 +208,7 @@ def validate_and_clean(
                 f"{raw.path}: only {check.valid_share:.2%} of {len(check.frame)} rows pass the raw contract "
                 f"(floor {floor:.2%}); see {final / REPORT_FILE} and {final / QUARANTINE_FILE}"
             )
-        result = clean_rows(check.frame.loc[~check.is_bad].reset_index(drop=True), snapshot_time(snapshot_id))
+        result = clean_rows(check.frame.loc[~check.is_bad], snapshot_time(snapshot_id))
         report.update(cleaning=result.counts, rows_out=len(result.clean), share_out=round(len(result.clean) / len(check.frame), 6))
         if len(result.clean) < min_rows:
             reason = f"only {len(result.clean)} clean athletes, fewer than the {min_rows} needed to train on"
