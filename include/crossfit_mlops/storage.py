@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -266,9 +267,10 @@ def snapshot_lock(settings: Settings, snapshot_id: str, *, shared: bool = False)
     """
     import fcntl
 
+    name = f"snapshot={check_snapshot_id(snapshot_id)}.lock"  # checked before anything is created
     folder = settings.state_dir / "locks"
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f"snapshot={check_snapshot_id(snapshot_id)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
@@ -375,12 +377,19 @@ _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
 
+@functools.cache
+def _renameat2():
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a libc without it (glibc < 2.28)
+        return None
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``, not wrapped by Python's
     os module). False where the kernel or file system does not support it."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
+    renameat2 = _renameat2()
+    if renameat2 is None:
         return False
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
