@@ -43,6 +43,13 @@ def _read_whole(final: Path) -> str:
     except FileNotFoundError:
         return "missing"
     try:
+        return _judge(final, fd)
+    finally:
+        os.close(fd)
+
+
+def _judge(final: Path, fd: int) -> str:
+    try:
         names = set(os.listdir(fd))
         tokens = []
         for name in ("a", "b"):
@@ -56,8 +63,6 @@ def _read_whole(final: Path) -> str:
         same = os.fstat(fd).st_ino == os.stat(final).st_ino
     except FileNotFoundError:
         same = False
-    finally:
-        os.close(fd)
     return "incomplete" if same else "replaced"
 
 
