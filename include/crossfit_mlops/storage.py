@@ -5,6 +5,7 @@ Layout under the state directory (roots from :mod:`crossfit_mlops.settings`)::
 
     data/raw/snapshot=<id>/athletes.csv             immutable input (generated, or a provided file)
     data/raw/snapshot=<id>/manifest.json            source, rows, sha256 (path relative to the folder)
+    locks/snapshot=<id>.lock                        the snapshot's lock (:func:`snapshot_lock`)
     data/processed/snapshot=<id>/                   clean data, labels, quarantine, rejected rows, report
     data/features/<view>/snapshot_<id>.parquet      one feature view's offline source, one file a snapshot
     data/training/snapshot=<id>/sample=<n>/<v>/     train / validation / test of feature version v
@@ -17,7 +18,9 @@ Nothing heavy is imported here: DAG files and the CLI use it at parse time.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -26,7 +29,8 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +58,14 @@ _FEATURE_FILE = re.compile(r"^snapshot_(\d{4}-\d{2}-\d{2})\.parquet$")
 
 
 def check_snapshot_id(snapshot_id: str) -> str:
-    """Snapshot ids are ISO dates (the day the athlete profiles were read)."""
+    """Snapshot ids are ISO dates (the day the athlete profiles were read), and real ones: every
+    path of a snapshot is built through this check, so nothing is written for ``2026-13-45``."""
     if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.match(snapshot_id):
         raise ValueError(f"snapshot id must be an ISO date like 2026-11-22, got {snapshot_id!r}")
+    try:
+        date.fromisoformat(snapshot_id)
+    except ValueError as exc:
+        raise ValueError(f"snapshot id {snapshot_id!r} is not a real date ({exc})") from None
     return snapshot_id
 
 
@@ -82,7 +91,11 @@ def sha256_of(path: Path) -> str:
 
 @dataclass(frozen=True)
 class RawSnapshot:
-    """A raw snapshot's manifest: what the file is and where it came from."""
+    """A raw snapshot's manifest: what the file is and where it came from.
+
+    On disk ``path`` is relative to the snapshot's folder (``athletes.csv``), so the state folder
+    can move; :meth:`Catalog.raw_manifest` returns it resolved to where the file is now.
+    """
 
     snapshot_id: str
     path: str
@@ -91,6 +104,7 @@ class RawSnapshot:
     rows: int | None
     seed: int | None = None  # generator seed, for generated snapshots
     season_shift: float = 0.0  # the generator's simulated later season (0 = none)
+    origin: str | None = None  # what wrote it: the provided file's path, or the simulator's settings
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,10 +127,19 @@ class Catalog:
         return self.raw_dir(snapshot_id) / MANIFEST_FILE
 
     def raw_manifest(self, snapshot_id: str) -> RawSnapshot:
+        """The manifest, with ``path`` resolved to the raw file's current location.
+
+        Manifests store the file name relative to the snapshot folder; older ones stored an
+        absolute path, which is read as its file name in this folder (never as the old location,
+        which may be a stale copy or gone after the state folder moved).
+        """
         path = self.raw_manifest_file(snapshot_id)
         if not path.is_file():
             raise FileNotFoundError(f"no raw snapshot {snapshot_id} at {path.parent}: ingest it first")
-        return RawSnapshot(**json.loads(path.read_text()))
+        recorded = json.loads(path.read_text())
+        known = {f.name for f in fields(RawSnapshot)}
+        manifest = RawSnapshot(**{k: v for k, v in recorded.items() if k in known})
+        return replace(manifest, path=str(self.raw_dir(snapshot_id) / Path(manifest.path).name))
 
     # --- processed --------------------------------------------------------------------------------
     def processed_dir(self, snapshot_id: str) -> Path:
@@ -162,11 +185,49 @@ class Catalog:
         folder = self.feature_table_dir(view_name)
         return sorted(m.group(1) for p in folder.glob("snapshot_*.parquet") if (m := _FEATURE_FILE.match(p.name)))
 
+    def feature_tables_of(self, snapshot_id: str) -> list[Path]:
+        """Every feature view's table of ``snapshot_id`` (whatever views exist on disk)."""
+        name = f"snapshot_{check_snapshot_id(snapshot_id)}.parquet"
+        return sorted(self.settings.features_dir.glob(f"*/{name}"))
+
+    # --- what a validation verdict governs ----------------------------------------------------------
+    def validation_status(self, snapshot_id: str) -> str | None:
+        """The status of the snapshot's published validation report (None: never validated)."""
+        report = self.report_file(snapshot_id)
+        return json.loads(report.read_text()).get("status") if report.is_file() else None
+
+    def require_validated(self, snapshot_id: str, what: str) -> None:
+        """Refuse to build ``what`` on a snapshot whose published validation is not "ok"."""
+        status = self.validation_status(snapshot_id)
+        if status != "ok":
+            verdict = "was never validated" if status is None else f"failed validation (status {status!r})"
+            raise SnapshotNotValidated(
+                f"refusing to build {what} of snapshot {snapshot_id}: it {verdict}; "
+                f"see {self.report_file(snapshot_id)} (validate it first)"
+            )
+
+    def remove_downstream(self, snapshot_id: str) -> list[str]:
+        """Remove what was built from a snapshot's clean data (feature tables, training sets), so
+        that nothing a later step reads survives a failed validation. Returns what was removed."""
+        removed = []
+        for table in self.feature_tables_of(snapshot_id):
+            table.unlink(missing_ok=True)
+            removed.append(str(table))
+        training = self.training_sets_of(snapshot_id)
+        if training.exists():
+            shutil.rmtree(training)
+            removed.append(str(training))
+        return removed
+
     # --- training sets, predictions, monitoring ---------------------------------------------------
+    def training_sets_of(self, snapshot_id: str) -> Path:
+        """The folder of every training set (all samples, all versions) of a snapshot."""
+        return self.settings.training_dir / f"snapshot={check_snapshot_id(snapshot_id)}"
+
     def training_set_dir(self, snapshot_id: str, sample_size: int, version: str) -> Path:
         """Train/validation/test parquet files of one feature version, keyed by snapshot and sample."""
         sample = "all" if not sample_size else str(int(sample_size))
-        return self.settings.training_dir / f"snapshot={check_snapshot_id(snapshot_id)}" / f"sample={sample}" / version
+        return self.training_sets_of(snapshot_id) / f"sample={sample}" / version
 
     def predictions_dir(self, snapshot_id: str, run_key: str) -> Path:
         return self._run_partition(self.settings.predictions_dir, snapshot_id, run_key)
@@ -186,9 +247,42 @@ def catalog(settings: Settings | None = None) -> Catalog:
     return Catalog(settings or get_settings())
 
 
+class SnapshotNotValidated(RuntimeError):
+    """A builder was asked for outputs of a snapshot whose validation is missing or failed."""
+
+
+# --- the per-snapshot lock -----------------------------------------------------------------------
+@contextmanager
+def snapshot_lock(settings: Settings, snapshot_id: str, *, shared: bool = False) -> Iterator[None]:
+    """Hold the snapshot's lock for the block: ``flock`` on ``<state>/locks/snapshot=<id>.lock``.
+
+    Ingest and validation hold it exclusively: two runs (the training and the monitoring DAG, two
+    CLI calls) never write or judge one snapshot at once, the second waits and then sees the
+    first's result. Builders of outputs derived from the clean data hold it shared: they run in
+    parallel with each other, never while the snapshot is being (re)validated, so a failed
+    validation's clean-up cannot be overtaken by a builder publishing after it.
+
+    The lock file stays (removing it would let a waiter lock an unlinked file); the kernel drops
+    the lock when its holder exits, killed or not, so a crash never leaves the snapshot locked.
+    """
+    import fcntl
+
+    name = f"snapshot={check_snapshot_id(snapshot_id)}.lock"  # checked before anything is created
+    folder = settings.state_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 # --- publishing ----------------------------------------------------------------------------------
-class PublishError(OSError):
-    """A result could not be put in place; the previous one (if any) is untouched."""
+class PublishError(OSError, RuntimeError):
+    """A result could not be written or put in place (a full disk, a vanished folder); the
+    previous one (if any) is untouched and no temporary is left. A RuntimeError too, so that the
+    callers' "refuse and say why" handling (the CLI's exit 2) covers it."""
 
 
 @contextmanager
@@ -204,30 +298,66 @@ def publishing(final: Path, *, directory: bool = True, staging: Path | None = No
     ``staging``: the folder that holds the temporary (default: ``final``'s parent; it must be on
     the same file system). Used where ``final``'s folder is read as a whole (a Feast source).
 
-    Replacing a directory takes two renames; concurrent publishers into the same folder are
+    A directory replaces the previous one in one atomic exchange (Linux ``renameat2``; two
+    renames where a file system lacks it); concurrent publishers into the same folder are
     serialized by a lock on that folder (no lock file is left behind), so they neither fail nor
-    leave debris.
+    leave debris. A full disk raises :class:`PublishError` saying so.
     """
     final = Path(final)
     holder = Path(staging) if staging is not None else final.parent
-    holder.mkdir(parents=True, exist_ok=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = holder / f".{final.name}.tmp-{os.getpid()}-{time.time_ns()}"
-    if directory:
-        tmp.mkdir()
     try:
-        yield tmp
+        with _disk_errors_explained(final, every_error=True):
+            holder.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if directory:
+                tmp.mkdir()
+        with _disk_errors_explained(final):
+            yield tmp  # an error of the caller's own (not the disk's) passes unchanged
         if not tmp.exists():
             raise PublishError(errno.ENOENT, f"nothing was written to publish as {final}")
-        if tmp.is_dir():
-            _replace_directory(tmp, final)
-        else:
-            os.replace(tmp, final)  # atomic for a file, even over an existing one
+        with _disk_errors_explained(final, every_error=True):
+            if tmp.is_dir():
+                _replace_directory(tmp, final)
+            else:
+                os.replace(tmp, final)  # atomic for a file, even over an existing one
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _disk_errors_explained(final: Path, every_error: bool = False) -> Iterator[None]:
+    """Turn a full disk (or, with ``every_error``, any OS error) into a :class:`PublishError`."""
+    try:
+        yield
+    except PublishError:
+        raise
+    except OSError as exc:
+        if every_error or _is_disk_full(exc):
+            raise _publish_error(exc, final) from exc
+        raise
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _is_disk_full(exc: OSError) -> bool:
+    # pyarrow's writers raise OSError without an errno, with the system's message in the text
+    return exc.errno in _FULL or "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def _publish_error(exc: OSError, final: Path) -> PublishError:
+    """What the user reads when a result cannot be written: what happened, where, what is left."""
+    code = exc.errno or (errno.ENOSPC if _is_disk_full(exc) else errno.EIO)
+    what = "no space left on device" if code in _FULL else (exc.strerror or str(exc))
+    return PublishError(
+        code,
+        f"could not publish {final}: {what} ({exc}); nothing was changed there "
+        "(the previous result, if any, is intact) and the temporary output was removed",
+    )
 
 
 @contextmanager
@@ -243,10 +373,41 @@ def _locked(folder: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2():
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a libc without it (glibc < 2.28)
+        return None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``, not wrapped by Python's
+    os module). False where the kernel or file system does not support it."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(a))
+
+
 def _replace_directory(tmp: Path, final: Path) -> None:
+    """Put ``tmp`` in place of ``final``: one atomic exchange where the system has it (a reader
+    always finds a whole result), else two renames (``final`` is briefly absent, never partial)."""
     with _locked(final.parent):
         for stale in final.parent.glob(f".{final.name}.old-*"):  # a crash between the two renames
             shutil.rmtree(stale, ignore_errors=True)
+        if final.is_dir() and _exchange(tmp, final):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous result
+            return
         old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
         if final.exists():
             final.rename(old)

@@ -89,3 +89,32 @@ def test_the_recipes_junk_minimums_and_female_deadlifts_do_not_survive(cleaned_s
     assert not c["athlete_id"].duplicated().any()
     for column in ("eat", "train", "background", "experience", "schedule", "howlong"):
         assert not c[column].str.contains("Decline to answer", regex=False).any()
+
+
+def test_duplicate_labels_equal_the_per_athlete_labels_they_replace(cleaned_sample, generated_sample):
+    """Cleaning labels only the rows of repeated content and shared ids (the old code labelled
+    every athlete with a Python lambda, 4 s of 5); the labels are the same, on a generated
+    snapshot with extra exact copies and conflicting ids."""
+    from crossfit_mlops.data.vocabulary import RAW_COLUMNS
+
+    complete = cleaned_sample["row_number"].to_numpy()[:40]
+    frame = generated_sample.copy()
+    frame.insert(0, "row_number", range(1, len(frame) + 1))
+    base = frame.iloc[complete - 1]
+    copies = base.iloc[:20].assign(row_number=lambda f: f["row_number"] + 10_000_000)
+    conflicts = base.iloc[20:].assign(row_number=lambda f: f["row_number"] + 20_000_000, weight=lambda f: f["weight"] + 1)
+    frame = pd.concat([frame, copies, conflicts], ignore_index=True)
+    result = clean_rows(frame, WHEN)
+
+    content = list(RAW_COLUMNS)  # the former labelling, on every row (copies are exact raw copies)
+    first = frame.groupby(content, dropna=False, sort=False)["row_number"].transform("first")
+    rejected = result.rejected.set_index("row_number")
+    duplicates = rejected[rejected["rule"] == "duplicate_row"]
+    assert len(duplicates) >= 20
+    for row, detail in duplicates["detail"].items():
+        assert detail == f"same as row {first[frame['row_number'] == row].iloc[0]}"
+    conflicting = rejected[rejected["rule"] == "conflicting_duplicate_id"]
+    assert len(conflicting) >= 40
+    survivors = frame[frame["row_number"].isin(conflicting.index)]
+    expected = survivors.groupby("athlete_id")["row_number"].transform(lambda s: "rows " + ",".join(map(str, s)))
+    assert dict(zip(survivors["row_number"], expected, strict=True)) == conflicting["detail"].to_dict()

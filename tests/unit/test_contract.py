@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
 import pytest
 
-from crossfit_mlops.data.contract import RawFileError, check_rows, read_raw
+from crossfit_mlops.data.contract import ATHLETE_ID_RANGE_RULE, RawFileError, check_rows, read_raw
 from crossfit_mlops.data.ingest import ingest_snapshot
-from crossfit_mlops.data.validate import ValidationFloorError, validate_and_clean
+from crossfit_mlops.data.validate import ValidationFloorError, check_contract, validate_and_clean
 from crossfit_mlops.data.vocabulary import RAW_COLUMNS
-from crossfit_mlops.storage import CLEAN_FILE, QUARANTINE_FILE, REPORT_FILE, Catalog
+from crossfit_mlops.storage import CLEAN_FILE, QUARANTINE_FILE, REPORT_FILE, Catalog, sha256_of
 
 SNAPSHOT = "2026-03-01"
+
+
+@pytest.fixture
+def settings(settings):
+    """These tests validate files of 5-10 rows to check one rule at a time, so the minimum size of
+    a snapshot worth training on (CROSSFIT_MIN_CLEAN_ROWS, 200 athletes) is lowered to 1 for them;
+    that minimum has its own tests (test_a_snapshot_too_small_to_train_on_is_refused and
+    tests/reliability/test_data_bad_inputs.py)."""
+    return dataclasses.replace(settings, min_clean_rows=1)
 
 
 def valid_row(**overrides) -> dict:
@@ -273,3 +283,93 @@ def test_existing_snapshot_is_reused_not_regenerated(settings):
     first = ingest_snapshot(SNAPSHOT, rows=500, seed=1, settings=settings)
     second = ingest_snapshot(SNAPSHOT, rows=900, seed=2, settings=settings)
     assert second.sha256 == first.sha256 and second.rows == 500
+
+
+def test_a_snapshot_too_small_to_train_on_is_refused(settings, good_frame):
+    from crossfit_mlops.data.validate import SnapshotTooSmallError
+
+    provide_file(settings, good_frame)  # 5 valid, complete rows
+    ingest_snapshot(SNAPSHOT, settings=settings)
+    strict = dataclasses.replace(settings, min_clean_rows=200)
+    with pytest.raises(SnapshotTooSmallError, match="only 5 clean athletes, fewer than the 200"):
+        validate_and_clean(SNAPSHOT, settings=strict)
+    directory = Catalog(settings).processed_dir(SNAPSHOT)
+    report = json.loads((directory / REPORT_FILE).read_text())
+    assert report["status"] == "failed" and report["rows_out"] == 5 and report["min_clean_rows"] == 200
+    assert not (directory / CLEAN_FILE).exists()
+    assert validate_and_clean(SNAPSHOT, settings=strict, min_clean_rows=5).rows_out == 5
+
+
+# --- ids too large to hold, padded header cells, changed bytes ---------------------------------------
+
+
+def test_ids_too_large_to_hold_exactly_have_their_own_rule(tmp_path):
+    """1e30 overflowed int64 (stored as -2^63); 2^53+1 and 2^53+2 became one float and were then
+    rejected as "conflicting duplicates". Now they are quarantined, with the id as written."""
+    big = [10**30, 2**53 + 1, 2**53 + 2, 2**53]
+    rows = [valid_row(athlete_id=1.0), *(valid_row(athlete_id=float(i)) for i in range(2, 6)), valid_row()]
+    frame = frame_of(*rows).astype({"athlete_id": object})
+    frame["athlete_id"] = [1, *big, 2**53 - 1]
+    path = tmp_path / "athletes.csv"
+    frame.drop(columns="row_number").to_csv(path, index=False)
+    check = check_contract(path)
+    hits = check.quarantine[check.quarantine["rule"] == ATHLETE_ID_RANGE_RULE]
+    assert dict(zip(hits["row_number"], hits["value"], strict=True)) == {2: str(10**30), 3: str(2**53 + 1), 4: str(2**53 + 2), 5: str(2**53)}
+    assert set(check.quarantine["row_number"]) == {2, 3, 4, 5}, "no other rule fires for them"
+    from crossfit_mlops.data.clean import clean_rows
+
+    clean = clean_rows(check.frame.loc[~check.is_bad].reset_index(drop=True), pd.Timestamp(SNAPSHOT, tz="UTC")).clean
+    assert sorted(clean["athlete_id"].tolist()) == [1, 2**53 - 1], "the largest exact id is kept exactly"
+
+
+def test_header_cells_with_stray_whitespace_are_read_stripped_and_reported(tmp_path, settings, good_frame):
+    path = tmp_path / "athletes.csv"
+    write_csv(path, good_frame)
+    lines = path.read_text().split("\n", 1)
+    padded = tmp_path / "padded.csv"
+    padded.write_text(lines[0].replace(",age,", ", age,").replace(",howlong", ",howlong ") + "\n" + lines[1])
+    raw = read_raw(padded)
+    assert raw.stripped_header_cells == ("' age'", "'howlong '")
+    pd.testing.assert_frame_equal(raw.frame, read_raw(path).frame)
+
+    settings.raw_file_override.parent.mkdir(parents=True, exist_ok=True)
+    settings.raw_file_override.write_bytes(padded.read_bytes())
+    ingest_snapshot(SNAPSHOT, settings=settings)
+    validate_and_clean(SNAPSHOT, settings=settings)
+    report = json.loads(Catalog(settings).report_file(SNAPSHOT).read_text())
+    assert report["status"] == "ok" and report["header_cells_stripped"] == ["' age'", "'howlong '"]
+    assert report["rows_out"] == 5
+
+
+def test_bytes_changed_since_ingest_are_refused(tmp_path, good_frame):
+    path = tmp_path / "athletes.csv"
+    write_csv(path, good_frame)
+    digest = sha256_of(path)
+    assert len(read_raw(path, expected_sha256=digest).frame) == 5
+    path.write_bytes(path.read_bytes()[:-40])  # truncated: still a well-formed CSV
+    error = assert_file_error_with_digest(path, digest)
+    assert error.kind == "changed_since_ingest" and digest in str(error) and "immutable" in str(error)
+
+
+def assert_file_error_with_digest(path, digest) -> RawFileError:
+    with pytest.raises(RawFileError) as info:
+        read_raw(path, expected_sha256=digest)
+    assert str(path) in str(info.value)
+    return info.value
+
+
+def test_rules_that_pass_nulls_themselves_give_pandas_defaults_verdicts(generated_sample, monkeypatch):
+    """Speed without a change of meaning: the rules run with ignore_na=False and pass nulls
+    themselves; with pandera's default (nulls dropped before each rule, passed after) the
+    quarantine of a generated snapshot (nulls and junk everywhere) is the same, row for row."""
+    import pandera.pandas as pa
+
+    from crossfit_mlops.data import contract
+
+    frame = generated_sample.copy()
+    frame.insert(0, "row_number", range(1, len(frame) + 1))
+    fast = check_rows(frame)
+    monkeypatch.setattr(contract, "_rule", lambda fn, name: pa.Check(fn, name=name, ignore_na=name != "athlete_id_present"))
+    default = check_rows(frame)
+    assert len(fast) > 1000 and fast["rule"].nunique() > 15
+    pd.testing.assert_frame_equal(fast, default)

@@ -55,3 +55,33 @@ def test_no_machine_paths_in_code_or_config():
     for path in [*ROOT.glob("include/**/*.py"), *ROOT.glob("include/**/*.yaml"), *ROOT.glob("dags/*.py")]:
         text = path.read_text()
         assert not [f for f in forbidden if f in text], path
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "NaN", "1.5", "inf", "-0.01"])
+def test_a_valid_share_floor_outside_0_1_is_refused(value):
+    """-1 and NaN used to be accepted and silently disabled the quality floor."""
+    with pytest.raises(ValueError, match=r"CROSSFIT_MIN_VALID_SHARE must be a number between 0 and 1"):
+        get_settings({"CROSSFIT_MIN_VALID_SHARE": value})
+    assert get_settings({"CROSSFIT_MIN_VALID_SHARE": "0"}).min_valid_share == 0.0
+    assert get_settings({"CROSSFIT_MIN_VALID_SHARE": "1"}).min_valid_share == 1.0
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "2.5", "nan", "many"])
+def test_a_minimum_of_clean_rows_below_one_or_fractional_is_refused(value):
+    with pytest.raises(ValueError, match="CROSSFIT_MIN_CLEAN_ROWS"):
+        get_settings({"CROSSFIT_MIN_CLEAN_ROWS": value})
+    assert get_settings({}).min_clean_rows == 200
+    assert get_settings({"CROSSFIT_MIN_CLEAN_ROWS": "50"}).min_clean_rows == 50
+
+
+def test_the_raw_file_setting_says_whether_it_was_set():
+    assert not get_settings({}).raw_file_from_env
+    explicit = get_settings({"CROSSFIT_RAW_FILE": "/nope.csv"})
+    assert explicit.raw_file_from_env and explicit.raw_file_override == Path("/nope.csv")
+
+
+@pytest.mark.parametrize("snapshot_id", ["2026-13-45", "2026-02-30", "2026-00-10", "0000-01-01"])
+def test_snapshot_ids_must_be_real_dates(snapshot_id):
+    with pytest.raises(ValueError, match="not a real date"):
+        check_snapshot_id(snapshot_id)
+    assert check_snapshot_id("2024-02-29") == "2024-02-29"

@@ -14,6 +14,11 @@ from typing import Any, Protocol
 from crossfit_mlops.data.vocabulary import FULL_SIZE
 
 
+class RawSourceError(ValueError):
+    """The configured raw file cannot be used (missing, not a file, unreadable): refuse, never
+    fall back to another source."""
+
+
 class RawSource(Protocol):
     kind: str  # "provided" | "generated": recorded as the manifest's ``source``
 

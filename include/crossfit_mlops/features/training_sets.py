@@ -23,7 +23,14 @@ import pandas as pd
 
 from crossfit_mlops.features.specs import feature_set
 from crossfit_mlops.settings import Settings, get_settings
-from crossfit_mlops.storage import ENTITY_KEY, EVENT_TIMESTAMP, TARGET, Catalog, publishing
+from crossfit_mlops.storage import (
+    ENTITY_KEY,
+    EVENT_TIMESTAMP,
+    TARGET,
+    Catalog,
+    publishing,
+    snapshot_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +109,20 @@ def build_training_set(
     """Retrieve ``version`` features for the snapshot's labels and write train/validation/test.
 
     ``sample_size`` > 0 takes that many athletes (deterministic for a seed), else all of them. The
-    three files are written to a temporary folder and published together.
+    three files are written to a temporary folder and published together. A snapshot whose
+    validation report is not "ok" is refused (the snapshot's lock is held shared meanwhile).
     """
+    settings = settings or get_settings()
+    with snapshot_lock(settings, snapshot_id, shared=True):
+        Catalog(settings).require_validated(snapshot_id, f"the {version} training set")
+        return _build_training_set(snapshot_id, version, sample_size, seed, settings, store)
+
+
+def _build_training_set(
+    snapshot_id: str, version: str, sample_size: int, seed: int, settings: Settings, store
+) -> TrainingSet:
     from crossfit_mlops.features.store import historical_features
 
-    settings = settings or get_settings()
     catalog = Catalog(settings)
     spec = feature_set(version)
     labels = catalog.load_labels(snapshot_id)
