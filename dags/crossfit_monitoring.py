@@ -54,7 +54,7 @@ PARAMS = {
     "rows": Param(
         None,
         type=["null", "integer"],
-        minimum=1000,
+        minimum=4000,  # at least CROSSFIT_MIN_CLEAN_ROWS (200) clean athletes: about 7% of raw rows clean
         title="Raw rows to generate",
         description="Only for a new generated snapshot; empty = as many as the champion's snapshot had.",
     ),

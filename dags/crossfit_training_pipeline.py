@@ -75,7 +75,7 @@ PARAMS = {
     "rows": Param(
         FULL_SIZE,
         type="integer",
-        minimum=1000,
+        minimum=4000,  # at least CROSSFIT_MIN_CLEAN_ROWS (200) clean athletes: about 7% of raw rows clean
         title="Raw rows to generate",
         description="Used only when the snapshot does not exist yet and no athletes.csv is provided.",
     ),
