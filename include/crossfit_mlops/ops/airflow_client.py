@@ -59,6 +59,7 @@ class AirflowClient:
         for attempt in (1, 2):
             try:
                 result = endpoint(*args, _request_timeout=self.timeout, **kwargs)
+                result = getattr(result, "actual_instance", result)  # a oneOf answer (e.g. an XCom entry)
                 # JSON types, every field present (None where unset), as the REST API returns them
                 return result.model_dump(mode="json", by_alias=True) if hasattr(result, "model_dump") else result
             except ApiException as exc:
