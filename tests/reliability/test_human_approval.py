@@ -59,7 +59,7 @@ def _awaiting(stack, run_id: str, timeout: float = 300) -> dict:
 def _events(stack, version: str) -> list[dict]:
     from crossfit_mlops.tracking.history import history
 
-    return [e for e in history(stack["uri"], MODEL) if e["to_version"] == version or e["from_version"] == version]
+    return [e for e in history(stack["uri"], MODEL) if e["version"] == version]
 
 
 def _card(stack, version: str) -> str:

@@ -111,7 +111,7 @@ def _context(tracking_uri: str, model_name: str, version: str, plot_dir: Path) -
     hyper = {k: v for k, v in params.items() if not k.startswith(("rows_", "n_features", "model", "feature_version", "codecarbon"))}
     metrics = dict(run.data.metrics)
     spec = feature_set(mv.tags["feature_version"])
-    events = [e for e in history(tracking_uri, model_name) if e["to_version"] == str(version) and e["event"].startswith("approval")]
+    events = [e for e in history(tracking_uri, model_name) if e["version"] == str(version) and e["event"].startswith("approval")]
     return {
         "name": model_name, "version": version, "tags": dict(mv.tags), "run_id": mv.run_id, "run_tags": run.data.tags,
         "params": ", ".join(f"{k}={v}" for k, v in sorted(hyper.items())) or "defaults", "params_all": params,

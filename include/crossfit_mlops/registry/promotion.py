@@ -309,7 +309,8 @@ def mark_rejected(
     version = decision["challenger"]["version"]
     client(tracking_uri).set_model_version_tag(model_name, version, "legacy_stage", "Archived")
     champion = (decision.get("champion") or {}).get("version")
-    record(tracking_uri, model_name, event, CHAMPION, champion, champion, actor, f"v{version} not promoted: {decision['reason']}")
+    record(tracking_uri, model_name, event, CHAMPION, champion, champion, actor, f"v{version} not promoted: {decision['reason']}",
+           version=version)  # fmt: skip
 
 
 def rollback(tracking_uri: str, model_name: str, actor: str | None = None, reason: str = "rolled back by hand") -> tuple[str, str]:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_EXPERIMENT = "crossfit_registry_history"
 EVENTS = ("registration", "promotion", "rejection", "rollback", "approval", "approval_rejected", "approval_timeout")
-FIELDS = ("event", "alias", "model_name", "from_version", "to_version", "actor", "reason")
+FIELDS = ("event", "alias", "model_name", "from_version", "to_version", "version", "actor", "reason")
 
 
 def cli_actor() -> str:
@@ -44,15 +44,18 @@ def record(
     to_version: str | None,
     actor: str,
     reason: str,
+    version: str | None = None,
 ) -> str:
     """Append one event; returns its run id. ``actor`` names who or what did it (an Airflow run,
-    a CLI user, an approver)."""
+    a CLI user, an approver); ``version`` is the version the event is about (default: the one
+    the alias moved to; for a rejection, the rejected challenger, while the alias stays)."""
     if event not in EVENTS:
         raise ValueError(f"unknown history event {event!r}; known: {EVENTS}")
     c = client(tracking_uri)
     experiment_id = ensure_experiment(tracking_uri, HISTORY_EXPERIMENT)
     values = {"event": event, "alias": alias, "model_name": model_name, "from_version": from_version or "none",
-              "to_version": to_version or "none", "actor": actor, "reason": reason[:4900]}  # fmt: skip
+              "to_version": to_version or "none", "version": str(version or to_version or "none"),
+              "actor": actor, "reason": reason[:4900]}  # fmt: skip
     run = c.create_run(
         experiment_id,
         start_time=int(time.time() * 1000),
