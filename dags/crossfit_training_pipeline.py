@@ -143,9 +143,10 @@ class ApprovalBranch(HITLBranchOperator):
     whether the timeout answered instead (XCom key ``approval``) for the history and the card."""
 
     def execute_complete(self, context, event):
+        user = event.get("responded_by_user")  # {"id": ..., "name": ...}; None when the timeout answered
         answer = {
             "chosen": list(event.get("chosen_options") or []),
-            "by": event.get("responded_by_user"),
+            "by": user.get("name") or user.get("id") if isinstance(user, dict) else user,
             "at": str(event.get("responded_at")),
             "timed_out": bool(event.get("timedout")),
         }
