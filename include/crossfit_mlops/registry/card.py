@@ -39,7 +39,7 @@ pounds) from profile and survey answers, for athletes like those of the CrossFit
 not meant for decisions about a person's health or eligibility.
 
 ## Model
-| | |
+| what | value |
 |---|---|
 | family | {{ tags.model_family }} |
 | run | `{{ tags.run_name }}` ({{ run_id }}) |
@@ -48,7 +48,7 @@ not meant for decisions about a person's health or eligibility.
 | trained by | {{ run_tags.get('airflow.dag_id', '?') }} run {{ run_tags.get('airflow.run_id', '?') }} |
 
 ## Data
-| | |
+| what | value |
 |---|---|
 | snapshot | {{ tags.snapshot_id }} (raw sha256 `{{ tags.snapshot_sha256 }}`) |
 | FeatureService | `{{ tags.feature_service }}` ({{ features|length }} features, feature version {{ tags.feature_version }}) |
@@ -68,12 +68,12 @@ by about +-0.01 with the choice of split alone, so differences inside these inte
 {% for plot in plots %}![{{ plot }}]({{ plot }}.png)
 {% endfor %}
 ## Cost of training
-Energy {{ '%.3f'|format(m.energy_kwh * 1000) }} Wh, {{ '%.4f'|format(m.emissions_kg_co2eq * 1000) }} g CO2eq
+Energy {{ '%.4g'|format(m.energy_kwh * 1000) }} Wh, {{ '%.4g'|format(m.emissions_kg_co2eq * 1000) }} g CO2eq
 (country {{ params_all.get('codecarbon_country', '?') }}), fit {{ '%.1f'|format(m.fit_seconds) }} s.
 Method: {{ run_tags.get('emissions_method', 'CodeCarbon') }}.
 
 ## Gate
-| | |
+| what | value |
 |---|---|
 | decision | **{{ tags.get('gate.decision', 'pending') }}** |
 | reason | {{ tags.get('gate.reason', '-') }} |
@@ -159,7 +159,7 @@ def render(tracking_uri: str, model_name: str, version: str, workdir: Path) -> t
                 mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=f"plots/{plot}.png", dst_path=str(workdir))
             except (MlflowException, OSError):  # a run logged without that plot: the card says less
                 log.info("run %s has no plot %s", mv.run_id, plot)
-    plot_dir = workdir / "plots"
+    plot_dir = workdir  # download_artifacts puts plots/<name>.png at <dst>/<name>.png
     env = Environment(undefined=StrictUndefined, autoescape=False, trim_blocks=False)
     markdown = env.from_string(_MARKDOWN).render(**_context(tracking_uri, model_name, version, plot_dir))
     body = MarkdownIt("commonmark").enable("table").render(markdown)

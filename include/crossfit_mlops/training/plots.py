@@ -69,7 +69,8 @@ def feature_importance(names: list[str], importances, title: str, top: int = 15)
     fig = _figure(6, 0.3 * len(order) + 1.2)
     ax = fig.add_subplot()
     ax.barh([names[i] for i in order], share[order], color="#2ca02c")
-    ax.set(xlabel="share of total importance", title=title)
+    ax.set(xlabel="share of total importance")
+    ax.set_title(_wrap(title, 40), fontsize=9)  # run names are long: wrapped, not cut off
     return fig
 
 
