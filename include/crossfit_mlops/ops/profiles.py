@@ -1,0 +1,67 @@
+"""Profiles of the stack: named sets of setting defaults, never code paths.
+
+``CROSSFIT_PROFILE=local`` (default) is the laptop stack: SQLite, local files, LocalExecutor.
+``CROSSFIT_PROFILE=cluster`` is the scale-out stack run on one machine: the defaults below, each of
+which a variable set in the environment overrides (a test points them at its own databases).
+Compose mode (``CROSSFIT_MODE=compose``) is not a profile of this stack: Docker runs it, with the
+same settings written into its compose files.
+
+Only the standard library is imported: DAG files may call :func:`training_queue` at parse time.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+PROFILES: dict[str, dict[str, str]] = {
+    "local": {},
+    "cluster": {
+        "CROSSFIT_AIRFLOW_EXECUTOR": "CeleryExecutor",
+        "CROSSFIT_CELERY_WORKERS": "2",
+        "CROSSFIT_CELERY_BROKER_URL": "redis://127.0.0.1:6379/1",
+        "CROSSFIT_CELERY_RESULT_BACKEND": f"db+{PG}/crossfit_airflow",
+        "CROSSFIT_CELERY_QUEUES": "default,training",
+        "CROSSFIT_TRAINING_QUEUE": "training",
+        "CROSSFIT_AIRFLOW_DB_URI": f"{PG}/crossfit_airflow",
+        "CROSSFIT_MLFLOW_BACKEND_URI": f"{PG}/crossfit_mlflow",
+        "CROSSFIT_MLFLOW_AUTH": "1",
+        "CROSSFIT_OBJECT_STORE": "seaweedfs",
+        "CROSSFIT_ARTIFACTS_DESTINATION": "s3://crossfit-mlflow-artifacts/",
+        "CROSSFIT_FEAST_REDIS": "127.0.0.1:6379,db=0",
+        "CROSSFIT_FEAST_REGISTRY_URI": f"{PG}/crossfit_feast",
+    },
+}
+
+
+def with_profile(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` with the defaults of its ``CROSSFIT_PROFILE`` filled in where unset."""
+    name = (environ.get("CROSSFIT_PROFILE") or "local").strip()
+    if name not in PROFILES:
+        raise ValueError(f"CROSSFIT_PROFILE={name!r} is not a profile; choose one of {sorted(PROFILES)}")
+    resolved = dict(environ)
+    for key, value in PROFILES[name].items():
+        if not resolved.get(key):
+            resolved[key] = value
+    resolved["CROSSFIT_PROFILE"] = name
+    return resolved
+
+
+def training_queue(environ: dict[str, str] | None = None) -> str:
+    """The queue the training tasks go to: ``CROSSFIT_TRAINING_QUEUE``, else Airflow's default queue.
+
+    Executors without queues (LocalExecutor) ignore it; under the CeleryExecutor only workers that
+    consume it run training."""
+    env = os.environ if environ is None else environ
+    return env.get("CROSSFIT_TRAINING_QUEUE") or env.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE") or "default"
+
+
+def worker_hostname() -> str:
+    """Airflow's ``hostname_callable`` for the stack's Celery workers: ``worker1@<fqdn>`` (Celery's
+    node-name form), so each task instance's ``hostname`` names the worker that ran it even when
+    both workers share a machine. Outside a worker it is the plain fully qualified name."""
+    name = os.environ.get("CROSSFIT_WORKER_NAME")
+    fqdn = socket.getfqdn()
+    return f"{name}@{fqdn}" if name else fqdn
