@@ -42,6 +42,7 @@ from crossfit_mlops.contract import (
 from crossfit_mlops.contract import TrainingTasks as T
 from crossfit_mlops.data.vocabulary import FULL_SIZE
 from crossfit_mlops.features.specs import FEATURE_SETS
+from crossfit_mlops.ops.profiles import training_queue
 from crossfit_mlops.registry.gate import GatePolicy
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.training.grid import DEFAULT_GRID
@@ -227,7 +228,7 @@ def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> l
     return plan_jobs(run["grid"], training_sets)
 
 
-@task(task_id=T.TRAIN, map_index_template="{{ run_label }}", **SERVER_RETRIES)
+@task(task_id=T.TRAIN, map_index_template="{{ run_label }}", queue=training_queue(), **SERVER_RETRIES)
 def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets)."""
     from crossfit_mlops.ops.process import lower_cpu_priority

@@ -33,7 +33,8 @@ def mlflow_server(state_dir: Path) -> Iterator[str]:
     from crossfit_mlops.ops import stack
 
     env = {**os.environ, **QUIET_ENV, "CROSSFIT_STATE_DIR": str(state_dir), "CROSSFIT_MLFLOW_PORT": str(free_port())}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("MLFLOW_TRACKING_URI", "CROSSFIT_PROFILE", "CROSSFIT_MLFLOW_AUTH", "CROSSFIT_OBJECT_STORE"):
+        env.pop(name, None)
     cfg = stack.config_from_env(env)
     stack.start_mlflow(cfg, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
@@ -142,3 +143,48 @@ def empty_redis_db() -> Iterator[int]:
             candidate.flushdb()
         return
     raise RuntimeError("no empty Redis database (1-15) on 127.0.0.1:6379")
+
+
+# --- the supervised stack (crossfit_mlops.ops.stack) for a test ---------------------------------
+def stack_env(state_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a test's own stack: its state directory and free ports, quiet clients,
+    nothing inherited that points elsewhere (a tracking URI, an Airflow home, a profile)."""
+    env = {
+        **os.environ,
+        **QUIET_ENV,
+        "CROSSFIT_STATE_DIR": str(state_dir),
+        "CROSSFIT_MLFLOW_PORT": str(free_port()),
+        "CROSSFIT_AIRFLOW_PORT": str(free_port()),
+        "CROSSFIT_API_PORT": str(free_port()),
+        "CROSSFIT_WORKER_LOG_PORT": str(free_port()),
+    }
+    for name in ("MLFLOW_TRACKING_URI", "AIRFLOW_HOME", "CROSSFIT_PROFILE", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(name, None)
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def running_stack(env: dict[str, str], dag_id: str) -> Iterator[tuple[object, object]]:
+    """The stack of ``env`` started (:func:`crossfit_mlops.ops.stack.up_and_connect`), with the
+    REST client; stopped afterwards whatever happened, and checked to leave no process."""
+    from crossfit_mlops.ops import stack
+    from crossfit_mlops.ops.supervisor import session_members
+
+    cfg = stack.config_from_env(env)
+    sid = None
+    try:
+        client = stack.up_and_connect(cfg, dag_id)
+        sid = stack.supervisor(cfg).record().get("sid")
+        yield cfg, client
+    finally:
+        sid = sid or stack.supervisor(cfg).record().get("sid")
+        stack.down(cfg)
+    assert not session_members(sid), f"processes left after stack.down: {session_members(sid)}"
+
+
+def mlflow_credentials(cfg) -> dict[str, str]:
+    """The MLflow client variables the stack gives its services (credentials when auth is on)."""
+    from crossfit_mlops.ops import services, stack
+
+    return services.client_env(cfg, stack.ensure_secrets(cfg))

@@ -108,6 +108,7 @@ def _start_api_if_champion(cfg) -> str:
     from crossfit_mlops.ops import stack
     from crossfit_mlops.tracking.registry import NoChampion, champion_version
 
+    stack.use_stack_clients(cfg)
     name = cfg.settings.registered_model_name
     if champion_version(cfg.settings.mlflow_tracking_uri, name) is None:
         return f"skipped: {NoChampion.missing(name)}"

@@ -59,9 +59,11 @@ def training_queue(environ: dict[str, str] | None = None) -> str:
 
 
 def worker_hostname() -> str:
-    """Airflow's ``hostname_callable`` for the stack's Celery workers: ``worker1@<fqdn>`` (Celery's
-    node-name form), so each task instance's ``hostname`` names the worker that ran it even when
-    both workers share a machine. Outside a worker it is the plain fully qualified name."""
+    """Airflow's ``hostname_callable`` for the stack's Celery workers: ``worker1.<fqdn>``, so each
+    task instance's ``hostname`` names the worker that ran it even when both workers share a
+    machine (Airflow records the machine's name otherwise). Outside a worker: the plain name.
+    The api-server reads finished task logs from the shared log folder, so the name need not
+    resolve on one machine; workers on several machines keep the default callable."""
     name = os.environ.get("CROSSFIT_WORKER_NAME")
     fqdn = socket.getfqdn()
-    return f"{name}@{fqdn}" if name else fqdn
+    return f"{name}.{fqdn}" if name else fqdn

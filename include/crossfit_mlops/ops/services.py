@@ -36,6 +36,9 @@ QUIET = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    # downloads through the server too: else the client fetches each file from a presigned URL on
+    # the object store's address, which a client may not reach (and need not: the server proxies)
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
     "FEAST_USAGE": "False",
     "CODECARBON_LOG_LEVEL": "error",
     "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
@@ -104,7 +107,7 @@ def names(cfg: StackConfig) -> list[str]:
 def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
     """Every service of the profile, in start order (supervisord stops in the reverse order)."""
     airflow = str(cfg.bin_dir / "airflow")
-    found = [] if not cfg.object_store else [Program(OBJECT_STORE, object_store_argv(cfg), priority=10, stop_wait_s=15)]
+    found = [] if not cfg.object_store else [Program(OBJECT_STORE, object_store_argv(cfg), priority=10, stop_wait_s=25)]
     found += [
         Program("mlflow", mlflow_argv(cfg), priority=20, environment=mlflow_server_env(cfg, secrets), stop_wait_s=20),
         Program("airflow-api-server", [airflow, "api-server", "--host", cfg.host, "--port", str(cfg.airflow_port)], priority=30),
@@ -117,7 +120,13 @@ def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
             airflow, "celery", "worker", "--queues", cfg.celery_queues,
             "--concurrency", str(cfg.celery_concurrency), "--celery-hostname", f"worker{i}@%h",
         ]
-        env = {"CROSSFIT_WORKER_NAME": f"worker{i}", "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port + i)}
+        env = {
+            "CROSSFIT_WORKER_NAME": f"worker{i}",
+            # two workers on one machine: each its own log server port
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port + i),
+            # a finished task keeps its Celery slot up to this long (5 s by default)
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        }
         # a warm shutdown lets running tasks finish: give it the length of a training task
         found.append(Program(f"airflow-worker-{i}", argv, priority=50, environment=env, stop_wait_s=90))
     api = [
@@ -133,7 +142,6 @@ def health_url(cfg: StackConfig, name: str) -> str | None:
         "mlflow": f"{cfg.mlflow_url}/health",
         "airflow-api-server": f"{cfg.airflow_url}/api/v2/monitor/health",
         "api": f"{cfg.api_url}/ready",
-        OBJECT_STORE: f"http://127.0.0.1:{cfg.s3_port}/healthz",
     }
     return urls.get(name)
 
@@ -171,6 +179,8 @@ def mlflow_server_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, st
     env = {}
     if cfg.mlflow_auth:
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(cfg.mlflow_dir / "basic_auth.ini")
+        # the CSRF key basic-auth refuses to start without; one value for both workers
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets["flask_secret_key"]
     if artifacts_destination(cfg).startswith("s3://"):
         env.update(
             {
@@ -196,6 +206,8 @@ def prepare_mlflow(cfg: StackConfig, secrets: dict[str, str]) -> None:
             f"admin_username = {MLFLOW_ADMIN}",
             f"admin_password = {secrets['mlflow_admin_password']}",
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            # each request checks the password with PBKDF2 (about 250 ms here): cache the result
+            "auth_cache_ttl_seconds = 60",
             "",
         ]
     )
@@ -216,7 +228,10 @@ def object_store_argv(cfg: StackConfig) -> list[str]:
         "-filer", f"-filer.port={p + 3}", f"-filer.port.grpc={p + 13}",
         "-s3", f"-s3.port={p}", f"-s3.port.grpc={p + 10}", f"-s3.config={cfg.run_dir / 's3.json'}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=256", "-volume.max=8", "-metricsPort=0",
+        "-master.volumeSizeLimitMB=256", "-volume.max=8",
+        # a restart on existing data waits out the election timeout (10 s by default) before the
+        # first write; the volume server's 10 s pre-stop pause would only slow a stop
+        "-master.electionTimeout=2s", "-volume.preStopSeconds=0",
     ]
 
 

@@ -200,7 +200,9 @@ def private_files(cfg: StackConfig) -> list[Path]:
     return found
 
 
-SECRET_FIELDS = ("jwt_secret", "fernet_key", "admin_password", "mlflow_admin_password", "s3_access_key", "s3_secret_key")
+SECRET_FIELDS = (
+    "jwt_secret", "fernet_key", "admin_password", "mlflow_admin_password", "flask_secret_key", "s3_access_key", "s3_secret_key",
+)
 
 
 def ensure_secrets(cfg: StackConfig) -> dict[str, str]:
@@ -217,6 +219,7 @@ def ensure_secrets(cfg: StackConfig) -> dict[str, str]:
             "fernet_key": Fernet.generate_key().decode(),
             "admin_password": secrets.token_urlsafe(12),
             "mlflow_admin_password": secrets.token_urlsafe(16),
+            "flask_secret_key": secrets.token_hex(32),
             "s3_access_key": "crossfit" + secrets.token_hex(6),
             "s3_secret_key": secrets.token_urlsafe(30),
         }
@@ -246,6 +249,12 @@ def stack_environment(cfg: StackConfig) -> dict[str, str]:
     clients (credentials when basic-auth is on), the Airflow configuration of the profile."""
     secrets_ = ensure_secrets(cfg)
     return {**cfg.settings.as_env(), **services.client_env(cfg, secrets_), **services.airflow_env(cfg, secrets_)}
+
+
+def use_stack_clients(cfg: StackConfig) -> None:
+    """Give this process's MLflow clients what the stack's services get: the bounded HTTP limits
+    and, when basic-auth is on, the admin credential (the CLI that follows a run, a test)."""
+    os.environ.update(services.client_env(cfg, ensure_secrets(cfg)))
 
 
 # --- health --------------------------------------------------------------------------------------
