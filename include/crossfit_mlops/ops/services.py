@@ -119,11 +119,12 @@ def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
         argv = [
             airflow, "celery", "worker", "--queues", cfg.celery_queues,
             "--concurrency", str(cfg.celery_concurrency), "--celery-hostname", f"worker{i}@%h",
+            # no log server (it binds every interface): on one machine the api-server reads the
+            # task logs from the shared log folder
+            "--skip-serve-logs",
         ]
         env = {
             "CROSSFIT_WORKER_NAME": f"worker{i}",
-            # two workers on one machine: each its own log server port
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port + i),
             # a finished task keeps its Celery slot up to this long (5 s by default)
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         }
@@ -215,24 +216,37 @@ def prepare_mlflow(cfg: StackConfig, secrets: dict[str, str]) -> None:
 
 
 # --- the object store (SeaweedFS, cluster profile) -----------------------------------------------
+OBJECT_STORE_PORTS = 8  # S3, master, volume, filer and their gRPC ports
+
+
 def object_store_argv(cfg: StackConfig) -> list[str]:
-    """``weed server`` with every port given (its volume server would take 8080, Airflow's):
-    S3 on ``CROSSFIT_S3_PORT`` and the master, volume and filer on the six ports above it."""
+    """``weed server`` with every port given (its volume server would take 8080, Airflow's, and
+    gRPC ports default to port + 10000): S3 on ``CROSSFIT_S3_PORT`` = P, master P+1, volume P+2,
+    filer P+3, their gRPC ports P+4 to P+7; Iceberg and Lance endpoints off."""
     if cfg.object_store != "seaweedfs":
         raise ValueError(f"CROSSFIT_OBJECT_STORE={cfg.object_store!r}: the stack can run 'seaweedfs' (or leave it empty)")
     p = cfg.s3_port
     data = cfg.settings.state_dir / "seaweedfs"
     return [
         str(cfg.bin_dir / "weed"), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={p + 1}", f"-master.port.grpc={p + 11}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 12}",
-        "-filer", f"-filer.port={p + 3}", f"-filer.port.grpc={p + 13}",
-        "-s3", f"-s3.port={p}", f"-s3.port.grpc={p + 10}", f"-s3.config={cfg.run_dir / 's3.json'}",
+        "-s3", f"-s3.port={p}", f"-s3.port.grpc={p + 4}", f"-s3.config={cfg.run_dir / 's3.json'}",
+        f"-master.port={p + 1}", f"-master.port.grpc={p + 5}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 6}",
+        "-filer", f"-filer.port={p + 3}", f"-filer.port.grpc={p + 7}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         "-master.volumeSizeLimitMB=256", "-volume.max=8",
         # a restart on existing data waits out the election timeout (10 s by default) before the
         # first write; the volume server's 10 s pre-stop pause would only slow a stop
         "-master.electionTimeout=2s", "-volume.preStopSeconds=0",
     ]
+
+
+def remove_object_store_sockets(cfg: StackConfig) -> None:
+    """SeaweedFS leaves ``/tmp/seaweedfs-<service>-<port>.sock`` behind when it stops."""
+    import tempfile
+
+    for port in range(cfg.s3_port, cfg.s3_port + OBJECT_STORE_PORTS):
+        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+            sock.unlink(missing_ok=True)
 
 
 def write_s3_config(cfg: StackConfig, secrets: dict[str, str]) -> Path:

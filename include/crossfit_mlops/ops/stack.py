@@ -344,34 +344,65 @@ def running_pid(cfg: StackConfig, name: str) -> int | None:
     return children[0].pid if children else None
 
 
-def _wait_healthy(cfg: StackConfig, name: str, url: str | None, timeout: float) -> None:
+def _log_tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def _wait_healthy(cfg: StackConfig, name: str, url: str | None, timeout: float, max_restarts: int = 3) -> None:
+    """Wait until ``name`` runs (and ``url`` answers). A service that keeps exiting is reported
+    with the end of its log: when supervisord gives up (FATAL), or once it was restarted
+    ``max_restarts`` times (one that exits after its start time would be restarted forever)."""
     log_file = cfg.log_dir / f"{name}.log"
-    deadline = time.monotonic() + timeout
+    deadline, pids = time.monotonic() + timeout, set()
     while time.monotonic() < deadline:
-        state = _state(cfg, name)
-        if state == FATAL:
-            tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
-            raise StackError(f"{name} exited while starting (supervisord gave up); see {log_file}:\n{tail}")
-        if state == "RUNNING" and (url is None or http_ok(url)):
+        info = supervisor(cfg).info(name) or {}
+        if info.get("statename") == FATAL:
+            raise StackError(f"{name} exited while starting (supervisord gave up); see {log_file}:\n{_log_tail(log_file)}")
+        if info.get("pid"):
+            pids.add(info["pid"])
+        if len(pids) > max_restarts:
+            supervisor(cfg).stop_program(name)
+            raise StackError(
+                f"{name} exited while starting (restarted {len(pids) - 1} times); see {log_file}:\n{_log_tail(log_file)}"
+            )
+        if info.get("statename") == "RUNNING" and (url is None or http_ok(url)):
             return
         time.sleep(0.5)
     raise StackError(f"{name} did not answer {url} within {timeout:.0f}s; see {log_file}")
 
 
+def _healthy(cfg: StackConfig, name: str) -> bool:
+    url = services.health_url(cfg, name)
+    return _state(cfg, name) == "RUNNING" and (url is None or http_ok(url))
+
+
+def _launch(cfg: StackConfig, names: list[str]) -> None:
+    """Ask supervisord to start ``names`` (not waiting), after checking that their ports are free."""
+    for name in names:
+        port = services.port_of(cfg, name)
+        if _state(cfg, name) != "RUNNING" and port and _port_in_use(cfg.host, port):
+            raise StackError(f"port {port} ({name}) is used by another program: stop it or set {services.port_variable(name)}")
+    for name in names:
+        try:
+            supervisor(cfg).start_program(name)
+        except SupervisorError as exc:
+            raise StackError(str(exc)) from exc
+
+
+def _await(cfg: StackConfig, names: list[str], timeout: float) -> None:
+    for name in names:
+        _wait_healthy(cfg, name, services.health_url(cfg, name), timeout)
+
+
 def start_service(cfg: StackConfig, name: str, timeout: float = 120.0) -> str:
     """Start one service (the rest keeps running) and wait until it answers: "started" or
     "reused". supervisord must run (:func:`up` or :func:`ensure_supervisor`)."""
-    url = services.health_url(cfg, name)
-    if _state(cfg, name) == "RUNNING" and (url is None or http_ok(url)):
+    if _healthy(cfg, name):
         return "reused"
-    port = services.port_of(cfg, name)
-    if _state(cfg, name) != "RUNNING" and port and _port_in_use(cfg.host, port):
-        raise StackError(f"port {port} ({name}) is used by another program: stop it or set {services.port_variable(name)}")
-    try:
-        supervisor(cfg).start_program(name)
-    except SupervisorError as exc:
-        raise StackError(str(exc)) from exc
-    _wait_healthy(cfg, name, url, timeout)
+    _launch(cfg, [name])
+    _await(cfg, [name], timeout)
+    if name == services.OBJECT_STORE:
+        services.ensure_bucket(cfg, ensure_secrets(cfg))
     return "started"
 
 
@@ -383,28 +414,46 @@ def stop_service(cfg: StackConfig, name: str, timeout: float = 20.0) -> bool:
         return False
     stopped = sup.stop_program(name)
     if not any(p["statename"] not in {"STOPPED", "EXITED", "FATAL"} for p in sup.all_info()):
-        sup.shutdown()
+        down(cfg)
     return stopped
+
+
+def _mlflow_names(cfg: StackConfig) -> list[str]:
+    """Prepare MLflow's files (SQLite in WAL mode, basic-auth, the object store's keys)."""
+    sqlite_wal(cfg.mlflow_backend_uri)
+    services.prepare_mlflow(cfg, ensure_secrets(cfg))
+    if cfg.object_store:
+        services.write_s3_config(cfg, ensure_secrets(cfg))
+        return [services.OBJECT_STORE, "mlflow"]
+    return ["mlflow"]
+
+
+def _launch_mlflow(cfg: StackConfig) -> tuple[str, list[str]]:
+    names = _mlflow_names(cfg)
+    if all(_healthy(cfg, n) for n in names):
+        return "reused", []
+    _launch(cfg, names)
+    return "started", names
+
+
+def _finish_mlflow(cfg: StackConfig, names: list[str]) -> None:
+    _await(cfg, names, timeout=180)
+    if services.OBJECT_STORE in names:  # its S3 gateway answers before the filer takes writes
+        services.ensure_bucket(cfg, ensure_secrets(cfg))
 
 
 def start_mlflow(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
     """The MLflow server (and the object store it writes to, if the stack runs one)."""
     ensure_supervisor(cfg, env)
-    sqlite_wal(cfg.mlflow_backend_uri)
-    services.prepare_mlflow(cfg, ensure_secrets(cfg))
-    if cfg.object_store:
-        services.write_s3_config(cfg, ensure_secrets(cfg))
-        start_service(cfg, services.OBJECT_STORE, timeout=90)
-        services.ensure_bucket(cfg, ensure_secrets(cfg))
-    return start_service(cfg, "mlflow", timeout=120)
+    result, names = _launch_mlflow(cfg)
+    _finish_mlflow(cfg, names)
+    return result
 
 
-def start_airflow(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
+def _launch_airflow(cfg: StackConfig, env: dict[str, str] | None = None) -> tuple[str, list[str]]:
     names = services.airflow_programs(cfg)
-    health = services.health_url(cfg, "airflow-api-server")
-    if all(_state(cfg, n) == "RUNNING" for n in names) and http_ok(health):
-        return "reused"
-    ensure_supervisor(cfg, env)
+    if all(_state(cfg, n) == "RUNNING" for n in names) and http_ok(services.health_url(cfg, "airflow-api-server")):
+        return "reused", []
     for name in names:  # a partial stack from a crash: restart it cleanly
         supervisor(cfg).stop_program(name)
     env = service_env(cfg) if env is None else {**service_env(cfg), **env}
@@ -414,9 +463,15 @@ def start_airflow(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
     )
     if migrate.returncode != 0:
         raise StackError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
-    for name in names:
-        start_service(cfg, name, timeout=180)
-    return "started"
+    _launch(cfg, names)
+    return "started", names
+
+
+def start_airflow(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
+    ensure_supervisor(cfg, env)
+    result, names = _launch_airflow(cfg, env)
+    _await(cfg, names, timeout=180)
+    return result
 
 
 def start_api(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
@@ -426,12 +481,17 @@ def start_api(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
 
 
 def up(cfg: StackConfig) -> dict[str, str]:
-    """Start (or reuse) MLflow and Airflow; apply the Feast definitions. Returns what happened."""
+    """Start (or reuse) MLflow (with the object store of the profile) and Airflow, all at once, and
+    wait until each answers; apply the Feast definitions. Returns what happened."""
     services.ensure_databases(cfg)
-    env = service_env(cfg)
-    if env.get("CROSSFIT_PRELOAD", "1") != "0":
+    # the preload warms the scheduler, whose forks run the tasks under the LocalExecutor only
+    if service_env(cfg).get("CROSSFIT_PRELOAD", "1") != "0" and not cfg.celery:
         write_local_settings(cfg)
-    status = {"supervisor": ensure_supervisor(cfg), "mlflow": start_mlflow(cfg), "airflow": start_airflow(cfg)}
+    status = {"supervisor": ensure_supervisor(cfg)}
+    status["mlflow"], mlflow_names = _launch_mlflow(cfg)
+    status["airflow"], airflow_names = _launch_airflow(cfg)
+    _finish_mlflow(cfg, mlflow_names)
+    _await(cfg, airflow_names, timeout=180)
     from crossfit_mlops.features.store import apply_definitions
 
     apply_definitions(cfg.settings)
@@ -500,4 +560,7 @@ def down(cfg: StackConfig) -> list[str]:
     sup = supervisor(cfg)
     running = [p["name"] for p in sup.all_info() if p["statename"] not in {"STOPPED", "EXITED", "FATAL"}]
     sup.shutdown()
+    if cfg.object_store:
+        services.remove_object_store_sockets(cfg)
+        (cfg.run_dir / "s3.json").unlink(missing_ok=True)  # written anew at every start
     return running
