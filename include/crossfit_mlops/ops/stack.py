@@ -368,7 +368,7 @@ def _wait_healthy(cfg: StackConfig, name: str, url: str | None, timeout: float, 
         if info.get("statename") == "RUNNING" and (url is None or http_ok(url)):
             return
         time.sleep(0.5)
-    raise StackError(f"{name} did not answer {url} within {timeout:.0f}s; see {log_file}")
+    raise StackError(f"{name} did not answer {url} within {timeout:.0f}s; see {log_file}:\n{_log_tail(log_file)}")
 
 
 def _healthy(cfg: StackConfig, name: str) -> bool:
