@@ -85,6 +85,10 @@ def test_killed_services_are_restarted_and_the_pipeline_still_succeeds(tmp_path,
             json={"name": name, "alias": "champion", "version": champion}, timeout=30,
         )
         assert anonymous.status_code == 401
+        from crossfit_mlops.ops.checks import ServiceCheckError, check_mlflow
+
+        with pytest.raises(ServiceCheckError, match="refused the credentials"):
+            check_mlflow(cfg.mlflow_url)
         for key, value in mlflow_credentials(cfg).items():
             monkeypatch.setenv(key, value)
         assert authed.get_model_version_by_alias(name, "champion").version == champion

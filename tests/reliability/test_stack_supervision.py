@@ -17,7 +17,7 @@ import time
 import psutil
 import pytest
 
-from tests.support.services import QUIET_ENV, free_port, stack_env
+from tests.support.services import QUIET_ENV, stack_env
 
 
 def _cfg(tmp_path, **overrides):

@@ -171,6 +171,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     from crossfit_mlops.ops.runs import format_summary, require_success, run_and_follow, summarize
 
     cfg = stack.config_from_env()
+    stack.use_stack_clients(cfg)  # MLflow's credential when basic-auth is on, bounded retries
     client = stack.airflow_client(cfg)
     stack.set_declared_variables(cfg, client)
     # batch inference is scheduled on the assets the training run updates: unpaused, it follows;
@@ -211,6 +212,7 @@ def _cmd_monitor(args: argparse.Namespace) -> None:
     from crossfit_mlops.tracking import client as mlflow_client
 
     cfg = stack.config_from_env()
+    stack.use_stack_clients(cfg)  # MLflow's credential when basic-auth is on, bounded retries
     client = stack.airflow_client(cfg)
     conf = _conf(args, snapshot=args.snapshot, season_shift=args.season_shift, rows=args.rows or None)
     run_id, run = run_and_follow(client, conf, dag_id=MONITORING_DAG, timeout=args.timeout)
@@ -225,10 +227,12 @@ def _cmd_monitor(args: argparse.Namespace) -> None:
 
 # --- the registry and the API --------------------------------------------------------------------
 def _cmd_registry(args: argparse.Namespace) -> None:
+    from crossfit_mlops.ops import stack
     from crossfit_mlops.registry.promotion import rollback, versions_table
-    from crossfit_mlops.settings import get_settings
 
-    settings = get_settings()
+    cfg = stack.config_from_env()  # the tracking URI follows CROSSFIT_MLFLOW_PORT, as the stack's
+    stack.use_stack_clients(cfg)  # the stack's MLflow credential, if basic-auth is on
+    settings = cfg.settings
     name = settings.registered_model_name
     if args.action == "rollback":
         old, new = rollback(settings.mlflow_tracking_uri, name)
