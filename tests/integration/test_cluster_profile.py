@@ -24,6 +24,7 @@ import requests
 from crossfit_mlops.contract import TRAINING_DAG
 from crossfit_mlops.contract import TrainingTasks as T
 from tests.support.services import (
+    database_left_to_create,
     empty_redis_db,
     free_port_block,
     mlflow_credentials,
@@ -77,7 +78,7 @@ def test_training_on_the_cluster_profile(tmp_path, monkeypatch):
     bucket = f"crossfit-test-{uuid.uuid4().hex[:8]}"
     with (
         postgres_database("crossfit_test_cl_mlflow") as mlflow_db,
-        postgres_database("crossfit_test_cl_airflow") as airflow_db,
+        database_left_to_create("crossfit_test_cl_airflow") as airflow_db,  # the stack creates it
         postgres_database("crossfit_test_cl_feast") as feast_db,
         empty_redis_db() as broker_db,
         empty_redis_db() as feast_redis_db,
@@ -111,6 +112,9 @@ def test_training_on_the_cluster_profile(tmp_path, monkeypatch):
             _check_champion_in_object_store(cfg, bucket)
             _check_alias_needs_credentials(cfg, monkeypatch)
 
+            # Airflow's metadata and Celery's results in the database the stack created
+            assert _query(airflow_db, f"SELECT state FROM dag_run WHERE run_id = '{run_id}'") == [("success",)]
+            assert _query(airflow_db, "SELECT count(*) FROM celery_taskmeta")[0][0] > 0
             # Feast: SQL registry in PostgreSQL, online rows in Redis
             assert len(_query(feast_db, "SELECT feature_view_name FROM feature_views")) == 2
             import redis

@@ -144,6 +144,25 @@ def postgres_database(prefix: str) -> Iterator[str]:
 
 
 @contextmanager
+def database_left_to_create(prefix: str) -> Iterator[str]:
+    """The URI of a PostgreSQL database that does not exist yet (the code under test must create
+    it); dropped afterwards if it was."""
+    import uuid
+
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@contextmanager
 def empty_redis_db() -> Iterator[int]:
     """An empty database (1-15) of the local Redis, claimed with a marker key, flushed afterwards."""
     import redis
