@@ -143,6 +143,9 @@ def health_url(cfg: StackConfig, name: str) -> str | None:
         "mlflow": f"{cfg.mlflow_url}/health",
         "airflow-api-server": f"{cfg.airflow_url}/api/v2/monitor/health",
         "api": f"{cfg.api_url}/ready",
+        # the S3 gateway's own health (it answers before the filer takes writes: ensure_bucket
+        # then waits for a real write)
+        OBJECT_STORE: f"http://127.0.0.1:{cfg.s3_port}/healthz",
     }
     return urls.get(name)
 
