@@ -2,15 +2,19 @@
 # The main job: start the local stack and run the training pipeline once.
 #
 #   1. create the virtualenv if missing (scripts/ensure-env.sh)
-#   2. start (or reuse) the MLflow server (:5000) and Airflow's scheduler, dag-processor,
-#      triggerer and api-server (:8080), LocalExecutor, as processes of this machine
+#   2. start (or reuse) supervisord (one per state directory), which runs and restarts the MLflow
+#      server (:5000) and Airflow's scheduler, dag-processor, triggerer and api-server (:8080),
+#      LocalExecutor, as processes of this machine (logs in .state/logs, `stack status` shows them)
 #   3. apply the Feast definitions, set the Variables of airflow_settings.yaml
 #   4. unpause and trigger crossfit_training_pipeline through the REST API, show progress,
 #      print the leaderboard, the gate's decision and the URLs
 #
 # Knobs: CROSSFIT_SNAPSHOT (snapshot id, default today UTC), CROSSFIT_ROWS (raw rows to generate,
 # default: the DAG's, the real file's 423,006), CROSSFIT_SAMPLE_SIZE (athletes to train on, 0 = all), CROSSFIT_TRIGGER=0 (start
-# the stack only), CROSSFIT_MLFLOW_PORT, CROSSFIT_AIRFLOW_PORT, CROSSFIT_STATE_DIR; see README.
+# the stack only), CROSSFIT_MLFLOW_PORT, CROSSFIT_AIRFLOW_PORT, CROSSFIT_STATE_DIR,
+# CROSSFIT_MLFLOW_AUTH=1 (MLflow's basic-auth), CROSSFIT_PROFILE=cluster (CeleryExecutor with two
+# workers, PostgreSQL, Redis, SeaweedFS as the S3 artifact store); see README.
+# Passwords are never printed: they are in .state/airflow/secrets.json (mode 0600).
 #
 # Mode (CROSSFIT_MODE): "auto" (default) runs compose mode when a Docker engine answers and the Astro
 # CLI is installed (scripts/compose.sh: MLflow + PostgreSQL + Redis stack and `astro dev start` on

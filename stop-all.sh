@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stop exactly what start-all.sh started (the processes recorded under <state>/run/), each with the
-# whole process group it forked. Data, MLflow runs and the Airflow database are kept.
+# Stop what start-all.sh started: supervisord stops every service with its whole process tree
+# (SIGTERM, SIGKILL after a grace period), then exits; anything still in its session is ended.
+# Data, MLflow runs and the Airflow database are kept.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")" && pwd)"
 cd "$ROOT"

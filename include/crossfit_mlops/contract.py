@@ -120,11 +120,11 @@ class RetrainConf:
         return {"snapshot": self.snapshot, "sample_size": int(self.sample_size)}
 
 
-RETRAIN_RUN_PREFIX = "retrain__"
+RETRAIN_RUN_PREFIX = "retrain__"  # run id of a training run monitoring triggered: retrain__<monitoring run id>
 
 # The Celery queue of the training fan-out (the scale-out profile's workers listen on it; the
 # LocalExecutor ignores queues, so the local stack and compose mode run the same DAG unchanged).
-TRAINING_QUEUE = "training"  # run id of a training run monitoring triggered: retrain__<monitoring run id>
+TRAINING_QUEUE = "training"
 
 
 # --- the one retry policy of tasks that talk to a server (MLflow, the Feast registry) -----------

@@ -5,6 +5,9 @@ a daemon; ``.ci/run`` installs it), the Astro override is validated merged onto 
 file Astro generates, and the names that must agree across files do: the network, the service names
 and ports that URIs point at, the volumes, the variables of ``.env.example`` and
 ``airflow_settings.yaml``. Compose 1.29 does not catch an undefined network; these checks do.
+Security: published ports bind to 127.0.0.1 unless ``CROSSFIT_BIND`` says otherwise, MLflow runs
+its basic-auth app with the admin credential of the git-ignored ``.env`` and only its server holds
+the object store's key.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def compose() -> str:
 def _config(compose: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     import os
 
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_DB_")}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "S3_", "CROSSFIT_BIND"))}
     return subprocess.run([compose, *args, "config"], capture_output=True, text=True, cwd=ROOT, env={**base_env, **(env or {})})
 
 
@@ -48,15 +51,21 @@ def test_ml_services_stack_is_valid_and_needs_its_secret(compose, tmp_path):
     ok = _config(compose, "-f", str(SERVICES), "--env-file", str(ENV_EXAMPLE))
     assert ok.returncode == 0, ok.stderr
     rendered = yaml.safe_load(ok.stdout)
-    assert set(rendered["services"]) == {"mlflow-postgres", "mlflow-server", "feast-redis"}
+    # the object store and its bucket step joined the stack (issue: artifacts on an S3-compatible store)
+    assert set(rendered["services"]) == {"mlflow-postgres", "mlflow-server", "feast-redis", "seaweedfs", "bucket-init"}
     empty = tmp_path / "empty.env"
     empty.write_text("")
     missing = _config(compose, "-f", str(SERVICES), "--env-file", str(empty))
     assert missing.returncode != 0 and "MLFLOW_DB_PASSWORD" in missing.stderr
+    for name in ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY"):
+        partial = tmp_path / f"without_{name}.env"
+        partial.write_text("\n".join(line for line in ENV_EXAMPLE.read_text().splitlines() if not line.startswith(name + "=")))
+        refused = _config(compose, "-f", str(SERVICES), "--env-file", str(partial))
+        assert refused.returncode != 0 and name in refused.stderr, (name, refused.stderr)
 
 
 def test_astro_override_merges_onto_the_astro_services(compose):
-    done = _config(compose, "-f", str(ASTRO_BASE), "-f", str(OVERRIDE))
+    done = _config(compose, "-f", str(ASTRO_BASE), "-f", str(OVERRIDE), env={"MLFLOW_ADMIN_PASSWORD": "x" * 20})
     assert done.returncode == 0, done.stderr
     merged = yaml.safe_load(done.stdout)
     for name in ("scheduler", "dag-processor", "triggerer", "api-server"):
@@ -64,6 +73,10 @@ def test_astro_override_merges_onto_the_astro_services(compose):
     assert merged["networks"]["ml-network"] == {"external": True, "name": "ml-network"}
     api = merged["services"]["prediction-api"]
     assert api["networks"] == {"ml-network": None} or set(api["networks"]) == {"ml-network"}
+    # every MLflow client logs in with the admin credential; without it the override refuses
+    assert merged["services"]["scheduler"]["environment"]["MLFLOW_TRACKING_PASSWORD"] == "x" * 20
+    refused = _config(compose, "-f", str(ASTRO_BASE), "-f", str(OVERRIDE))
+    assert refused.returncode != 0 and "MLFLOW_ADMIN_PASSWORD" in refused.stderr
 
 
 def test_names_agree_across_files():
@@ -135,3 +148,107 @@ def test_dockerfiles_install_the_package_without_path_hacks():
     for path in ("Dockerfile", "services/Dockerfile.api", "services/Dockerfile.mlflow"):
         assert "sys.path" not in (ROOT / path).read_text() and "PYTHONPATH" not in (ROOT / path).read_text()
     assert "psycopg2" in (ROOT / "services" / "Dockerfile.mlflow").read_text()
+
+
+# --- security of compose mode ---------------------------------------------------------------------
+def _published(service: dict) -> list[str]:
+    return [str(p) for p in service.get("ports", [])]
+
+
+@pytest.mark.parametrize("bind", [None, "0.0.0.0"], ids=["default", "told-otherwise"])
+def test_published_ports_bind_to_localhost_unless_told_otherwise(compose, bind, tmp_path):
+    env = {"MLFLOW_ADMIN_PASSWORD": "x" * 20, **({"CROSSFIT_BIND": bind} if bind else {})}
+    example = {k: v for k, v in (line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#"))}
+    example.pop("CROSSFIT_BIND")  # what the file would say is tested by the default case
+    env_file = tmp_path / "bind.env"
+    env_file.write_text("\n".join(f"{k}={v}" for k, v in example.items()))
+    services = yaml.safe_load(_config(compose, "-f", str(SERVICES), "--env-file", str(env_file), env=env).stdout)["services"]
+    merged = yaml.safe_load(_config(compose, "-f", str(ASTRO_BASE), "-f", str(OVERRIDE), env=env).stdout)["services"]
+    published = {name: _published(s) for name, s in {**services, "prediction-api": merged["prediction-api"]}.items()}
+    assert {name for name, ports in published.items() if ports} == {"mlflow-server", "prediction-api"}
+    want = bind or "127.0.0.1"
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith(f"{want}:"), (name, port)
+
+
+def test_mlflow_runs_basic_auth_and_only_the_server_holds_the_s3_key():
+    services = _load(SERVICES)["services"]
+    server = services["mlflow-server"]
+    command = server["command"]
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    assert command[command.index("--artifacts-destination") + 1].startswith("s3://") and "--serve-artifacts" in command
+    assert "${MLFLOW_ADMIN_PASSWORD:?" in server["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert server["depends_on"]["bucket-init"]["condition"] == "service_completed_successfully"
+    assert "healthcheck" in services["seaweedfs"] and not services["seaweedfs"].get("ports")
+    holders = {name for name, s in services.items() if "AWS_SECRET_ACCESS_KEY" in (s.get("environment") or {})}
+    assert holders == {"mlflow-server", "bucket-init"}
+    override = _load(OVERRIDE)
+    env = override["x-crossfit-env"]
+    assert not any(k.startswith("AWS_") for k in env), "Airflow and the API need no S3 key"
+    assert env["MLFLOW_TRACKING_USERNAME"].startswith("${MLFLOW_ADMIN_USER")
+    assert env["MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"] == "false"
+    assert int(env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) <= 2
+    ini = (ROOT / "services" / "basic_auth.ini").read_text()
+    assert "admin_password" not in ini and "auth_cache_ttl_seconds" in ini
+    assert "COPY basic_auth.ini" in (ROOT / "services" / "Dockerfile.mlflow").read_text()
+
+
+# --- scripts/compose.sh: the secrets file, with stand-ins for docker and astro ---------------------
+STUB = """#!/bin/sh
+echo "$(basename "$0") $* MLFLOW_ADMIN_PASSWORD=${MLFLOW_ADMIN_PASSWORD:+set}" >> "$STUB_LOG"
+case "$(basename "$0") $1" in
+  "docker compose") exit 1 ;;
+  "docker ps") echo scheduler-1 ;;
+esac
+exit 0
+"""
+
+
+def _compose_sh(tmp_path, env_file):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("docker", "docker-compose", "astro"):
+        (bin_dir / name).write_text(STUB)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "calls.log"
+    import os
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "S3_"))},
+        "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(log),
+        "CROSSFIT_COMPOSE_ENV": str(env_file), "CROSSFIT_TRIGGER": "0",
+    }
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "compose.sh"), "up"], env=env, capture_output=True, text=True, timeout=60)
+    return done, (log.read_text() if log.exists() else "")
+
+
+def test_compose_refuses_the_example_password(tmp_path):
+    env_file = tmp_path / "services.env"
+    env_file.write_text(ENV_EXAMPLE.read_text().replace("S3_ACCESS_KEY=change-me", "S3_ACCESS_KEY=somekey"))
+    done, calls = _compose_sh(tmp_path, env_file)
+    assert done.returncode == 1, done.stderr
+    assert "still has the example value change-me for: MLFLOW_DB_PASSWORD MLFLOW_ADMIN_PASSWORD" in done.stderr
+    assert calls == "", "no container may start with an example password"
+
+
+def test_compose_generates_missing_secrets_owner_only_and_never_prints_them(tmp_path):
+    import stat
+
+    env_file = tmp_path / "services.env"
+    done, calls = _compose_sh(tmp_path, env_file)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
+    secrets = [values[k] for k in ("MLFLOW_DB_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "S3_ACCESS_KEY", "S3_SECRET_KEY")]
+    assert len(set(secrets)) == len(secrets) and all(len(v) == 48 for v in secrets)
+    assert "=change-me" not in env_file.read_text()
+    assert not any(v in done.stdout + done.stderr for v in secrets), "a secret was printed"
+    assert f"password: MLFLOW_ADMIN_PASSWORD in {env_file}" in done.stdout
+    # the ML stack got the file, and astro (whose override interpolates it) the admin password
+    assert f"--env-file {env_file} up -d --build --wait" in calls
+    assert "astro dev start --no-browser MLFLOW_ADMIN_PASSWORD=set" in calls
+    again, _ = _compose_sh(tmp_path, env_file)  # a second start keeps the generated values
+    assert again.returncode == 0 and dict(
+        line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#")
+    ) == values

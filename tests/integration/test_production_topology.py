@@ -108,3 +108,4 @@ def test_training_on_postgres_and_redis_runs_the_fanout_in_parallel(tmp_path, mo
         finally:
             stack.down(cfg)
     assert not os.path.exists(cfg.run_dir / "api.json")
+    assert not stack.supervisor(cfg).is_running(), "stack.down leaves supervisord running"

@@ -1,11 +1,13 @@
-"""``start-all.sh`` / ``stop-all.sh`` for real: the local stack starts, the training DAG is triggered
-through the REST API and succeeds, a second start reuses the running services, and stop-all leaves
-no process behind. Ports and the state directory are the test's own."""
+"""``start-all.sh`` / ``stop-all.sh`` for real: the local stack starts under supervisord, the training
+DAG is triggered through the REST API and succeeds, a second start reuses the running services, and
+stop-all leaves no process behind (none in supervisord's session, which every service and task
+belongs to, and none of the services' pids). Ports and the state directory are the test's own."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import time
 
@@ -18,7 +20,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _sessions(state_dir) -> dict[str, int]:
-    return {p.stem: json.loads(p.read_text())["pid"] for p in (state_dir / "run").glob("*.json")}
+    """The session of the stack's supervisord (every service and task is in it): name -> sid."""
+    record = state_dir / "run" / "stack.json"
+    return {"supervisord": json.loads(record.read_text())["sid"]} if record.is_file() else {}
+
+
+def _service_pids(env) -> dict[str, int | None]:
+    from crossfit_mlops.ops import stack
+
+    return stack.status(stack.config_from_env(env))
 
 
 def _session_members(sid: int) -> list[int]:
@@ -59,10 +69,21 @@ def test_start_all_runs_the_pipeline_and_stop_all_leaves_nothing(tmp_path):
         assert "triggered crossfit_training_pipeline run" in out
         assert "-> PROMOTED" in out
         assert f"http://127.0.0.1:{airflow_port}/dags/crossfit_training_pipeline" in out
+        # the admin password is in the owner-only secrets file, which start-all points to, never printed
+        secrets_file = state / "airflow" / "secrets.json"
+        password = json.loads(secrets_file.read_text())["admin_password"]
+        assert password not in out and f"password: admin_password in {secrets_file}" in out
+        # the state is the owner's only: the directory 0700, databases and secrets 0600
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        for private in (secrets_file, state / "airflow" / "airflow.db", state / "mlflow" / "mlflow.db"):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
         sessions = _sessions(state)
-        assert set(sessions) == {
+        pids = _service_pids(env)
+        assert set(pids) == {
             "mlflow", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server", "api"
         }
+        assert all(pids.values()), pids
+        assert all(os.getsid(pid) == sessions["supervisord"] for pid in pids.values())
         # the prediction API started once the champion existed, and answers with it
         assert f"prediction API (started): http://127.0.0.1:{api_port}/docs" in out
         import re
@@ -82,14 +103,17 @@ def test_start_all_runs_the_pipeline_and_stop_all_leaves_nothing(tmp_path):
         assert again.returncode == 0, again.stderr[-3000:]
         assert "MLflow  (reused)" in again.stdout and "Airflow (reused)" in again.stdout
         assert "API     (reused)" in again.stdout
-        assert _sessions(state) == sessions
+        assert _sessions(state) == sessions and _service_pids(env) == pids
     finally:
-        sessions = _sessions(state) if (state / "run").exists() else {}
+        sessions = _sessions(state)
+        pids = _service_pids(env) if sessions else {}
         stopped = subprocess.run(["bash", str(ROOT / "stop-all.sh")], env=env, capture_output=True, text=True, timeout=300)
     assert stopped.returncode == 0, stopped.stderr
     time.sleep(0.5)
+    assert sessions, "no supervisord session was recorded"
     leftovers = {name: _session_members(sid) for name, sid in sessions.items()}
     assert all(not members for members in leftovers.values()), leftovers
+    assert not [pid for pid in pids.values() if pid and psutil.pid_exists(pid)], pids
     assert not list((state / "run").glob("*.json"))
     import socket
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -27,13 +28,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive ports that are all free now (SeaweedFS needs a block)."""
+    import random
+
+    for _ in range(200):
+        base = random.randint(20000, 30000 - size)
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + size):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no block of {size} free ports found")
+
+
 @contextmanager
 def mlflow_server(state_dir: Path) -> Iterator[str]:
     """A real ``mlflow server`` (SQLite + local artifacts) on a free port, stopped with its workers."""
     from crossfit_mlops.ops import stack
 
     env = {**os.environ, **QUIET_ENV, "CROSSFIT_STATE_DIR": str(state_dir), "CROSSFIT_MLFLOW_PORT": str(free_port())}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("MLFLOW_TRACKING_URI", "CROSSFIT_PROFILE", "CROSSFIT_MLFLOW_AUTH", "CROSSFIT_OBJECT_STORE"):
+        env.pop(name, None)
     cfg = stack.config_from_env(env)
     stack.start_mlflow(cfg, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
@@ -125,6 +144,25 @@ def postgres_database(prefix: str) -> Iterator[str]:
 
 
 @contextmanager
+def database_left_to_create(prefix: str) -> Iterator[str]:
+    """The URI of a PostgreSQL database that does not exist yet (the code under test must create
+    it); dropped afterwards if it was."""
+    import uuid
+
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@contextmanager
 def empty_redis_db() -> Iterator[int]:
     """An empty database (1-15) of the local Redis, claimed with a marker key, flushed afterwards."""
     import redis
@@ -142,3 +180,48 @@ def empty_redis_db() -> Iterator[int]:
             candidate.flushdb()
         return
     raise RuntimeError("no empty Redis database (1-15) on 127.0.0.1:6379")
+
+
+# --- the supervised stack (crossfit_mlops.ops.stack) for a test ---------------------------------
+def stack_env(state_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a test's own stack: its state directory and free ports, quiet clients,
+    nothing inherited that points elsewhere (a tracking URI, an Airflow home, a profile)."""
+    env = {
+        **os.environ,
+        **QUIET_ENV,
+        "CROSSFIT_STATE_DIR": str(state_dir),
+        "CROSSFIT_MLFLOW_PORT": str(free_port()),
+        "CROSSFIT_AIRFLOW_PORT": str(free_port()),
+        "CROSSFIT_API_PORT": str(free_port()),
+        "CROSSFIT_WORKER_LOG_PORT": str(free_port()),
+    }
+    for name in ("MLFLOW_TRACKING_URI", "AIRFLOW_HOME", "CROSSFIT_PROFILE", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(name, None)
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def running_stack(env: dict[str, str], dag_id: str) -> Iterator[tuple[object, object]]:
+    """The stack of ``env`` started (:func:`crossfit_mlops.ops.stack.up_and_connect`), with the
+    REST client; stopped afterwards whatever happened, and checked to leave no process."""
+    from crossfit_mlops.ops import stack
+    from crossfit_mlops.ops.supervisor import session_members
+
+    cfg = stack.config_from_env(env)
+    sid = None
+    try:
+        client = stack.up_and_connect(cfg, dag_id)
+        sid = stack.supervisor(cfg).record().get("sid")
+        yield cfg, client
+    finally:
+        sid = sid or stack.supervisor(cfg).record().get("sid")
+        stack.down(cfg)
+    assert not session_members(sid), f"processes left after stack.down: {session_members(sid)}"
+
+
+def mlflow_credentials(cfg) -> dict[str, str]:
+    """The MLflow client variables the stack gives its services (credentials when auth is on)."""
+    from crossfit_mlops.ops import services, stack
+
+    return services.client_env(cfg, stack.ensure_secrets(cfg))

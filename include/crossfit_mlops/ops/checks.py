@@ -24,9 +24,19 @@ def check_mlflow(tracking_uri: str, timeout: float = 10.0) -> dict[str, Any]:
             body = response.read().decode().strip()
     except OSError as exc:
         raise ServiceCheckError(f"MLflow at {tracking_uri} is unreachable: {exc}") from exc
+    from mlflow.exceptions import MlflowException
+
     from crossfit_mlops.tracking import client
 
-    experiments = client(tracking_uri).search_experiments(max_results=100)
+    try:
+        experiments = client(tracking_uri).search_experiments(max_results=100)
+    except MlflowException as exc:
+        if "401" in str(exc) or "403" in str(exc):
+            raise ServiceCheckError(
+                f"MLflow at {tracking_uri} refused the credentials (basic-auth is on): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the stack gives its services the admin's)"
+            ) from exc
+        raise ServiceCheckError(f"MLflow at {tracking_uri} answers, but its API failed: {exc}") from exc
     result = {"tracking_uri": tracking_uri, "health": body, "experiments": [e.name for e in experiments]}
     log.info("MLflow OK: %s", result)
     return result

@@ -108,32 +108,55 @@ def _start_api_if_champion(cfg) -> str:
     from crossfit_mlops.ops import stack
     from crossfit_mlops.tracking.registry import NoChampion, champion_version
 
+    stack.use_stack_clients(cfg)
     name = cfg.settings.registered_model_name
     if champion_version(cfg.settings.mlflow_tracking_uri, name) is None:
         return f"skipped: {NoChampion.missing(name)}"
     return stack.start_api(cfg)
 
 
-def _cmd_stack(args: argparse.Namespace) -> None:
+def _print_up(cfg, status: dict[str, str], api: str) -> None:
     from crossfit_mlops.ops import stack
 
+    secrets = cfg.secrets_path
+    auth = f", basic-auth: user admin, password: mlflow_admin_password in {secrets}" if cfg.mlflow_auth else ""
+    print(
+        f"MLflow  ({status['mlflow']}): {cfg.mlflow_url}{auth}\n"
+        f"Airflow ({status['airflow']}): {cfg.airflow_url}  user {stack.ADMIN_USER}, "
+        f"password: admin_password in {secrets} (mode 0600)\n"
+        f"API     ({api}): {cfg.api_url}/docs\n"
+        f"profile {cfg.profile}, executor {cfg.executor}; services supervised by supervisord ({status['supervisor']}): "
+        f"python -m crossfit_mlops stack status\n"
+        f"logs: {cfg.log_dir}"
+    )
+
+
+def _cmd_stack(args: argparse.Namespace) -> None:
+    import os
+
+    from crossfit_mlops.ops import stack
+
+    if args.profile:
+        os.environ["CROSSFIT_PROFILE"] = args.profile
     cfg = stack.config_from_env()
     if args.action == "up":
         status = stack.up(cfg)
-        api = _start_api_if_champion(cfg)
-        secrets = stack.ensure_secrets(cfg)
-        print(
-            f"MLflow  ({status['mlflow']}): {cfg.mlflow_url}\n"
-            f"Airflow ({status['airflow']}): {cfg.airflow_url}  user {stack.ADMIN_USER}, "
-            f"password {secrets['admin_password']}\n"
-            f"API     ({api}): {cfg.api_url}/docs\n"
-            f"logs: {cfg.log_dir}"
-        )
+        _print_up(cfg, status, _start_api_if_champion(cfg))
     elif args.action == "down":
         stopped = stack.down(cfg)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    elif args.action in ("start", "stop"):
+        if args.service not in stack.service_names(cfg):
+            raise ValueError(f"unknown service {args.service!r}; services of this profile: {stack.service_names(cfg)}")
+        if args.action == "start":
+            print(f"{args.service}: {stack.start_service(cfg, args.service)}")
+        else:
+            print(f"{args.service}: {'stopped' if stack.stop_service(cfg, args.service) else 'was not running'}")
     else:
-        _emit(stack.status(cfg))
+        rows = stack.describe(cfg)
+        width = max(len(r["service"]) for r in rows)
+        for row in rows:
+            print(f"{row['service']:<{width}}  {row['state']:<9} {row['detail']:<32} {row['log']}")
 
 
 def _conf(args: argparse.Namespace, **values) -> dict:
@@ -148,6 +171,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     from crossfit_mlops.ops.runs import format_summary, require_success, run_and_follow, summarize
 
     cfg = stack.config_from_env()
+    stack.use_stack_clients(cfg)  # MLflow's credential when basic-auth is on, bounded retries
     client = stack.airflow_client(cfg)
     stack.set_declared_variables(cfg, client)
     # batch inference is scheduled on the assets the training run updates: unpaused, it follows;
@@ -188,6 +212,7 @@ def _cmd_monitor(args: argparse.Namespace) -> None:
     from crossfit_mlops.tracking import client as mlflow_client
 
     cfg = stack.config_from_env()
+    stack.use_stack_clients(cfg)  # MLflow's credential when basic-auth is on, bounded retries
     client = stack.airflow_client(cfg)
     conf = _conf(args, snapshot=args.snapshot, season_shift=args.season_shift, rows=args.rows or None)
     run_id, run = run_and_follow(client, conf, dag_id=MONITORING_DAG, timeout=args.timeout)
@@ -202,9 +227,11 @@ def _cmd_monitor(args: argparse.Namespace) -> None:
 
 # --- the registry and the API --------------------------------------------------------------------
 def _cmd_registry(args: argparse.Namespace) -> None:
-    from crossfit_mlops.settings import get_settings
+    from crossfit_mlops.ops import stack
 
-    settings = get_settings()
+    cfg = stack.config_from_env()  # the tracking URI follows CROSSFIT_MLFLOW_PORT, as the stack's
+    stack.use_stack_clients(cfg)  # the stack's MLflow credential, if basic-auth is on
+    settings = cfg.settings
     uri, name = settings.mlflow_tracking_uri, settings.registered_model_name
     needs = {"card": "a version number", "lineage": "a version number", "uses": "a feature view name"}
     if args.action in needs and not args.target:
@@ -319,8 +346,10 @@ def _data_commands(sub) -> None:
 
 
 def _run_commands(sub) -> None:
-    p = sub.add_parser("stack", help="the local MLflow + Airflow processes (no Docker)")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p = sub.add_parser("stack", help="the local stack's services, supervised by supervisord (no Docker)")
+    p.add_argument("action", choices=["up", "down", "status", "start", "stop"])
+    p.add_argument("service", nargs="?", help="start/stop: one service (mlflow, airflow-api-server, api, ...)")
+    p.add_argument("--profile", choices=["local", "cluster"], default=None, help="default: CROSSFIT_PROFILE, else local")
     p.set_defaults(func=_cmd_stack)
 
     p = sub.add_parser("pipeline", help=f"trigger {TRAINING_DAG} via the REST API and follow it")

@@ -1,16 +1,23 @@
-"""The local stack (no Docker): MLflow server + Airflow components as processes of this machine.
+"""The local stack (no Docker): MLflow, Airflow and the prediction API as supervised processes.
 
 ``start-all.sh`` runs ``python -m crossfit_mlops stack up`` (:func:`up`) then ``pipeline``;
-``stop-all.sh`` runs ``stack down`` (:func:`down`).
-Everything lives under the state directory: ``run/<service>.json`` (pid, command), ``logs/``,
-``airflow/`` (AIRFLOW_HOME, SQLite metadata, generated secrets), ``mlflow/`` (SQLite store and
-artifacts). Each service is started in its own session (process group), so stopping it ends the
-whole tree it forked (LocalExecutor workers, uvicorn workers, task processes) and nothing else.
+``stop-all.sh`` runs ``stack down`` (:func:`down`). One supervisord per state directory
+(:mod:`crossfit_mlops.ops.supervisor`) runs every service, restarts one that crashes, and stops each
+with its whole process tree. Everything lives under the state directory (mode 0700):
+``run/`` (supervisord's configuration, socket and record), ``logs/<service>.log``, ``airflow/``
+(AIRFLOW_HOME, SQLite metadata, ``secrets.json``), ``mlflow/`` (SQLite store, artifacts, the
+basic-auth database), ``seaweedfs/`` (the object store's data, cluster profile).
 
-Knobs (environment): ``CROSSFIT_MLFLOW_PORT`` (5000), ``CROSSFIT_AIRFLOW_PORT`` (8080),
-``CROSSFIT_BIND_HOST`` (127.0.0.1), ``CROSSFIT_MLFLOW_BACKEND_URI`` (SQLite under the state dir; a
-``postgresql+psycopg2://`` URI for PostgreSQL), ``CROSSFIT_AIRFLOW_PARALLELISM`` (4),
-``CROSSFIT_AIRFLOW_DB_URI`` (SQLite under AIRFLOW_HOME).
+Services (names for :func:`start_service`, :func:`stop_service`, :func:`running_pid`):
+``object-store`` (cluster profile), ``mlflow``, ``airflow-api-server``, ``airflow-scheduler``,
+``airflow-dag-processor``, ``airflow-triggerer``, ``airflow-worker-1`` ... (CeleryExecutor), ``api``.
+
+Knobs (environment): ``CROSSFIT_PROFILE`` (local | cluster: defaults in
+:mod:`crossfit_mlops.ops.profiles`), ``CROSSFIT_MLFLOW_PORT`` (5000), ``CROSSFIT_AIRFLOW_PORT``
+(8080), ``CROSSFIT_API_PORT`` (8000), ``CROSSFIT_BIND_HOST`` (127.0.0.1),
+``CROSSFIT_MLFLOW_BACKEND_URI``, ``CROSSFIT_AIRFLOW_DB_URI``, ``CROSSFIT_AIRFLOW_PARALLELISM`` (4),
+``CROSSFIT_MLFLOW_AUTH`` (0), ``CROSSFIT_AIRFLOW_EXECUTOR``, ``CROSSFIT_CELERY_*``,
+``CROSSFIT_OBJECT_STORE``, ``CROSSFIT_ARTIFACTS_DESTINATION``, ``CROSSFIT_S3_PORT`` (8333).
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +36,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossfit_mlops.ops import services
+from crossfit_mlops.ops.profiles import with_profile
+from crossfit_mlops.ops.supervisor import (
+    FATAL,
+    Supervisor,
+    SupervisorError,
+    env_fingerprint,
+    write_private,
+)
 from crossfit_mlops.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +60,7 @@ class StackError(RuntimeError):
 @dataclass(frozen=True)
 class StackConfig:
     settings: Settings
-    bin_dir: Path  # the virtualenv's bin folder (mlflow, airflow)
+    bin_dir: Path  # the virtualenv's bin folder (mlflow, airflow, supervisord, weed)
     host: str
     mlflow_port: int
     airflow_port: int
@@ -53,6 +68,19 @@ class StackConfig:
     mlflow_backend_uri: str
     airflow_db_uri: str
     parallelism: int
+    profile: str = "local"
+    mlflow_auth: bool = False
+    executor: str = "LocalExecutor"
+    celery_workers: int = 0
+    celery_broker_url: str = ""
+    celery_result_backend: str = ""
+    celery_queues: str = "default"
+    celery_concurrency: int = 2
+    object_store: str = ""  # "seaweedfs": started by the stack; "": none (or an external one)
+    artifacts_destination: str = ""  # "": <state>/mlflow/artifacts
+    s3_endpoint: str = ""
+    s3_port: int = 8333
+    worker_log_port: int = 8793
 
     @property
     def run_dir(self) -> Path:
@@ -71,6 +99,10 @@ class StackConfig:
         return self.settings.state_dir / "mlflow"
 
     @property
+    def secrets_path(self) -> Path:
+        return self.airflow_home / "secrets.json"
+
+    @property
     def mlflow_url(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
@@ -82,51 +114,118 @@ class StackConfig:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def celery(self) -> bool:
+        return self.executor == "CeleryExecutor"
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    value = (env.get(name) or "0").strip().lower()
+    if value not in {"0", "1", "true", "false", "yes", "no"}:
+        raise ValueError(f"environment variable {name}={value!r} must be 0 or 1")
+    return value in {"1", "true", "yes"}
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    try:
+        return int(value) if value else default
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
+
 
 def config_from_env(environ: dict[str, str] | None = None) -> StackConfig:
-    env = dict(os.environ if environ is None else environ)
-    settings = get_settings(env)
-    mlflow_port = int(env.get("CROSSFIT_MLFLOW_PORT") or 5000)
-    home = settings.state_dir / "airflow"
+    env = with_profile(dict(os.environ if environ is None else environ))
+    mlflow_port = _int(env, "CROSSFIT_MLFLOW_PORT", 5000)
     # the tracking URI follows the port of the server we start, unless the user points elsewhere
     if not env.get("MLFLOW_TRACKING_URI"):
         env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{mlflow_port}"
-        settings = get_settings(env)
+    settings = get_settings(env)
+    home = settings.state_dir / "airflow"
+    executor = env.get("CROSSFIT_AIRFLOW_EXECUTOR") or "LocalExecutor"
+    if executor not in {"LocalExecutor", "CeleryExecutor"}:
+        raise ValueError(f"CROSSFIT_AIRFLOW_EXECUTOR={executor!r}: choose LocalExecutor or CeleryExecutor")
+    s3_port = _int(env, "CROSSFIT_S3_PORT", 8333)
+    object_store = env.get("CROSSFIT_OBJECT_STORE", "").strip()
     return StackConfig(
         settings=settings,
         bin_dir=Path(sys.executable).parent,
         host=env.get("CROSSFIT_BIND_HOST") or "127.0.0.1",
         mlflow_port=mlflow_port,
-        airflow_port=int(env.get("CROSSFIT_AIRFLOW_PORT") or 8080),
-        api_port=int(env.get("CROSSFIT_API_PORT") or 8000),
-        mlflow_backend_uri=env.get("CROSSFIT_MLFLOW_BACKEND_URI")
-        or f"sqlite:///{settings.state_dir / 'mlflow' / 'mlflow.db'}",
+        airflow_port=_int(env, "CROSSFIT_AIRFLOW_PORT", 8080),
+        api_port=_int(env, "CROSSFIT_API_PORT", 8000),
+        mlflow_backend_uri=env.get("CROSSFIT_MLFLOW_BACKEND_URI") or f"sqlite:///{settings.state_dir / 'mlflow' / 'mlflow.db'}",
         airflow_db_uri=env.get("CROSSFIT_AIRFLOW_DB_URI") or f"sqlite:///{home / 'airflow.db'}",
-        parallelism=int(env.get("CROSSFIT_AIRFLOW_PARALLELISM") or 4),
+        parallelism=_int(env, "CROSSFIT_AIRFLOW_PARALLELISM", 4),
+        profile=env["CROSSFIT_PROFILE"],
+        mlflow_auth=_flag(env, "CROSSFIT_MLFLOW_AUTH"),
+        executor=executor,
+        celery_workers=_int(env, "CROSSFIT_CELERY_WORKERS", 2) if executor == "CeleryExecutor" else 0,
+        celery_broker_url=env.get("CROSSFIT_CELERY_BROKER_URL", ""),
+        celery_result_backend=env.get("CROSSFIT_CELERY_RESULT_BACKEND", ""),
+        celery_queues=env.get("CROSSFIT_CELERY_QUEUES") or "default",
+        celery_concurrency=_int(env, "CROSSFIT_CELERY_CONCURRENCY", 2),
+        object_store=object_store,
+        artifacts_destination=env.get("CROSSFIT_ARTIFACTS_DESTINATION", ""),
+        s3_endpoint=env.get("CROSSFIT_S3_ENDPOINT") or (f"http://127.0.0.1:{s3_port}" if object_store else ""),
+        s3_port=s3_port,
+        worker_log_port=_int(env, "CROSSFIT_WORKER_LOG_PORT", 8793),
     )
 
 
-# --- secrets -------------------------------------------------------------------------------------
-def ensure_secrets(cfg: StackConfig) -> dict[str, str]:
-    """Generated once per state directory (mode 0600), never committed: JWT secret, Fernet key, admin password."""
-    path = cfg.airflow_home / "secrets.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    from cryptography.fernet import Fernet
+# --- secrets and private files -------------------------------------------------------------------
+def secure_state(cfg: StackConfig) -> None:
+    """The state directory and the stack's folders are owner-only (0700); see also the umask 077
+    under which supervisord runs every service, and :func:`private_files`."""
+    for path in (cfg.settings.state_dir, cfg.airflow_home, cfg.mlflow_dir, cfg.run_dir, cfg.log_dir):
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
 
-    cfg.airflow_home.mkdir(parents=True, exist_ok=True)
-    values = {
-        "jwt_secret": secrets.token_urlsafe(48),
-        "fernet_key": Fernet.generate_key().decode(),
-        "admin_password": secrets.token_urlsafe(12),
-    }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(values, handle)
+
+def private_files(cfg: StackConfig) -> list[Path]:
+    """Databases and secrets of the stack that exist: each made 0600 (returned)."""
+    candidates = [
+        cfg.secrets_path, cfg.airflow_home / "passwords.json", cfg.mlflow_dir / "basic_auth.ini",
+        cfg.mlflow_dir / "basic_auth.db", cfg.settings.feast_registry_path, cfg.settings.feast_online_store_path,
+    ]
+    for uri in (cfg.mlflow_backend_uri, cfg.airflow_db_uri):
+        if uri.startswith("sqlite:///"):
+            db = Path(uri.removeprefix("sqlite:///"))
+            candidates += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+    found = [p for p in candidates if p.is_file()]
+    for path in found:
+        path.chmod(0o600)
+    return found
+
+
+SECRET_FIELDS = (
+    "jwt_secret", "fernet_key", "admin_password", "mlflow_admin_password", "flask_secret_key", "s3_access_key", "s3_secret_key",
+)
+
+
+def ensure_secrets(cfg: StackConfig) -> dict[str, str]:
+    """Generated once per state directory into ``airflow/secrets.json`` (0600), never printed or
+    committed: Airflow's JWT secret, Fernet key and admin password; MLflow's admin password
+    (basic-auth); the object store's key pair. Fields added by a newer version are filled in."""
+    path = cfg.secrets_path
+    values = json.loads(path.read_text()) if path.is_file() else {}
+    if any(name not in values for name in SECRET_FIELDS):
+        from cryptography.fernet import Fernet
+
+        fresh = {
+            "jwt_secret": secrets.token_urlsafe(48),
+            "fernet_key": Fernet.generate_key().decode(),
+            "admin_password": secrets.token_urlsafe(12),
+            "mlflow_admin_password": secrets.token_urlsafe(16),
+            "flask_secret_key": secrets.token_hex(32),
+            "s3_access_key": "crossfit" + secrets.token_hex(6),
+            "s3_secret_key": secrets.token_urlsafe(30),
+        }
+        values = {**fresh, **values}
+        write_private(path, json.dumps(values, indent=1))
     passwords = cfg.airflow_home / "passwords.json"
-    fd = os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({ADMIN_USER: values["admin_password"]}, handle)
+    if not passwords.is_file():
+        write_private(passwords, json.dumps({ADMIN_USER: values["admin_password"]}))
     return values
 
 
@@ -139,79 +238,24 @@ def write_local_settings(cfg: StackConfig) -> None:
 
 
 def service_env(cfg: StackConfig) -> dict[str, str]:
-    """The environment of every service and task: settings, quiet clients, Airflow configuration."""
+    """The environment of every service and task: this process's, plus :func:`stack_environment`."""
+    return {**os.environ, **stack_environment(cfg)}
+
+
+def stack_environment(cfg: StackConfig) -> dict[str, str]:
+    """What the stack sets for its services and tasks: the settings, quiet and bounded MLflow
+    clients (credentials when basic-auth is on), the Airflow configuration of the profile."""
     secrets_ = ensure_secrets(cfg)
-    env = dict(os.environ)
-    env.update(cfg.settings.as_env())
-    env.update(
-        {
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            "FEAST_USAGE": "False",
-            "CODECARBON_LOG_LEVEL": "error",
-            "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
-            "AIRFLOW_HOME": str(cfg.airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(cfg.settings.project_root / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(cfg.parallelism),
-            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(cfg.parallelism),
-            "AIRFLOW__CORE__FERNET_KEY": secrets_["fernet_key"],
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(cfg.airflow_home / "passwords.json"),
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{cfg.airflow_url}/execution/",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets_["jwt_secret"],
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cfg.airflow_db_uri,
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(cfg.airflow_home / "logs"),
-        }
-    )
-    return env
+    return {**cfg.settings.as_env(), **services.client_env(cfg, secrets_), **services.airflow_env(cfg, secrets_)}
 
 
-# --- processes -----------------------------------------------------------------------------------
-def _record_path(cfg: StackConfig, name: str) -> Path:
-    return cfg.run_dir / f"{name}.json"
+def use_stack_clients(cfg: StackConfig) -> None:
+    """Give this process's MLflow clients what the stack's services get: the bounded HTTP limits
+    and, when basic-auth is on, the admin credential (the CLI that follows a run, a test)."""
+    os.environ.update(services.client_env(cfg, ensure_secrets(cfg) if cfg.mlflow_auth else {}))
 
 
-def running_pid(cfg: StackConfig, name: str) -> int | None:
-    """The pid of our running ``name`` service, or None (a stale record is removed)."""
-    import psutil
-
-    path = _record_path(cfg, name)
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    try:
-        proc = psutil.Process(record["pid"])
-        if proc.create_time() == record["create_time"] and proc.status() != psutil.STATUS_ZOMBIE:
-            return record["pid"]
-    except psutil.Error:
-        pass
-    path.unlink(missing_ok=True)
-    return None
-
-
-def _start(cfg: StackConfig, name: str, argv: list[str], env: dict[str, str]) -> int:
-    import psutil
-
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = cfg.log_dir / f"{name}.log"
-    with log_file.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=cfg.settings.project_root,
-        )
-    record = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "argv": argv, "log": str(log_file)}
-    _record_path(cfg, name).write_text(json.dumps(record, indent=2))
-    log.info("started %s (pid %d), log %s", name, proc.pid, log_file)
-    return proc.pid
-
-
+# --- health --------------------------------------------------------------------------------------
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -222,7 +266,7 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 def wait_for_url(url: str, proc: subprocess.Popen, log_file: Path, timeout: float = 90.0) -> None:
     """Wait until ``url`` answers 2xx; raise StackError with the end of ``log_file`` if the process
-    exits first or the time runs out (for processes started outside the recorded services)."""
+    exits first or the time runs out (for processes started outside the supervised services)."""
     deadline = time.monotonic() + timeout
     while not http_ok(url):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -239,138 +283,217 @@ def _port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host if host != "0.0.0.0" else "127.0.0.1", port)) == 0
 
 
-def _wait_healthy(cfg: StackConfig, name: str, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if http_ok(url):
-            return
-        if running_pid(cfg, name) is None:
-            raise StackError(f"{name} exited while starting; see {cfg.log_dir / (name + '.log')}")
-        time.sleep(0.5)
-    raise StackError(f"{name} did not answer {url} within {timeout:.0f}s; see {cfg.log_dir / (name + '.log')}")
-
-
 def sqlite_wal(uri: str) -> bool:
     """Put a SQLite backend store in write-ahead-log mode (a no-op for other databases).
 
     MLflow leaves its SQLite file in the default rollback-journal mode, where every write locks out
     readers: with parallel training tasks logging at once, requests queue on the lock. In WAL mode
     readers and one writer proceed together (Airflow sets it on its own SQLite database). The mode
-    is stored in the file, so it is set once, before the server opens it.
+    is stored in the file, so it is set once, before the server opens it. A new file is created
+    owner-only (0600).
     """
     if not uri.startswith("sqlite:///"):
         return False
     path = Path(uri.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     with contextlib.closing(sqlite3.connect(path)) as conn:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     return mode == "wal"
 
 
-def start_mlflow(cfg: StackConfig, env: dict[str, str]) -> str:
-    url = f"{cfg.mlflow_url}/health"
-    if running_pid(cfg, "mlflow") and http_ok(url):
+# --- the supervisor and its programs --------------------------------------------------------------
+def supervisor(cfg: StackConfig) -> Supervisor:
+    return Supervisor(run_dir=cfg.run_dir, log_dir=cfg.log_dir, project_root=cfg.settings.project_root, bin_dir=cfg.bin_dir)
+
+
+def ensure_supervisor(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
+    """Start this state directory's supervisord (no service started yet), or reuse it if it runs
+    with the same settings; "started" / "reused". ``env`` (default :func:`service_env`) is the
+    environment every service inherits."""
+    secure_state(cfg)
+    ours = stack_environment(cfg)
+    if env is not None:
+        ours.update({k: v for k, v in env.items() if os.environ.get(k) != v})
+    try:
+        return supervisor(cfg).start(services.programs(cfg, ensure_secrets(cfg)), {**os.environ, **ours}, env_fingerprint(ours))
+    except SupervisorError as exc:
+        raise StackError(str(exc)) from exc
+
+
+def _state(cfg: StackConfig, name: str) -> str | None:
+    info = supervisor(cfg).info(name)
+    return info["statename"] if info else None
+
+
+def running_pid(cfg: StackConfig, name: str) -> int | None:
+    """The pid of the running service ``name`` (the service's own process, below its launcher), or
+    None. Killing it is a crash: supervisord restarts the service."""
+    import psutil
+
+    info = supervisor(cfg).info(name)
+    if not info or info["statename"] != "RUNNING" or not info["pid"]:
+        return None
+    try:
+        children = psutil.Process(info["pid"]).children()
+    except psutil.Error:
+        return None
+    return children[0].pid if children else None
+
+
+def _log_tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def _wait_healthy(cfg: StackConfig, name: str, url: str | None, timeout: float, max_restarts: int = 3) -> None:
+    """Wait until ``name`` runs (and ``url`` answers). A service that keeps exiting is reported
+    with the end of its log: when supervisord gives up (FATAL), or once it was restarted
+    ``max_restarts`` times (one that exits after its start time would be restarted forever)."""
+    log_file = cfg.log_dir / f"{name}.log"
+    deadline, pids = time.monotonic() + timeout, set()
+    while time.monotonic() < deadline:
+        info = supervisor(cfg).info(name) or {}
+        if info.get("statename") == FATAL:
+            raise StackError(f"{name} exited while starting (supervisord gave up); see {log_file}:\n{_log_tail(log_file)}")
+        if info.get("pid"):
+            pids.add(info["pid"])
+        if len(pids) > max_restarts:
+            supervisor(cfg).stop_program(name)
+            raise StackError(
+                f"{name} exited while starting (restarted {len(pids) - 1} times); see {log_file}:\n{_log_tail(log_file)}"
+            )
+        if info.get("statename") == "RUNNING" and (url is None or http_ok(url)):
+            return
+        time.sleep(0.5)
+    raise StackError(f"{name} did not answer {url} within {timeout:.0f}s; see {log_file}:\n{_log_tail(log_file)}")
+
+
+def _healthy(cfg: StackConfig, name: str) -> bool:
+    url = services.health_url(cfg, name)
+    return _state(cfg, name) == "RUNNING" and (url is None or http_ok(url))
+
+
+def _launch(cfg: StackConfig, names: list[str]) -> None:
+    """Ask supervisord to start ``names`` (not waiting), after checking that their ports are free."""
+    for name in names:
+        port = services.port_of(cfg, name)
+        if _state(cfg, name) != "RUNNING" and port and _port_in_use(cfg.host, port):
+            raise StackError(f"port {port} ({name}) is used by another program: stop it or set {services.port_variable(name)}")
+    for name in names:
+        try:
+            supervisor(cfg).start_program(name)
+        except SupervisorError as exc:
+            raise StackError(str(exc)) from exc
+
+
+def _await(cfg: StackConfig, names: list[str], timeout: float) -> None:
+    for name in names:
+        _wait_healthy(cfg, name, services.health_url(cfg, name), timeout)
+
+
+def start_service(cfg: StackConfig, name: str, timeout: float = 120.0) -> str:
+    """Start one service (the rest keeps running) and wait until it answers: "started" or
+    "reused". supervisord must run (:func:`up` or :func:`ensure_supervisor`)."""
+    if _healthy(cfg, name):
         return "reused"
-    if _port_in_use(cfg.host, cfg.mlflow_port):
-        raise StackError(f"port {cfg.mlflow_port} is used by another program: stop it or set CROSSFIT_MLFLOW_PORT")
-    artifacts = cfg.mlflow_dir / "artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    sqlite_wal(cfg.mlflow_backend_uri)
-    argv = [
-        str(cfg.bin_dir / "mlflow"), "server",
-        "--backend-store-uri", cfg.mlflow_backend_uri,
-        "--artifacts-destination", str(artifacts),
-        "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "2",
-    ]
-    _start(cfg, "mlflow", argv, env)
-    _wait_healthy(cfg, "mlflow", url, timeout=90)
-    return "started"
-
-
-def start_airflow(cfg: StackConfig, env: dict[str, str]) -> str:
-    health = f"{cfg.airflow_url}/api/v2/monitor/health"
-    if all(running_pid(cfg, f"airflow-{c}") for c in AIRFLOW_COMPONENTS) and http_ok(health):
-        return "reused"
-    for component in AIRFLOW_COMPONENTS:  # a partial stack from a crash: restart it cleanly
-        stop_service(cfg, f"airflow-{component}")
-    if _port_in_use(cfg.host, cfg.airflow_port):
-        raise StackError(f"port {cfg.airflow_port} is used by another program: stop it or set CROSSFIT_AIRFLOW_PORT")
-    airflow = str(cfg.bin_dir / "airflow")
-    migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, cwd=cfg.settings.project_root)
-    if migrate.returncode != 0:
-        raise StackError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
-    for component in AIRFLOW_COMPONENTS:
-        argv = [airflow, component]
-        if component == "api-server":
-            argv += ["--host", cfg.host, "--port", str(cfg.airflow_port)]
-        _start(cfg, f"airflow-{component}", argv, env)
-    _wait_healthy(cfg, "airflow-api-server", health, timeout=120)
-    return "started"
-
-
-def start_api(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
-    """The prediction API (``python -m crossfit_mlops serve``) on :8000: "started" or "reused"."""
-    url = f"{cfg.api_url}/health"
-    if running_pid(cfg, "api") and http_ok(url):
-        return "reused"
-    if _port_in_use(cfg.host, cfg.api_port):
-        raise StackError(f"port {cfg.api_port} is used by another program: stop it or set CROSSFIT_API_PORT")
-    env = env or service_env(cfg)
-    argv = [
-        str(cfg.bin_dir / "python"), "-m", "crossfit_mlops", "serve",
-        "--host", cfg.host, "--port", str(cfg.api_port), "--log-level", "warning",
-    ]
-    _start(cfg, "api", argv, env)
-    _wait_healthy(cfg, "api", f"{cfg.api_url}/ready", timeout=90)
+    _launch(cfg, [name])
+    _await(cfg, [name], timeout)
+    if name == services.OBJECT_STORE:
+        services.ensure_bucket(cfg, ensure_secrets(cfg))
     return "started"
 
 
 def stop_service(cfg: StackConfig, name: str, timeout: float = 20.0) -> bool:
-    """End a service and everything it forked (its session). True if something was running."""
-    import psutil
-
-    pid = running_pid(cfg, name)
-    path = _record_path(cfg, name)
-    if pid is None:
-        path.unlink(missing_ok=True)
+    """Stop one service with its whole process tree (the rest keeps running); True if it was
+    running. When nothing of the stack runs any more, supervisord itself is shut down too."""
+    sup = supervisor(cfg)
+    if not sup.is_running():
         return False
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        tree = []
-    session = {p for p in psutil.process_iter(["pid"]) if _sid(p.pid) == pid}
-    procs = {p.pid: p for p in [*tree, *session]}.values()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
-        _, alive = psutil.wait_procs(list(procs), timeout=timeout if sig == signal.SIGTERM else 5)
-        if not alive:
-            break
-        procs = alive
-        log.warning("%s: %d processes ignored SIGTERM, killing", name, len(alive))
-    path.unlink(missing_ok=True)
-    log.info("stopped %s (pid %d)", name, pid)
-    return True
+    stopped = sup.stop_program(name)
+    if not any(p["statename"] not in {"STOPPED", "EXITED", "FATAL"} for p in sup.all_info()):
+        down(cfg)
+    return stopped
 
 
-def _sid(pid: int) -> int | None:
-    try:
-        return os.getsid(pid)
-    except OSError:
-        return None
+def _mlflow_names(cfg: StackConfig) -> list[str]:
+    """Prepare MLflow's files (SQLite in WAL mode, basic-auth, the object store's keys)."""
+    sqlite_wal(cfg.mlflow_backend_uri)
+    services.prepare_mlflow(cfg, ensure_secrets(cfg))
+    if cfg.object_store:
+        services.write_s3_config(cfg, ensure_secrets(cfg))
+        return [services.OBJECT_STORE, "mlflow"]
+    return ["mlflow"]
+
+
+def _launch_mlflow(cfg: StackConfig) -> tuple[str, list[str]]:
+    names = _mlflow_names(cfg)
+    if all(_healthy(cfg, n) for n in names):
+        return "reused", []
+    _launch(cfg, names)
+    return "started", names
+
+
+def _finish_mlflow(cfg: StackConfig, names: list[str]) -> None:
+    _await(cfg, names, timeout=180)
+    if services.OBJECT_STORE in names:  # its S3 gateway answers before the filer takes writes
+        services.ensure_bucket(cfg, ensure_secrets(cfg))
+
+
+def start_mlflow(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
+    """The MLflow server (and the object store it writes to, if the stack runs one)."""
+    ensure_supervisor(cfg, env)
+    result, names = _launch_mlflow(cfg)
+    _finish_mlflow(cfg, names)
+    return result
+
+
+def _launch_airflow(cfg: StackConfig, env: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    names = services.airflow_programs(cfg)
+    if all(_state(cfg, n) == "RUNNING" for n in names) and http_ok(services.health_url(cfg, "airflow-api-server")):
+        return "reused", []
+    for name in names:  # a partial stack from a crash: restart it cleanly
+        supervisor(cfg).stop_program(name)
+    env = service_env(cfg) if env is None else {**service_env(cfg), **env}
+    migrate = subprocess.run(
+        [str(cfg.bin_dir / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True,
+        cwd=cfg.settings.project_root, umask=0o077,
+    )
+    if migrate.returncode != 0:
+        raise StackError(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
+    _launch(cfg, names)
+    return "started", names
+
+
+def start_airflow(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
+    ensure_supervisor(cfg, env)
+    result, names = _launch_airflow(cfg, env)
+    _await(cfg, names, timeout=180)
+    return result
+
+
+def start_api(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
+    """The prediction API (``python -m crossfit_mlops serve``) on :8000: "started" or "reused"."""
+    ensure_supervisor(cfg, env)
+    return start_service(cfg, "api", timeout=120)
 
 
 def up(cfg: StackConfig) -> dict[str, str]:
-    """Start (or reuse) MLflow and Airflow; apply the Feast definitions. Returns what happened."""
-    env = service_env(cfg)
-    if env.get("CROSSFIT_PRELOAD", "1") != "0":
+    """Start (or reuse) MLflow (with the object store of the profile) and Airflow, all at once, and
+    wait until each answers; apply the Feast definitions. Returns what happened."""
+    services.ensure_databases(cfg)
+    # the preload warms the scheduler, whose forks run the tasks under the LocalExecutor only
+    if service_env(cfg).get("CROSSFIT_PRELOAD", "1") != "0" and not cfg.celery:
         write_local_settings(cfg)
-    status = {"mlflow": start_mlflow(cfg, env), "airflow": start_airflow(cfg, env)}
+    status = {"supervisor": ensure_supervisor(cfg)}
+    status["mlflow"], mlflow_names = _launch_mlflow(cfg)
+    status["airflow"], airflow_names = _launch_airflow(cfg)
+    _finish_mlflow(cfg, mlflow_names)
+    _await(cfg, airflow_names, timeout=180)
     from crossfit_mlops.features.store import apply_definitions
 
     apply_definitions(cfg.settings)
+    private_files(cfg)
     return status
 
 
@@ -402,12 +525,27 @@ def up_and_connect(cfg: StackConfig, dag_id: str):
     return client
 
 
-SERVICES: tuple[str, ...] = ("mlflow", *(f"airflow-{c}" for c in AIRFLOW_COMPONENTS), "api")
+def service_names(cfg: StackConfig) -> list[str]:
+    return services.names(cfg)
 
 
 def status(cfg: StackConfig) -> dict[str, int | None]:
-    """The recorded pid of every service (None: not running)."""
-    return {name: running_pid(cfg, name) for name in SERVICES}
+    """The pid of every service of this profile (None: not running)."""
+    return {name: running_pid(cfg, name) for name in service_names(cfg)}
+
+
+def describe(cfg: StackConfig) -> list[dict[str, str]]:
+    """supervisord's view of every service: name, state, its description (pid, uptime), log."""
+    known = {p["name"]: p for p in supervisor(cfg).all_info()}
+    return [
+        {
+            "service": name,
+            "state": known[name]["statename"] if name in known else "not started (no supervisord)",
+            "detail": known[name]["description"] if name in known else "",
+            "log": str(cfg.log_dir / f"{name}.log"),
+        }
+        for name in service_names(cfg)
+    ]
 
 
 def task_log_hint(cfg: StackConfig) -> str:
@@ -415,9 +553,12 @@ def task_log_hint(cfg: StackConfig) -> str:
 
 
 def down(cfg: StackConfig) -> list[str]:
-    """Stop what :func:`up` started (Airflow first, so no task is left talking to MLflow)."""
-    stopped = []
-    for name in ("api", *(f"airflow-{c}" for c in ("scheduler", "triggerer", "dag-processor", "api-server")), "mlflow"):
-        if stop_service(cfg, name):
-            stopped.append(name)
-    return stopped
+    """Stop everything :func:`up` started (reverse start order: the API and Airflow before MLflow
+    and the object store) and supervisord; nothing of the stack is left running."""
+    sup = supervisor(cfg)
+    running = [p["name"] for p in sup.all_info() if p["statename"] not in {"STOPPED", "EXITED", "FATAL"}]
+    sup.shutdown()
+    if cfg.object_store:
+        services.remove_object_store_sockets(cfg)
+        (cfg.run_dir / "s3.json").unlink(missing_ok=True)  # written anew at every start
+    return running

@@ -1,0 +1,336 @@
+"""The services of the local stack, as supervisord programs, and what each needs before it starts.
+
+Each function takes the stack's configuration (:class:`crossfit_mlops.ops.stack.StackConfig`) and
+the generated secrets; nothing here starts a process (that is supervisord's, through
+:mod:`crossfit_mlops.ops.stack`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from crossfit_mlops.ops.supervisor import Program, write_private
+
+if TYPE_CHECKING:
+    from crossfit_mlops.ops.stack import StackConfig
+
+log = logging.getLogger(__name__)
+
+OBJECT_STORE = "object-store"
+MLFLOW_ADMIN = "admin"
+
+# MLflow's client retries a failed call 7 times with backoff factor 2 and a 120 s timeout: about 4
+# minutes before an unreachable server fails a call. Bounded here (2 retries, factor 1, 30 s), a
+# call fails in seconds and Airflow's task retries (3, exponential backoff) decide what happens next.
+MLFLOW_CLIENT_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+QUIET = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    # downloads through the server too: else the client fetches each file from a presigned URL on
+    # the object store's address, which a client may not reach (and need not: the server proxies)
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
+    "FEAST_USAGE": "False",
+    "CODECARBON_LOG_LEVEL": "error",
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+}
+
+
+# --- environments --------------------------------------------------------------------------------
+def client_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
+    """What every MLflow client of the stack (tasks, the API, the CLI) gets."""
+    env = {**QUIET, **MLFLOW_CLIENT_LIMITS}
+    if cfg.mlflow_auth:
+        env["MLFLOW_TRACKING_USERNAME"] = MLFLOW_ADMIN
+        env["MLFLOW_TRACKING_PASSWORD"] = secrets["mlflow_admin_password"]
+    return env
+
+
+def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
+    """Airflow's configuration for every component, worker and task of the stack."""
+    home = cfg.airflow_home
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(cfg.settings.project_root / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": cfg.executor,
+        "AIRFLOW__CORE__PARALLELISM": str(cfg.parallelism),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(cfg.parallelism),
+        "AIRFLOW__CORE__FERNET_KEY": secrets["fernet_key"],
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{cfg.airflow_url}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets["jwt_secret"],
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cfg.airflow_db_uri,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port),
+    }
+    if cfg.celery:
+        env.update(
+            {
+                "AIRFLOW__CELERY__BROKER_URL": cfg.celery_broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": cfg.celery_result_backend,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(cfg.celery_concurrency),
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "default",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "crossfit_mlops.ops.profiles.worker_hostname",
+            }
+        )
+    return env
+
+
+# --- programs ------------------------------------------------------------------------------------
+def airflow_programs(cfg: StackConfig) -> list[str]:
+    workers = [f"airflow-worker-{i}" for i in range(1, cfg.celery_workers + 1)]
+    return ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", *workers]
+
+
+def names(cfg: StackConfig) -> list[str]:
+    """The services of the profile, in start order."""
+    store = [OBJECT_STORE] if cfg.object_store else []
+    return [*store, "mlflow", *airflow_programs(cfg), "api"]
+
+
+def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
+    """Every service of the profile, in start order (supervisord stops in the reverse order)."""
+    airflow = str(cfg.bin_dir / "airflow")
+    found = [] if not cfg.object_store else [Program(OBJECT_STORE, object_store_argv(cfg), priority=10, stop_wait_s=25)]
+    found += [
+        Program("mlflow", mlflow_argv(cfg), priority=20, environment=mlflow_server_env(cfg, secrets), stop_wait_s=20),
+        Program("airflow-api-server", [airflow, "api-server", "--host", cfg.host, "--port", str(cfg.airflow_port)], priority=30),
+        Program("airflow-scheduler", [airflow, "scheduler"], priority=40),
+        Program("airflow-dag-processor", [airflow, "dag-processor"], priority=40),
+        Program("airflow-triggerer", [airflow, "triggerer"], priority=40),
+    ]
+    for i in range(1, cfg.celery_workers + 1):
+        argv = [
+            airflow, "celery", "worker", "--queues", cfg.celery_queues,
+            "--concurrency", str(cfg.celery_concurrency), "--celery-hostname", f"worker{i}@%h",
+            # no log server (it binds every interface): on one machine the api-server reads the
+            # task logs from the shared log folder
+            "--skip-serve-logs",
+        ]
+        env = {
+            "CROSSFIT_WORKER_NAME": f"worker{i}",
+            # a finished task keeps its Celery slot up to this long (5 s by default)
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        }
+        # a warm shutdown lets running tasks finish: give it the length of a training task
+        found.append(Program(f"airflow-worker-{i}", argv, priority=50, environment=env, stop_wait_s=90))
+    api = [
+        str(cfg.bin_dir / "python"), "-m", "crossfit_mlops", "serve",
+        "--host", cfg.host, "--port", str(cfg.api_port), "--log-level", "warning",
+    ]
+    found.append(Program("api", api, priority=60, stop_wait_s=10))
+    return found
+
+
+def health_url(cfg: StackConfig, name: str) -> str | None:
+    urls = {
+        "mlflow": f"{cfg.mlflow_url}/health",
+        "airflow-api-server": f"{cfg.airflow_url}/api/v2/monitor/health",
+        "api": f"{cfg.api_url}/ready",
+        # the S3 gateway's own health (it answers before the filer takes writes: ensure_bucket
+        # then waits for a real write)
+        OBJECT_STORE: f"http://127.0.0.1:{cfg.s3_port}/healthz",
+    }
+    return urls.get(name)
+
+
+def port_of(cfg: StackConfig, name: str) -> int | None:
+    ports = {"mlflow": cfg.mlflow_port, "airflow-api-server": cfg.airflow_port, "api": cfg.api_port, OBJECT_STORE: cfg.s3_port}
+    return ports.get(name)
+
+
+def port_variable(name: str) -> str:
+    return {"mlflow": "CROSSFIT_MLFLOW_PORT", "airflow-api-server": "CROSSFIT_AIRFLOW_PORT", "api": "CROSSFIT_API_PORT"}.get(
+        name, "CROSSFIT_S3_PORT"
+    )
+
+
+# --- MLflow --------------------------------------------------------------------------------------
+def artifacts_destination(cfg: StackConfig) -> str:
+    return cfg.artifacts_destination or str(cfg.mlflow_dir / "artifacts")
+
+
+def mlflow_argv(cfg: StackConfig) -> list[str]:
+    argv = [
+        str(cfg.bin_dir / "mlflow"), "server",
+        "--backend-store-uri", cfg.mlflow_backend_uri,
+        # the server proxies every artifact (mlflow-artifacts:/ URIs): clients need no store access
+        "--artifacts-destination", artifacts_destination(cfg), "--serve-artifacts",
+        "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "2",
+    ]
+    return [*argv, "--app-name", "basic-auth"] if cfg.mlflow_auth else argv
+
+
+def mlflow_server_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
+    """The server's own environment: the object store's keys (only the server holds them) and the
+    basic-auth configuration. Written into supervisord.conf (0600), not into the shared env."""
+    env = {}
+    if cfg.mlflow_auth:
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(cfg.mlflow_dir / "basic_auth.ini")
+        # the CSRF key basic-auth refuses to start without; one value for both workers
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets["flask_secret_key"]
+    if artifacts_destination(cfg).startswith("s3://"):
+        env.update(
+            {
+                "MLFLOW_S3_ENDPOINT_URL": cfg.s3_endpoint,
+                "AWS_ACCESS_KEY_ID": secrets["s3_access_key"],
+                "AWS_SECRET_ACCESS_KEY": secrets["s3_secret_key"],
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
+    return env
+
+
+def prepare_mlflow(cfg: StackConfig, secrets: dict[str, str]) -> None:
+    """basic-auth's configuration (0600): its users database beside the store, the admin user
+    created at the first start with the generated password, READ for users without a grant."""
+    if not cfg.mlflow_auth:
+        return
+    ini = "\n".join(
+        [
+            "[mlflow]",
+            "default_permission = READ",
+            f"database_uri = sqlite:///{cfg.mlflow_dir / 'basic_auth.db'}",
+            f"admin_username = {MLFLOW_ADMIN}",
+            f"admin_password = {secrets['mlflow_admin_password']}",
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            # each request checks the password with PBKDF2 (about 250 ms here): cache the result
+            "auth_cache_ttl_seconds = 60",
+            "",
+        ]
+    )
+    write_private(cfg.mlflow_dir / "basic_auth.ini", ini)
+
+
+# --- the object store (SeaweedFS, cluster profile) -----------------------------------------------
+OBJECT_STORE_PORTS = 8  # S3, master, volume, filer and their gRPC ports
+
+
+def object_store_argv(cfg: StackConfig) -> list[str]:
+    """``weed server`` with every port given (its volume server would take 8080, Airflow's, and
+    gRPC ports default to port + 10000): S3 on ``CROSSFIT_S3_PORT`` = P, master P+1, volume P+2,
+    filer P+3, their gRPC ports P+4 to P+7; Iceberg and Lance endpoints off."""
+    if cfg.object_store != "seaweedfs":
+        raise ValueError(f"CROSSFIT_OBJECT_STORE={cfg.object_store!r}: the stack can run 'seaweedfs' (or leave it empty)")
+    p = cfg.s3_port
+    data = cfg.settings.state_dir / "seaweedfs"
+    return [
+        str(cfg.bin_dir / "weed"), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-s3", f"-s3.port={p}", f"-s3.port.grpc={p + 4}", f"-s3.config={cfg.run_dir / 's3.json'}",
+        f"-master.port={p + 1}", f"-master.port.grpc={p + 5}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 6}",
+        "-filer", f"-filer.port={p + 3}", f"-filer.port.grpc={p + 7}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+        "-master.volumeSizeLimitMB=256", "-volume.max=8",
+        # a restart on existing data waits out the election timeout (10 s by default) before the
+        # first write; the volume server's 10 s pre-stop pause would only slow a stop
+        "-master.electionTimeout=2s", "-volume.preStopSeconds=0",
+    ]
+
+
+def remove_object_store_sockets(cfg: StackConfig) -> None:
+    """SeaweedFS leaves ``/tmp/seaweedfs-<service>-<port>.sock`` behind when it stops."""
+    import tempfile
+
+    for port in range(cfg.s3_port, cfg.s3_port + OBJECT_STORE_PORTS):
+        for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+            sock.unlink(missing_ok=True)
+
+
+def write_s3_config(cfg: StackConfig, secrets: dict[str, str]) -> Path:
+    (cfg.settings.state_dir / "seaweedfs").mkdir(parents=True, exist_ok=True)
+    identity = {
+        "name": "mlflow",
+        "credentials": [{"accessKey": secrets["s3_access_key"], "secretKey": secrets["s3_secret_key"]}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    path = cfg.run_dir / "s3.json"
+    write_private(path, json.dumps({"identities": [identity]}, indent=1))
+    return path
+
+
+def s3_client(cfg: StackConfig, secrets: dict[str, str]):
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=cfg.s3_endpoint, region_name="us-east-1",
+        aws_access_key_id=secrets["s3_access_key"], aws_secret_access_key=secrets["s3_secret_key"],
+    )
+
+
+def bucket_of(cfg: StackConfig) -> tuple[str, str]:
+    parsed = urlparse(artifacts_destination(cfg))
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def ensure_bucket(cfg: StackConfig, secrets: dict[str, str], timeout: float = 90.0) -> str:
+    """Create the artifacts bucket if missing; the S3 gateway answers before its filer is ready,
+    so the first calls are retried until a write succeeds."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _ = bucket_of(cfg)
+    client, deadline, last = s3_client(cfg, secrets), time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+            if bucket not in names:
+                client.create_bucket(Bucket=bucket)
+            client.put_object(Bucket=bucket, Key=".crossfit-ready", Body=b"ok")
+            return bucket
+        except (BotoCoreError, ClientError) as exc:
+            last = exc
+            time.sleep(0.5)
+    raise RuntimeError(f"the object store at {cfg.s3_endpoint} did not accept bucket {bucket!r}: {last}")
+
+
+# --- databases -----------------------------------------------------------------------------------
+def ensure_databases(cfg: StackConfig) -> list[str]:
+    """Create the PostgreSQL databases the settings name, if missing (a fresh machine needs no
+    setup); returns the ones created. Other backends are left alone."""
+    uris = [cfg.mlflow_backend_uri, cfg.airflow_db_uri, cfg.settings.feast_registry_uri]
+    backend = cfg.celery_result_backend.removeprefix("db+") if cfg.celery else ""
+    created = []
+    for uri in {u for u in [*uris, backend] if u.startswith("postgresql")}:
+        if _create_database(uri):
+            created.append(uri.rsplit("/", 1)[-1])
+    return created
+
+
+def _create_database(uri: str) -> bool:
+    import psycopg2
+    from psycopg2 import sql
+
+    parsed = urlparse(uri.replace("postgresql+psycopg2://", "postgresql://"))
+    name = parsed.path.lstrip("/")
+    params = {
+        "host": parsed.hostname, "port": parsed.port or 5432, "user": parsed.username,
+        "password": parsed.password, "dbname": "postgres", "connect_timeout": 5,
+    }
+    try:
+        conn = psycopg2.connect(**params)
+    except psycopg2.Error as exc:
+        raise RuntimeError(f"PostgreSQL at {parsed.hostname}:{parsed.port or 5432} is unreachable: {exc}") from exc
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return False
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            log.info("created PostgreSQL database %s", name)
+            return True
+    finally:
+        conn.close()

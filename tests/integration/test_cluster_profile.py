@@ -1,0 +1,187 @@
+"""The scale-out profile (``CROSSFIT_PROFILE=cluster``), run for real on this machine.
+
+Airflow on the CeleryExecutor (broker: a Redis database of the local server; metadata and Celery
+results: PostgreSQL) with the two Celery workers the stack starts, the training tasks routed to
+the ``training`` queue; MLflow on PostgreSQL with basic-auth, its artifacts in SeaweedFS (S3 API)
+proxied by the server; Feast with the SQL registry (PostgreSQL) and the Redis online store. The
+settings are the profile's, pointed at this test's own databases, Redis databases, ports and
+bucket; all of it is removed afterwards.
+
+The training DAG runs through the REST API; the test proves that every training task ran on a
+Celery worker from the ``training`` queue, that both workers ran tasks (``hostname`` of each task
+instance names the worker), that ``models:/crossfit_total_lift@champion`` loads, with its bytes in
+the object store (listed through the S3 API), that no client needed an S3 key, that a client
+without MLflow's credential cannot move the alias, and that the prediction API serves it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from crossfit_mlops.contract import TRAINING_DAG
+from crossfit_mlops.contract import TrainingTasks as T
+from tests.support.services import (
+    database_left_to_create,
+    empty_redis_db,
+    free_port_block,
+    mlflow_credentials,
+    postgres_database,
+    running_stack,
+    stack_env,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+GRID = [
+    {"model": "lightgbm", "feature_version": version, "params": {"n_estimators": n, "num_leaves": 15}}
+    for version in ("v1", "v2")
+    for n in (40, 80)
+]
+
+
+def _query(uri: str, sql: str) -> list[tuple]:
+    import psycopg2
+
+    with psycopg2.connect(uri.replace("postgresql+psycopg2://", "postgresql://")) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchall()
+
+
+S3_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "MLFLOW_S3_ENDPOINT_URL")
+
+
+def _cluster_env(state, mlflow_db, airflow_db, feast_db, broker_db, feast_redis_db, bucket) -> dict[str, str]:
+    env = stack_env(
+        state,
+        CROSSFIT_PROFILE="cluster",
+        CROSSFIT_MLFLOW_BACKEND_URI=mlflow_db,
+        CROSSFIT_AIRFLOW_DB_URI=airflow_db,
+        CROSSFIT_CELERY_RESULT_BACKEND=f"db+{airflow_db}",
+        CROSSFIT_FEAST_REGISTRY_URI=feast_db,
+        CROSSFIT_CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{broker_db}",
+        CROSSFIT_FEAST_REDIS=f"127.0.0.1:6379,db={feast_redis_db}",
+        CROSSFIT_S3_PORT=str(free_port_block(8)),
+        CROSSFIT_ARTIFACTS_DESTINATION=f"s3://{bucket}/",
+        # no S3 credential anywhere but in the MLflow server's own environment
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
+        AWS_CONFIG_FILE="/nonexistent",
+    )
+    return {k: v for k, v in env.items() if k not in S3_CREDENTIALS}
+
+
+def test_training_on_the_cluster_profile(tmp_path, monkeypatch):
+    from crossfit_mlops.ops import services, stack
+
+    bucket = f"crossfit-test-{uuid.uuid4().hex[:8]}"
+    with (
+        postgres_database("crossfit_test_cl_mlflow") as mlflow_db,
+        database_left_to_create("crossfit_test_cl_airflow") as airflow_db,  # the stack creates it
+        postgres_database("crossfit_test_cl_feast") as feast_db,
+        empty_redis_db() as broker_db,
+        empty_redis_db() as feast_redis_db,
+    ):
+        env = _cluster_env(tmp_path / "state", mlflow_db, airflow_db, feast_db, broker_db, feast_redis_db, bucket)
+        assert not set(S3_CREDENTIALS) & set(env), "the stack must be started without an S3 key"
+        with running_stack(env, TRAINING_DAG) as (cfg, client):
+            assert cfg.executor == "CeleryExecutor" and cfg.celery_workers == 2 and cfg.mlflow_auth
+            shared = stack.stack_environment(cfg)
+            assert not set(S3_CREDENTIALS) & set(shared), "services and tasks get no S3 key"
+            client.unpause(TRAINING_DAG)
+            run_id = client.trigger(TRAINING_DAG, {"rows": 5000, "snapshot": "2026-11-04", "grid": GRID, "r2_floor": 0.0})
+            run = client.wait_for_run(TRAINING_DAG, run_id, timeout=1200, poll=3.0)
+            assert run["state"] == "success", f"{run}; logs in {cfg.airflow_home / 'logs'}"
+
+            # every training task ran on a Celery worker, taken from the training queue; both workers ran tasks
+            tis = client.task_instances(TRAINING_DAG, run_id)
+            training = [t for t in tis if t["task_id"] == T.TRAIN]
+            assert len(training) == 4 and all(t["state"] == "success" for t in training)
+            assert {t["queue"] for t in training} == {"training"}, [t["queue"] for t in training]
+            assert {t["queue"] for t in tis if t["task_id"] != T.TRAIN and t["state"] == "success"} == {"default"}
+            workers = {t["hostname"].split(".", 1)[0] for t in tis if t["hostname"]}
+            assert workers == {"worker1", "worker2"}, {t["task_id"]: t["hostname"] for t in tis}
+            assert all(t["hostname"].split(".", 1)[0] in {"worker1", "worker2"} for t in training)
+            # Celery's own record: both nodes consume the training queue
+            consumers = _celery_queues(cfg)
+            assert {"worker1", "worker2"} <= {node.split("@")[0] for node, queues in consumers.items() if "training" in queues}
+
+            for name, value in mlflow_credentials(cfg).items():
+                monkeypatch.setenv(name, value)
+            _check_champion_in_object_store(cfg, bucket)
+            _check_alias_needs_credentials(cfg, monkeypatch)
+
+            # Airflow's metadata and Celery's results in the database the stack created
+            assert _query(airflow_db, f"SELECT state FROM dag_run WHERE run_id = '{run_id}'") == [("success",)]
+            assert _query(airflow_db, "SELECT count(*) FROM celery_taskmeta")[0][0] > 0
+            # Feast: SQL registry in PostgreSQL, online rows in Redis
+            assert len(_query(feast_db, "SELECT feature_view_name FROM feature_views")) == 2
+            import redis
+
+            assert redis.Redis(host="127.0.0.1", port=6379, db=feast_redis_db).dbsize() > 100
+
+            # the prediction API serves the champion
+            for name, value in mlflow_credentials(cfg).items():
+                monkeypatch.setenv(name, value)
+            assert stack.start_api(cfg) == "started"
+            from crossfit_mlops.serving.features import example_athlete
+
+            answer = requests.post(f"{cfg.api_url}/predict", json={"athlete_id": example_athlete(cfg.settings)}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_version"] == "1"
+            assert services.OBJECT_STORE in stack.service_names(cfg)
+    assert not list((tmp_path / "state" / "run").glob("*.json"))
+
+
+def _celery_queues(cfg) -> dict[str, list[str]]:
+    """``celery inspect active_queues`` through Airflow's Celery app: node -> queue names."""
+    import json
+    import subprocess
+    import sys
+
+    from crossfit_mlops.ops import stack
+
+    code = (
+        "import json; from airflow.providers.celery.executors.celery_executor import app; "
+        "print('QUEUES=' + json.dumps({n: [q['name'] for q in qs] for n, qs in (app.control.inspect(timeout=10).active_queues() or {}).items()}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=stack.service_env(cfg), capture_output=True, text=True, timeout=120)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("QUEUES=")), None)
+    assert line, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(line.removeprefix("QUEUES="))
+
+
+def _check_champion_in_object_store(cfg, bucket: str) -> None:
+    import boto3
+    import mlflow
+    from mlflow import MlflowClient
+
+    from crossfit_mlops.ops import stack
+    from crossfit_mlops.tracking import fluent
+
+    name = cfg.settings.registered_model_name
+    version = MlflowClient(cfg.mlflow_url).get_model_version_by_alias(name, "champion")
+    with fluent(cfg.mlflow_url):
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    assert model.metadata is not None
+    model_id = version.model_id or version.source.removeprefix("models:/")
+    secrets = stack.ensure_secrets(cfg)
+    s3 = boto3.client(
+        "s3", endpoint_url=cfg.s3_endpoint, region_name="us-east-1",
+        aws_access_key_id=secrets["s3_access_key"], aws_secret_access_key=secrets["s3_secret_key"],
+    )
+    objects = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
+    model_files = {o["Key"].rsplit("/", 1)[-1]: o["Size"] for o in objects if f"/models/{model_id}/artifacts/" in f"/{o['Key']}"}
+    assert "MLmodel" in model_files and sum(model_files.values()) > 10_000, sorted(model_files)
+
+
+def _check_alias_needs_credentials(cfg, monkeypatch) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name = cfg.settings.registered_model_name
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    with pytest.raises(MlflowException, match="401"):
+        MlflowClient(cfg.mlflow_url).set_registered_model_alias(name, "champion", "1")

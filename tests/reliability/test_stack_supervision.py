@@ -1,0 +1,199 @@
+"""The supervision of the local stack, piece by piece and for real, without starting the whole stack:
+the generated supervisord.conf as supervisord itself reads it, the launcher against a real process
+tree killed with SIGKILL, settings that are refused with a clear message, a stack started with other
+settings, a port held by another program, and a service that cannot start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests.support.services import QUIET_ENV, stack_env
+
+
+def _cfg(tmp_path, **overrides):
+    from crossfit_mlops.ops import stack
+
+    return stack.config_from_env(stack_env(tmp_path / "state", **overrides))
+
+
+# --- configuration --------------------------------------------------------------------------------
+def test_generated_configuration_is_what_supervisord_reads(tmp_path):
+    from supervisor.datatypes import RestartUnconditionally
+    from supervisor.options import ServerOptions
+
+    from crossfit_mlops.ops import services, stack
+
+    cfg = _cfg(tmp_path, CROSSFIT_PROFILE="cluster", CROSSFIT_S3_PORT="21000")
+    sup = stack.supervisor(cfg)
+    cfg.run_dir.mkdir(parents=True)
+    cfg.log_dir.mkdir(parents=True)
+    conf = sup.conf_path
+    conf.write_text(sup.render(services.programs(cfg, stack.ensure_secrets(cfg))))
+    options = ServerOptions()
+    options.realize(["-c", str(conf)])
+    programs = {group.name: group.process_configs[0] for group in options.process_group_configs}
+    assert set(programs) == {
+        "object-store", "mlflow", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+        "airflow-triggerer", "airflow-worker-1", "airflow-worker-2", "api",
+    }
+    # supervisord stops in the reverse order: the API and the workers first, the object store last
+    order = sorted(programs, key=lambda name: programs[name].priority)
+    assert order[0] == "object-store" and order[1] == "mlflow" and order[-1] == "api"
+    for name, program in programs.items():
+        assert program.autorestart is RestartUnconditionally and program.stopasgroup and program.killasgroup, name
+        assert program.stopsignal == signal.SIGTERM and program.stopwaitsecs >= 20, name
+        assert program.stdout_logfile == str(cfg.log_dir / f"{name}.log") and program.redirect_stderr, name
+        assert program.command.split()[1:4] == ["-m", "crossfit_mlops.ops.launch", name], program.command
+    assert options.umask == 0o077
+    # the object store's key pair only in the MLflow server's environment, never in the shared one
+    secrets = stack.ensure_secrets(cfg)
+    assert programs["mlflow"].environment["AWS_SECRET_ACCESS_KEY"] == secrets["s3_secret_key"]
+    assert not any(secrets["s3_secret_key"] in v for v in stack.stack_environment(cfg).values())
+    assert programs["airflow-worker-2"].environment["CROSSFIT_WORKER_NAME"] == "worker2"
+    assert "--queues default,training" in programs["airflow-worker-1"].command
+    assert stat.S_IMODE(cfg.secrets_path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CROSSFIT_PROFILE", "huge", "CROSSFIT_PROFILE='huge' is not a profile"),
+        ("CROSSFIT_AIRFLOW_EXECUTOR", "KubernetesExecutor", "choose LocalExecutor or CeleryExecutor"),
+        ("CROSSFIT_MLFLOW_AUTH", "maybe", "CROSSFIT_MLFLOW_AUTH='maybe' must be 0 or 1"),
+        ("CROSSFIT_MLFLOW_PORT", "five", "CROSSFIT_MLFLOW_PORT='five' is not an integer"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_variable(tmp_path, variable, value, message):
+    with pytest.raises(ValueError, match=message):
+        _cfg(tmp_path, **{variable: value})
+
+
+def test_profile_defaults_yield_to_the_environment(tmp_path):
+    cfg = _cfg(tmp_path, CROSSFIT_PROFILE="cluster", CROSSFIT_CELERY_WORKERS="3", CROSSFIT_MLFLOW_AUTH="0")
+    assert cfg.executor == "CeleryExecutor" and cfg.celery_workers == 3 and not cfg.mlflow_auth
+    assert cfg.mlflow_backend_uri.endswith("/crossfit_mlflow") and cfg.artifacts_destination.startswith("s3://")
+    local = _cfg(tmp_path)
+    assert (local.profile, local.executor, local.celery_workers, local.object_store) == ("local", "LocalExecutor", 0, "")
+    assert local.mlflow_backend_uri.startswith("sqlite:///")
+
+
+def test_secrets_are_generated_once_owner_only_and_completed(tmp_path):
+    from crossfit_mlops.ops import stack
+
+    cfg = _cfg(tmp_path)
+    first = stack.ensure_secrets(cfg)
+    assert stat.S_IMODE(cfg.secrets_path.stat().st_mode) == 0o600
+    old = {k: v for k, v in first.items() if k != "flask_secret_key"}  # as an older version wrote it
+    cfg.secrets_path.write_text(json.dumps(old))
+    again = stack.ensure_secrets(cfg)
+    assert {k: again[k] for k in old} == old and again["flask_secret_key"]
+    assert stat.S_IMODE(cfg.secrets_path.stat().st_mode) == 0o600
+
+
+# --- the launcher, on a real process tree ---------------------------------------------------------
+TREE = "sleep 300 & sleep 300 & wait"
+
+
+def _launch(record, *argv):
+    return subprocess.Popen(
+        [sys.executable, "-m", "crossfit_mlops.ops.launch", "test", str(record), "--", *argv],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,  # a group of its own, as supervisord gives
+    )
+
+
+def _descendants(pid) -> list[psutil.Process]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        kids = psutil.Process(pid).children(recursive=True)
+        if len(kids) >= 3:  # bash + two sleeps
+            return kids
+        time.sleep(0.1)
+    raise AssertionError("the service tree did not start")
+
+
+def test_launcher_ends_what_a_killed_service_left(tmp_path):
+    launcher = _launch(tmp_path / "rec.json", "bash", "-c", TREE)
+    tree = _descendants(launcher.pid)
+    service = next(p for p in tree if p.name() == "bash")
+    service.send_signal(signal.SIGKILL)  # the crash: its two children are orphaned
+    assert launcher.wait(timeout=60) == 128 + signal.SIGKILL  # supervisord sees the crash
+    assert "service exited (-9); ending 2 processes it left" in launcher.stderr.read()
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_next_launcher_ends_what_a_killed_launcher_left(tmp_path):
+    record = tmp_path / "rec.json"
+    first = _launch(record, "bash", "-c", TREE)
+    tree = _descendants(first.pid)
+    first.send_signal(signal.SIGKILL)  # the launcher itself: the whole tree is orphaned
+    first.wait(timeout=30)
+    assert all(p.is_running() for p in tree)
+    second = _launch(record, "bash", "-c", "exit 3")
+    assert second.wait(timeout=60) == 3
+    assert "ending 3 processes left by the previous instance" in second.stderr.read()
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_launcher_passes_a_stop_on_and_ends_the_rest(tmp_path):
+    launcher = _launch(tmp_path / "rec.json", "bash", "-c", "trap 'exit 0' TERM; " + TREE)
+    tree = _descendants(launcher.pid)
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=60) == 0
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+# --- supervisord itself ---------------------------------------------------------------------------
+def test_a_running_stack_with_other_settings_is_not_reused(tmp_path):
+    from crossfit_mlops.ops import stack
+
+    env = stack_env(tmp_path / "state")
+    cfg = stack.config_from_env(env)
+    try:
+        assert stack.ensure_supervisor(cfg) == "started"
+        assert stack.ensure_supervisor(cfg) == "reused"
+        other = stack.config_from_env({**env, "CROSSFIT_MLFLOW_AUTH": "1"})
+        with pytest.raises(stack.StackError, match=r"started with other settings \(.*MLFLOW_TRACKING_PASSWORD.*\): stop it first"):
+            stack.ensure_supervisor(other)
+    finally:
+        stack.down(cfg)
+    assert not stack.supervisor(cfg).is_running()
+
+
+def test_a_port_held_by_another_program_is_named(tmp_path):
+    from crossfit_mlops.ops import stack
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        cfg = _cfg(tmp_path, CROSSFIT_MLFLOW_PORT=str(port))
+        try:
+            with pytest.raises(stack.StackError, match=f"port {port} \\(mlflow\\) is used by another program: stop it or set CROSSFIT_MLFLOW_PORT"):
+                stack.start_mlflow(cfg)
+        finally:
+            stack.down(cfg)
+
+
+def test_a_service_that_cannot_start_is_reported_with_its_log(tmp_path):
+    from crossfit_mlops.ops import stack
+
+    cfg = _cfg(tmp_path, CROSSFIT_MLFLOW_BACKEND_URI="bogus://nowhere")
+    env = {**os.environ, **QUIET_ENV}
+    try:
+        with pytest.raises(stack.StackError, match=r"mlflow exited while starting \(.*\); see .*mlflow\.log") as failure:
+            stack.start_mlflow(cfg, env)
+        assert len(str(failure.value).splitlines()) > 3, "the end of its log is shown"
+        # not left restarting: supervisord gave up, or the stack stopped it
+        assert [row["state"] for row in stack.describe(cfg) if row["service"] == "mlflow"] in (["FATAL"], ["STOPPED"])
+    finally:
+        stack.down(cfg)
