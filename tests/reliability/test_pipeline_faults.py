@@ -111,7 +111,7 @@ def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(
         assert start["try_number"] >= 3, "it retried with backoff before failing"
         assert states[T.REGISTER] in {"upstream_failed", None}
     finally:
-        module.start_mlflow(cfg, module.service_env(cfg))
+        module.start_service(cfg, "mlflow")
     assert [v.version for v in P.versions(pipeline_stack)] == versions_before, "nothing was registered"
     assert P.champion(pipeline_stack) == champion_before, "no alias moved"
 
