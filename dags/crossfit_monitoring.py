@@ -38,6 +38,8 @@ from crossfit_mlops.contract import (
     SERVER_RETRIES,
     TRAINING_DAG,
     param_schemas,
+    rows_schema,
+    snapshot_schema,
     timeout,
 )
 from crossfit_mlops.contract import MonitoringTasks as T
@@ -45,18 +47,9 @@ from crossfit_mlops.monitoring.policy import MonitoringPolicy
 from crossfit_mlops.settings import task_settings
 
 PARAMS = {
-    "snapshot": Param(
-        None,
-        type=["null", "string"],
-        title="Snapshot id",
-        description="ISO date of the new snapshot; empty = the DAG run's date (UTC).",
-    ),
+    "snapshot": Param(**snapshot_schema("ISO date of the new snapshot; empty = the DAG run's date (UTC).")),
     "rows": Param(
-        None,
-        type=["null", "integer"],
-        minimum=4000,  # at least CROSSFIT_MIN_CLEAN_ROWS (200) clean athletes: about 7% of raw rows clean
-        title="Raw rows to generate",
-        description="Only for a new generated snapshot; empty = as many as the champion's snapshot had.",
+        **rows_schema(None, "Only for a new generated snapshot; empty = as many as the champion's snapshot had.")
     ),
     "seed": Param(
         None, type=["null", "integer"], title="Generator seed", description="Empty = the champion's snapshot's."

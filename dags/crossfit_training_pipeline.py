@@ -45,6 +45,8 @@ from crossfit_mlops.contract import (
     TRAINING_QUEUE,
     approval_timeout,
     param_schemas,
+    rows_schema,
+    snapshot_schema,
     timeout,
 )
 from crossfit_mlops.contract import TrainingTasks as T
@@ -65,19 +67,9 @@ ONLINE_FEATURES_ASSET = ONLINE_FEATURES.as_asset()
 CHAMPION_MODEL_ASSET = CHAMPION_MODEL.as_asset()
 
 PARAMS = {
-    # ["null", "string"]: optional in the trigger form (a plain "string" is a required field there)
-    "snapshot": Param(
-        None,
-        type=["null", "string"],
-        title="Snapshot id",
-        description="ISO date of the raw snapshot; empty = the DAG run's date (UTC).",
-    ),
+    "snapshot": Param(**snapshot_schema("ISO date of the raw snapshot; empty = the DAG run's date (UTC).")),
     "rows": Param(
-        FULL_SIZE,
-        type="integer",
-        minimum=4000,  # at least CROSSFIT_MIN_CLEAN_ROWS (200) clean athletes: about 7% of raw rows clean
-        title="Raw rows to generate",
-        description="Used only when the snapshot does not exist yet and no athletes.csv is provided.",
+        **rows_schema(FULL_SIZE, "Used only when the snapshot does not exist yet and no athletes.csv is provided.")
     ),
     "seed": Param(42, type="integer", title="Generator and sampling seed"),
     "sample_size": Param(

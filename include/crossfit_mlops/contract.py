@@ -236,3 +236,27 @@ def param_schemas(policy: type) -> dict[str, dict[str, Any]]:
         for f in dataclasses.fields(policy)
         if "bound" in f.metadata
     }
+
+
+# --- Params that several DAGs share --------------------------------------------------------------
+# A generated snapshot keeps about 7% of its raw rows after cleaning: 4000 raw rows give the
+# CROSSFIT_MIN_CLEAN_ROWS (200) clean athletes a snapshot needs to be trained or judged on.
+MIN_GENERATED_ROWS = 4000
+
+
+def snapshot_schema(description: str) -> dict[str, Any]:
+    """The optional ``snapshot`` Param: ``["null", "string"]`` so the trigger form leaves it optional
+    (a plain ``string`` is a required field there)."""
+    return {"default": None, "type": ["null", "string"], "title": "Snapshot id", "description": description}
+
+
+def rows_schema(default: int | None, description: str) -> dict[str, Any]:
+    """The ``rows`` Param of a generated snapshot, at least :data:`MIN_GENERATED_ROWS`."""
+    kind: Any = "integer" if default is not None else ["null", "integer"]
+    return {
+        "default": default,
+        "type": kind,
+        "minimum": MIN_GENERATED_ROWS,
+        "title": "Raw rows to generate",
+        "description": description,
+    }
