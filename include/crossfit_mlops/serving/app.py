@@ -28,6 +28,7 @@ import asyncio
 import logging
 import math
 import os
+import threading
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -271,6 +272,14 @@ def _add_predict_routes(app: FastAPI, holder: ChampionHolder, reader: OnlineFeat
         )
 
 
+def _warm_index(reader: OnlineFeatureReader) -> None:
+    for version in FEATURE_SETS:
+        try:
+            reader.known.get(version)
+        except Exception:  # a request will try again and say what is wrong
+            log.exception("could not index the %s feature tables", version)
+
+
 def default_limits(max_batch: int = 100, env: Mapping[str, str] | None = None) -> Limits:
     return limits_from_env({} if env is None else env, max_batch, [s.names for s in FEATURE_SETS.values()])
 
@@ -295,6 +304,8 @@ def create_app(
         if start_refresh:
             holder.start()
             await asyncio.to_thread(holder.wait_first_check, startup_wait)
+            # build the athlete index off the event loop (else the first unknown id builds it)
+            threading.Thread(target=_warm_index, args=(reader,), name="athlete-index", daemon=True).start()
         try:
             yield
         finally:
