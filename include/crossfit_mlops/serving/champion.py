@@ -214,7 +214,8 @@ class ChampionHolder:
             version = champion_version(self.tracking_uri, self.model_name)
         except Exception as exc:  # RegistryUnavailable (or whatever else the client raised): keep serving
             log.warning("registry at %s unreachable: %s", self.tracking_uri, exc)
-            message = str(exc) if isinstance(exc, RegistryUnavailable) else f"registry at {self.tracking_uri}: {exc}"
+            cause = str(exc) if isinstance(exc, RegistryUnavailable) else f"registry at {self.tracking_uri}: {exc}"
+            message = f"registry unreachable: {cause}"
             return self._fail("registry_unavailable", message[:400])
         if version is None:
             if self._current is not None:
