@@ -281,6 +281,7 @@ def _start_api(env: dict, state: Path, port: int) -> subprocess.Popen:
 
 def main() -> None:
     args = _parse_args()
+    load_before = round(os.getloadavg()[0], 2)  # before the burners: what the rest of the machine does
     from crossfit_mlops.settings import get_settings
 
     state = (args.state_dir or get_settings().state_dir / "bench" / "serving_switch").resolve()
@@ -330,7 +331,9 @@ def main() -> None:
         stack.stop_service(cfg, "mlflow")
     result = {
         "rows": args.rows, "athletes": len(athletes), "clients": args.clients, "seconds_per_phase": args.seconds,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu_burners": os.cpu_count()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu_burners": os.cpu_count(),
+                    "load_average_1m_before": load_before},
+        "package": str(Path(sys.modules["crossfit_mlops"].__file__).parent),
         "setup_s": round(setup_s, 1), "baseline": baseline, "switch_and_rematerialization": during,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": "benchmarks/bench_serving_switch.py " + " ".join(sys.argv[1:]),
