@@ -9,16 +9,19 @@ Both paths serve the same model (``@champion``) on the same Feast online store, 
 
 The load generator runs in a separate process (``--loadgen``): threads with keep-alive HTTP
 connections, cycling through athlete ids. Single-athlete latency p50/p99 at concurrency 1, then
-throughput (and latency) at concurrency 16 for a fixed duration. Targets: API p99 < 5 ms at
+throughput (and latency) at concurrency 16 for a fixed duration; then the API at concurrency 16 on
+athlete ids that no snapshot has (answered 404 from the athlete index). Targets: API p99 < 5 ms at
 concurrency 1; API throughput >= 2x two-hop at concurrency 16.
 
 Setup (in ``<state dir>/bench/serving``, deleted first): a generated snapshot (default full size,
 423,006 raw rows), Feast apply + materialize, a real MLflow server, and the champion trained by the
 project's code: the default grid's best entry of the benchmark run (LightGBM on V2, 600 trees).
 
-    .venv/bin/python benchmarks/bench_serving.py [--rows N] [--requests 3000] [--seconds 15]
+    .venv/bin/python benchmarks/bench_serving.py [--rows N] [--requests 3000] [--seconds 15] [--out FILE]
 
-Writes benchmarks/results/serving.json and prints a table.
+Writes benchmarks/results/serving.json (or ``--out``) and prints a table. To measure another
+checkout of the package in the same conditions, put its ``include`` first on ``PYTHONPATH``: the
+API process inherits it (the result records which package served).
 """
 
 from __future__ import annotations
@@ -50,6 +53,15 @@ CHAMPION_CONFIG = {
 }
 
 
+def _cpu_seconds(process) -> float:
+    """User + system CPU seconds of a process and its children (uvicorn/gunicorn workers)."""
+    total = 0.0
+    for proc in [process, *process.children(recursive=True)]:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
 # --------------------------------------------------------------------------------------- loadgen
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -79,7 +91,7 @@ def loadgen(args: argparse.Namespace) -> None:
         conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
         response = conn.getresponse()
         data = response.read()
-        if response.status != 200:
+        if response.status != args.expect:
             raise RuntimeError(f"{response.status}: {data[:300]!r}")
 
     latencies: list[float] = []
@@ -174,10 +186,14 @@ def main() -> None:
     parser.add_argument("--target", default="")
     parser.add_argument("--ids-file", default="")
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--expect", type=int, default=200, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.loadgen:
         loadgen(args)
         return
+
+    import psutil
 
     from crossfit_mlops.settings import get_settings
 
@@ -193,6 +209,7 @@ def main() -> None:
     from crossfit_mlops.ops import stack
     from crossfit_mlops.ops.stack import wait_for_url
 
+    load_before = round(os.getloadavg()[0], 2)
     cfg = stack.config_from_env()
     os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_url
     settings = get_settings()
@@ -231,17 +248,28 @@ def main() -> None:
         procs.append(serve)
         wait_for_url(f"http://127.0.0.1:{mlflow_port}/ping", serve, mlflow_log)
 
-        def measure(mode: str, concurrency: int) -> dict:
+        unknown_file = state / "unknown_ids.json"
+        unknown_file.write_text(json.dumps(list(range(900_000_000, 900_000_000 + 20_000))))
+
+        def measure(mode: str, concurrency: int, ids_path: Path = ids_file, expect: int = 200) -> dict:
             target = f"127.0.0.1:{api_port if mode == 'api' else mlflow_port}"
-            cmd = [sys.executable, __file__, "--loadgen", "--mode", mode, "--target", target, "--ids-file", str(ids_file),
-                   "--concurrency", str(concurrency)]
+            cmd = [sys.executable, __file__, "--loadgen", "--mode", mode, "--target", target, "--ids-file", str(ids_path),
+                   "--concurrency", str(concurrency), "--expect", str(expect)]
             cmd += ["--requests", str(args.requests), "--seconds", "0"] if concurrency == 1 else ["--seconds", str(args.seconds)]
+            server = psutil.Process((api if mode == "api" else serve).pid)
+            cpu_before = _cpu_seconds(server)
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
                 raise SystemExit(f"loadgen {mode} c={concurrency} failed: {done.stderr[-3000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"  {mode:8s} c={concurrency:<3d} {result['requests']:6d} req, {result['errors']} errors, "
-                  f"p50 {result['p50_ms']:7.3f} ms, p99 {result['p99_ms']:7.3f} ms, {result['throughput_rps']:8.1f} req/s")
+            # CPU the server spent per request: what the code costs, less sensitive to a busy machine
+            # than wall-clock latency (includes the warm-up requests, so a slight overestimate)
+            result["server_cpu_ms_per_request"] = round(
+                (_cpu_seconds(server) - cpu_before) * 1000 / (result["requests"] + args.warmup), 3
+            )
+            print(f"  {mode:8s} {expect} c={concurrency:<3d} {result['requests']:6d} req, {result['errors']} errors, "
+                  f"p50 {result['p50_ms']:7.3f} ms, p99 {result['p99_ms']:7.3f} ms, {result['throughput_rps']:8.1f} req/s, "
+                  f"server CPU {result['server_cpu_ms_per_request']:.3f} ms/req")
             return result
 
         print("measuring (load generator in a separate process):")
@@ -250,6 +278,7 @@ def main() -> None:
             runs[f"{mode}_c1"] = measure(mode, 1)
         for mode in ("api", "two-hop"):
             runs[f"{mode}_c{args.concurrency}"] = measure(mode, args.concurrency)
+        runs["unknown"] = measure("api", args.concurrency, unknown_file, expect=404)
     finally:
         for proc in procs:
             try:
@@ -264,7 +293,8 @@ def main() -> None:
     result = {
         "rows": args.rows,
         "athletes_in_online_store": len(ids),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_1m_before_after": [load_before, round(os.getloadavg()[0], 2)]},
         "champion": {**champion, **CHAMPION_CONFIG},
         "setup_s": round(setup_s, 1),
         "workers": {"api": 1, "mlflow_models_serve": 1},
@@ -273,13 +303,16 @@ def main() -> None:
         "targets": {"api_p99_ms_below": 5.0, "throughput_ratio_at_least": 2.0},
         "api_p99_ms": runs["api_c1"]["p99_ms"],
         "throughput_ratio": round(ratio, 2),
+        f"unknown_athletes_c{c}": runs["unknown"],
+        "package": str(Path(sys.modules["crossfit_mlops"].__file__).parent),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nAPI single-athlete p99 {result['api_p99_ms']} ms (target < 5 ms); "
           f"throughput at c={c}: API {runs[f'api_c{c}']['throughput_rps']} req/s vs two-hop "
-          f"{runs[f'two-hop_c{c}']['throughput_rps']} req/s = {ratio:.2f}x (target >= 2x)\nwritten to {RESULTS}")
+          f"{runs[f'two-hop_c{c}']['throughput_rps']} req/s = {ratio:.2f}x (target >= 2x); unknown ids at c={c}: "
+          f"{runs['unknown']['throughput_rps']} req/s\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

@@ -386,3 +386,185 @@ def test_batch_dag_scores_every_athlete_like_the_api(world, api):
     runs = c.search_runs([experiment.experiment_id], filter_string=f"tags.`airflow.run_id` = '{run_id}'")
     assert len(runs) == 1 and runs[0].data.metrics["rows_scored"] == len(scored)
     assert runs[0].data.tags["predictions_path"] == str(path)
+
+
+# --- under attack: bad input, oversized input, the one error shape, the documentation ------------
+def _features_of(world, athlete: int) -> dict:
+    """The athlete's V2 features from the online store, as a client would send them."""
+    from crossfit_mlops.features.store import online_features
+
+    row = online_features([athlete], "v2", settings=world["settings"]).drop(columns=["athlete_id"]).iloc[0]
+    return {k: (int(v) if float(v).is_integer() else float(v)) for k, v in row.items()}
+
+
+def _strict_json(data: bytes):
+    """Parse a response body as strict JSON: NaN or Infinity in it is a failure."""
+    def refuse(token):
+        raise AssertionError(f"the response contains {token}, which is not JSON")
+
+    return json.loads(data, parse_constant=refuse)
+
+
+def _exchange(conn, path: str, body, content_type: str = "application/json"):
+    conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+    response = conn.getresponse()
+    return response, response.read()
+
+
+def test_non_finite_and_overflowing_numbers_are_422_and_the_connection_stays(world, api):
+    import http.client
+
+    athlete = world["serving"][0]
+    features = json.dumps({"features": {**_features_of(world, athlete), "age": 1234567}})
+    cases = [
+        ("/predict", '{"athlete_id": NaN}', ["body", "athlete_id"]),
+        ("/predict", '{"athlete_id": Infinity}', ["body", "athlete_id"]),
+        ("/predict", '{"athlete_ids": [1, -Infinity]}', ["body", "athlete_ids", 1]),
+        ("/predict", '{"athlete_id": ' + "9" * 5000 + "}", ["body", "athlete_id"]),  # past Python's int limit
+        ("/predict", json.dumps({"athlete_id": 2**64}), ["body", "athlete_id"]),  # past int64
+        ("/predict/features", features.replace("1234567", "NaN"), ["body", "features", "age"]),
+        ("/predict/features", features.replace("1234567", "-Infinity"), ["body", "features", "age"]),
+        ("/predict/features", features.replace("1234567", "1e400"), ["body", "features", "age"]),
+        ("/predict/features", features.replace("1234567", "9" * 400), ["body", "features", "age"]),  # float() overflows
+    ]
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
+    try:
+        for path, body, loc in cases:
+            response, data = _exchange(conn, path, body)
+            assert response.status == 422, (body[:60], data[:300])
+            answer = _strict_json(data)
+            assert answer["error"] == "invalid_input" and answer["detail"][0]["loc"] == loc, (body[:60], answer)
+            assert len(data) < 1000, "an error echoed a huge input"
+            sock = conn.sock
+            response, data = _exchange(conn, "/predict", json.dumps({"athlete_id": athlete}))
+            assert response.status == 200, data[:300]
+            assert conn.sock is sock, f"the connection was dropped after {body[:60]!r}"
+    finally:
+        conn.close()
+
+
+def test_implausible_features_are_422_naming_the_bound(world, api):
+    features = _features_of(world, world["serving"][0])
+    survey = next(name for name in features if "__" in name)
+    refused = {
+        "age": [-5, 17, 91, 1e308], "height_in": [48, 96, 0.5], "weight_lb": [69.9, 501], "bmi": [0, 200],
+        "is_male": [2, -1], "region_code": [-2, 17], survey: [2, -1],
+    }  # fmt: skip
+    for name, values in refused.items():
+        for value in values:
+            response = api.post("/predict/features", {"features": {**features, name: value}})
+            assert response.status_code == 422, (name, value, response.text)
+            error = response.json()["detail"][0]
+            assert error["loc"] == ["body", "features", name] and error["type"] == "out_of_range", (name, value, error)
+            assert error["msg"].startswith("must be between") and error["input"] == value
+    accepted = {"age": [18, 90], "height_in": [48.5, 95.5], "weight_lb": [70, 500], "region_code": [-1, 16]}
+    for name, values in accepted.items():
+        for value in values:
+            response = api.post("/predict/features", {"features": {**features, name: value}})
+            assert response.status_code == 200, (name, value, response.text)
+    response = api.post("/predict/features", {"features": {**features, "is_male": 0.5}})
+    assert response.status_code == 422 and response.json()["detail"][0]["msg"] == "must be an integer"
+
+
+def test_the_bounds_hold_every_engineered_feature_value(world):
+    """No real athlete's features are refused: every value of every table is inside its bounds."""
+    import pandas as pd
+
+    from crossfit_mlops.features.specs import feature_bounds, feature_set
+
+    for snapshot in (OLD, CUR, NEXT):
+        for version in ("v1", "v2"):
+            table = pd.read_parquet(Catalog(world["settings"]).feature_table_file(feature_set(version).view_name, snapshot))
+            for name, bounds in feature_bounds(version).items():
+                outside = table[~table[name].map(bounds.contains)][name]
+                assert outside.empty, f"{snapshot} {version} {name}: {outside.head().tolist()} not {bounds.describe()}"
+
+
+def test_request_limits_refuse_before_parsing(world, api):
+    import socket
+
+    # a declared 100 MB body is refused from its headers: the client has sent 64 KiB of it
+    with socket.create_connection(("127.0.0.1", api.port), timeout=30) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000000\r\n\r\n" + b" " * 65536)  # fmt: skip
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed without an answer: {data!r}"
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert json.loads(body)["error"] == "body_too_large"
+    limit = json.loads(body)["limit"]
+
+    chunked = api.http.post(f"{api.url}/predict", data=(b" " * 65536 for _ in range(limit // 65536 + 2)),
+                            headers={"Content-Type": "application/json"}, timeout=60)  # fmt: skip
+    assert chunked.status_code == 413 and chunked.json()["error"] == "body_too_large"
+
+    features = _features_of(world, world["serving"][0])
+    flood = api.post("/predict/features", {"features": {**features, **{f"unknown_{i}": 1 for i in range(100_000)}}})
+    assert flood.status_code == 413 and flood.json()["error"] == "body_too_large" and len(flood.content) < 500
+
+    keys = api.post("/predict/features", {"features": {str(i): 1 for i in range(20_000)}})
+    assert keys.status_code == 413 and keys.json()["error"] == "too_many_items", keys.text[:300]
+
+    # within the limits, a body of 5,000 unknown keys gets a short answer: 20 errors and the count
+    many = api.post("/predict/features", {"features": {**features, **{f"unknown_{i}": 1 for i in range(5000)}}})
+    assert many.status_code == 422 and len(many.json()["detail"]) == 20
+    assert many.json()["errors_total"] == 5000 and len(many.content) < 10_000
+    assert api.get("/health").status_code == 200
+
+
+def test_every_bad_request_gets_the_one_error_shape(api):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
+    cases = [
+        ("POST", "/predict", b'{"athlete_id": ', "application/json", 422),  # truncated JSON
+        ("POST", "/predict", b"\xff\xfe\xfa\x00", "application/json", 422),  # not UTF-8
+        ("POST", "/predict", b"[" * 100_000 + b"]" * 100_000, "application/json", 422),  # nesting
+        ("POST", "/predict", b"athlete_id=1", "application/x-www-form-urlencoded", 422),
+        ("POST", "/predict", b"[1, 2]", "application/json", 422),
+        ("POST", "/predict", b"", "application/json", 422),
+        ("POST", "/predict", b'{"athlete_id": "' + b"7" * 500_000 + b'"}', "application/json", 422),
+        ("GET", "/predict", None, None, 405),
+        ("GET", "/no/such/path", None, None, 404),
+    ]
+    try:
+        for method, path, body, content_type, status in cases:
+            conn.request(method, path, body=body, headers={"Content-Type": content_type} if content_type else {})
+            response = conn.getresponse()
+            data = response.read()
+            answer = _strict_json(data)
+            assert response.status == status, (path, body[:40] if body else None, data[:300])
+            assert {"error", "detail"} <= set(answer), answer
+            assert len(data) < 2000, "an error echoed the input"
+    finally:
+        conn.close()
+
+
+def test_openapi_lists_every_response_with_real_examples(world, api):
+    paths = api.get("/openapi.json").json()["paths"]
+    expected = {("/predict", "post"): {"200", "404", "413", "422", "424", "503"},
+                ("/predict/features", "post"): {"200", "413", "422", "503"},
+                ("/ready", "get"): {"200", "503"}, ("/model", "get"): {"200", "503"}}  # fmt: skip
+    for (path, method), statuses in expected.items():
+        responses = paths[path][method]["responses"]
+        assert statuses <= set(responses), (path, sorted(responses))
+        for status in statuses - {"200"}:
+            examples = responses[status]["content"]["application/json"]["examples"]
+            assert examples and all("error" in e["value"] for e in examples.values()), (path, status)
+
+    for path in ("/predict", "/predict/features"):
+        operation = paths[path]["post"]
+        requests_ = operation["requestBody"]["content"]["application/json"]["examples"]
+        answers = operation["responses"]["200"]["content"]["application/json"]["examples"]
+        for name, example in requests_.items():
+            response = api.post(path, example["value"])
+            assert response.status_code == 200, (path, example, response.text)
+            documented = answers[name]["value"]
+            assert response.json()["predictions" if "predictions" in documented else "prediction"] == (
+                documented["predictions" if "predictions" in documented else "prediction"]
+            ), (path, name)
+    one = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["examples"]["one athlete"]["value"]
+    assert one["athlete_id"] in _ids(world["settings"], CUR)

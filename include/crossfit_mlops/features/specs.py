@@ -10,6 +10,8 @@ the data, so nothing is "fitted" on rows that a model is later tested on.
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -108,6 +110,58 @@ FEATURE_SETS: dict[str, FeatureSet] = {
 }
 
 REGION_CODES: dict[str, int] = {region: i for i, region in enumerate(REGIONS)}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The plausible values of one feature: ``low <= x <= high`` (``low < x < high`` if exclusive)."""
+
+    low: float
+    high: float
+    exclusive: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.exclusive:
+            return self.low < value < self.high
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        return f"between {self.low:g} and {self.high:g}" + (" (exclusive)" if self.exclusive else "")
+
+
+@functools.cache
+def _profile_bounds() -> dict[str, Bounds]:
+    """Bounds of the profile features, from the raw data contract's plausibility rules: a row
+    outside them is quarantined before it becomes features, so no model ever saw such a value."""
+    # imported here: the contract pulls in pandas and pandera, and DAG files import this module
+    from crossfit_mlops.data.contract import AGE_RANGE, HEIGHT_RANGE_EXCLUSIVE, WEIGHT_RANGE
+
+    (h_low, h_high), (w_low, w_high) = HEIGHT_RANGE_EXCLUSIVE, WEIGHT_RANGE
+    # BMI of the extreme heights and weights, widened to the 4 decimals it is rounded to
+    bmi = Bounds(math.floor(703.0 * w_low / h_high**2 * 1e4) / 1e4, math.ceil(703.0 * w_high / h_low**2 * 1e4) / 1e4)
+    return {
+        "age": Bounds(*AGE_RANGE),
+        "height_in": Bounds(h_low, h_high, exclusive=True),
+        "weight_lb": Bounds(w_low, w_high),
+        "bmi": bmi,
+        "is_male": Bounds(0, 1),
+        "region_code": Bounds(-1, len(REGIONS) - 1),
+    }
+
+
+def feature_bounds(version: str) -> dict[str, Bounds]:
+    """The plausible range of every feature of ``version`` (serving refuses values outside it).
+
+    Multi-hot survey features are 0 or 1; profile features follow the raw contract."""
+    bounds = {}
+    for spec in feature_set(version).features:
+        if spec.survey_option is not None:
+            bounds[spec.name] = Bounds(0, 1)
+        elif spec.name in _profile_bounds():
+            bounds[spec.name] = _profile_bounds()[spec.name]
+        else:
+            raise ValueError(f"no plausible bounds defined for feature {spec.name!r}")
+    return bounds
 
 
 def feature_set(version: str) -> FeatureSet:

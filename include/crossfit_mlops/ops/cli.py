@@ -265,10 +265,17 @@ def _cmd_registry(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
     import uvicorn
 
     from crossfit_mlops.serving.app import build_app
 
+    # The registry is polled every few seconds: MLflow's own HTTP retries (7, backing off for
+    # about 4 minutes) would only hold up the answer "registry unreachable". The next poll is the
+    # retry. Set these variables to override.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     app = build_app(refresh_seconds=args.refresh_seconds, max_batch=args.max_batch)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
 

@@ -2,22 +2,32 @@
 
 Feast answers a lookup of an athlete it has no row for with None values, and does not check a
 feature view's TTL on online reads. Serving must never predict on either, so this module tells
-three cases apart:
+these cases apart:
 
+- the features are there and fresh: values in the model's column order plus their timestamp;
 - the athlete is **unknown**: no feature table of that version has ever had them
   (:class:`UnknownAthletes`, HTTP 404);
-- the athlete is known but the online store has **no row** for them, or the row is **older than
-  the feature view's TTL** (:class:`FeaturesUnavailable`, HTTP 424): materialize a newer snapshot;
-- the features are there and fresh: values in the model's column order plus their timestamp.
+- the athlete is known but the online store has **no row** for them (or no table at all: nothing
+  was materialized), or the row is **older than the feature view's TTL**
+  (:class:`FeaturesUnavailable`, HTTP 424): materialize a newer snapshot;
+- the store cannot answer at all (registry file gone, database unreadable, Redis down):
+  :class:`FeatureStoreUnavailable` (HTTP 503), never a 500.
+
+The online store is asked first; only the athletes it has no fresh row for are looked up in
+:class:`KnownAthletes`, an in-memory index of the offline feature tables, to tell 404 from 424.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crossfit_mlops.features.specs import FEATURE_TTL, feature_set
@@ -29,13 +39,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class UnknownAthletes(LookupError):
-    def __init__(self, athlete_ids: list[int], feature_version: str):
+    def __init__(self, athlete_ids: list[int], feature_version: str, unreadable: list[str] | None = None):
         self.athlete_ids = athlete_ids
         self.feature_version = feature_version
+        self.unreadable = unreadable or []  # feature tables the index could not read
+        caveat = f" (not indexed, unreadable: {', '.join(self.unreadable)})" if self.unreadable else ""
         super().__init__(
             f"unknown athlete_id {', '.join(map(str, athlete_ids))}: not in any {feature_version} feature snapshot"
+            + caveat
         )
+
+
+class FeatureStoreUnavailable(RuntimeError):
+    """The online store could not answer at all (not: it has no row for an athlete)."""
+
+    def __init__(self, reason: str, feature_version: str):
+        self.reason = reason
+        self.feature_version = feature_version
+        super().__init__(f"the feature store cannot serve {feature_version} features: {reason}")
 
 
 class FeaturesUnavailable(LookupError):
@@ -77,29 +100,88 @@ def _columns_of(response, columns: tuple[str, ...]) -> tuple[dict[str, list[floa
     return values, stamps
 
 
+@dataclass(frozen=True)
+class _Table:
+    signature: tuple[int, int, int]  # (inode, size, mtime ns): a replaced or rewritten file differs
+    ids: frozenset[int]
+    problem: str | None = None  # why it could not be read
+
+
 class KnownAthletes:
-    """Athlete ids that appear in any snapshot's feature table of a version (re-read on refresh)."""
+    """Athlete ids of every snapshot's feature table of a version: an index in memory.
 
-    def __init__(self, settings: Settings):
+    Built on first use. A lookup miss lists the folder again, at most once every
+    ``rescan_seconds``, and reads only the files that are new or changed since: an unknown id
+    costs a set lookup, not a read of every table. A file that cannot be read (corrupt,
+    truncated) is left out of the index and reported by :meth:`problems` until it changes; it
+    never fails a request.
+    """
+
+    def __init__(self, settings: Settings, rescan_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
+        self.rescan_seconds = rescan_seconds
+        self.clock = clock
+        self._tables: dict[str, dict[str, _Table]] = {}
         self._ids: dict[str, frozenset[int]] = {}
+        self._scanned_at: dict[str, float] = {}
         self._lock = threading.Lock()
-
-    def load(self, version: str) -> frozenset[int]:
-        import pyarrow.parquet as pq
-
-        folder = Catalog(self.settings).feature_table_dir(feature_set(version).view_name)
-        ids: set[int] = set()
-        for path in sorted(folder.glob("*.parquet")):
-            ids.update(pq.read_table(path, columns=[ENTITY_KEY]).column(0).to_pylist())
-        frozen = frozenset(ids)
-        with self._lock:
-            self._ids[version] = frozen
-        return frozen
 
     def get(self, version: str) -> frozenset[int]:
         ids = self._ids.get(version)
         return ids if ids is not None else self.load(version)
+
+    def refresh(self, version: str) -> frozenset[int]:
+        """The index, after listing the folder again if the last listing is ``rescan_seconds`` old."""
+        scanned = self._scanned_at.get(version)
+        if scanned is None or self.clock() - scanned >= self.rescan_seconds:
+            return self.load(version)
+        return self._ids[version]
+
+    def problems(self, version: str) -> dict[str, str]:
+        """Feature tables of ``version`` left out of the index: file name -> why."""
+        return {name: t.problem for name, t in self._tables.get(version, {}).items() if t.problem}
+
+    def load(self, version: str) -> frozenset[int]:
+        """List the version's folder; read only the files that are new or changed since last time."""
+        with self._lock:
+            folder = Catalog(self.settings).feature_table_dir(feature_set(version).view_name)
+            before = self._tables.get(version, {})
+            tables = {}
+            for entry in _parquet_files(folder):
+                stat = entry.stat()
+                signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+                known = before.get(entry.name)
+                tables[entry.name] = known if known and known.signature == signature else _read_ids(entry.path, signature)
+            unchanged = tables.keys() == before.keys() and all(tables[n] is before[n] for n in tables)
+            if version not in self._ids or not unchanged:
+                self._ids[version] = frozenset().union(*(t.ids for t in tables.values()))
+            self._tables[version] = tables
+            self._scanned_at[version] = self.clock()
+            return self._ids[version]
+
+
+def _parquet_files(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return [e for e in entries if e.name.endswith(".parquet") and not e.name.startswith(".") and e.is_file()]
+    except FileNotFoundError:
+        return []
+
+
+def _read_ids(path: str, signature: tuple[int, int, int]) -> _Table:
+    import pyarrow.parquet as pq
+
+    try:
+        return _Table(signature, frozenset(pq.read_table(path, columns=[ENTITY_KEY]).column(0).to_pylist()))
+    except Exception as exc:  # a corrupt or half-written file: leave it out, say so, keep serving
+        problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+        log.warning("feature table %s left out of the athlete index: %s", path, problem)
+        return _Table(signature, frozenset(), problem)
+
+
+def _no_table(exc: Exception) -> bool:
+    """The SQLite online store has no table for the view: nothing was ever materialized into it."""
+    return isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
 
 
 class OnlineFeatureReader:
@@ -132,20 +214,47 @@ class OnlineFeatureReader:
             self._services[version] = service
         return service
 
+    def _online(self, athlete_ids: list[int], version: str, columns: tuple[str, ...]):
+        """Values and stamps from the store (see :func:`_columns_of`); None when it has no table."""
+        try:
+            response = self.store.get_online_features(
+                features=self.service(version), entity_rows=[{ENTITY_KEY: i} for i in athlete_ids]
+            )
+        except Exception as exc:  # whatever the store's failure is: a 503 that says it, never a 500
+            if _no_table(exc):
+                return None
+            raise FeatureStoreUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}", version) from exc
+        return _columns_of(response, columns)
+
+    def check(self, version: str, columns: tuple[str, ...]) -> str | None:
+        """None when the store answers a lookup the way ``read`` makes it; else why it cannot."""
+        try:
+            answer = self._online([0], version, columns[:1])
+        except FeatureStoreUnavailable as exc:
+            return str(exc)
+        if answer is None:
+            return f"the online store has no {feature_set(version).view_name} table: materialize a snapshot"
+        return None
+
     def read(self, athlete_ids: list[int], version: str, columns: tuple[str, ...]) -> list[AthleteFeatures]:
         """Fresh feature rows for ``athlete_ids`` (same order), or a typed error naming the ids."""
-        known = self.known.get(version)
-        unknown = [i for i in athlete_ids if i not in known]
-        if unknown:
-            # the offline tables may have grown since we looked (a new snapshot): look once more
-            known = self.known.load(version)
-            unknown = [i for i in athlete_ids if i not in known]
+        answer = self._online(athlete_ids, version, columns)
+        if answer is None:
+            view = feature_set(version).view_name
+            rows, problems = [], dict.fromkeys(athlete_ids, f"the online store has no {view} table: nothing materialized")
+        else:
+            rows, problems = self._fresh_rows(athlete_ids, columns, *answer)
+        if problems:
+            known = self.known.get(version)
+            if any(i not in known for i in problems):  # the tables may have grown since: look again
+                known = self.known.refresh(version)
+            unknown = [i for i in problems if i not in known]
             if unknown:
-                raise UnknownAthletes(unknown, version)
-        response = self.store.get_online_features(
-            features=self.service(version), entity_rows=[{ENTITY_KEY: i} for i in athlete_ids]
-        )
-        values_of, stamps_of = _columns_of(response, columns)
+                raise UnknownAthletes(unknown, version, sorted(self.known.problems(version)))
+            raise FeaturesUnavailable(problems, version)
+        return rows
+
+    def _fresh_rows(self, athlete_ids, columns, values_of, stamps_of) -> tuple[list[AthleteFeatures], dict[int, str]]:
         oldest_allowed = self.clock() - self.ttl
         rows, problems = [], {}
         for index, athlete_id in enumerate(athlete_ids):
@@ -162,9 +271,7 @@ class OnlineFeatureReader:
                 )
                 continue
             rows.append(AthleteFeatures(athlete_id, values, stamp))
-        if problems:
-            raise FeaturesUnavailable(problems, version)
-        return rows
+        return rows, problems
 
 
 def available_snapshots(settings: Settings, version: str) -> list[str]:
