@@ -191,6 +191,8 @@ def test_health_ready_and_model_describe_the_champion(world, api):
     assert model["feature_service"] == "model_v2" and model["snapshot_id"] == CUR
     assert model["training_metrics"]["val_rmse"] > 0 and "test_r2" in model["training_metrics"]
     assert len(model["features"]) == 34
+    since = model["champion_since"]  # from the alias history: when, by whom and why it became champion
+    assert since["event"] == "promotion" and since["actor"] == "pipeline" and since["at"].startswith("20"), since
     docs = api.get("/openapi.json").json()
     assert {"/predict", "/predict/features", "/health", "/ready", "/model"} <= set(docs["paths"])
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crossfit_mlops.features.specs import Bounds, check_model_inputs, feature_bounds
+from crossfit_mlops.tracking.history import champion_since
 from crossfit_mlops.tracking.registry import (
     CHAMPION,
     GATE_TAGS,
@@ -56,6 +57,7 @@ class Champion:
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     fast_predict: Callable[[Any], Any] | None = None  # ndarray -> predictions, verified at load
     bounds: dict[str, Bounds] = field(default_factory=dict)  # plausible range of each input column
+    since: dict[str, Any] | None = None  # the alias-history event that made it champion
 
     @property
     def uri(self) -> str:
@@ -86,6 +88,7 @@ class Champion:
             "training_metrics": self.metrics,
             "model_family": self.tags.get("model_family"),
             GATE_TAGS: {k.removeprefix(f"{GATE_TAGS}."): v for k, v in self.tags.items() if k.startswith(f"{GATE_TAGS}.")},
+            "champion_since": self.since,
             "loaded_at": self.loaded_at,
         }
 
@@ -139,7 +142,22 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> Champion:
         tags=loaded.tags,
         fast_predict=fast_predictor(loaded.model, loaded.columns),
         bounds=feature_bounds(spec.version),
+        since=_since(tracking_uri, model_name, loaded.version),
     )
+
+
+def _since(tracking_uri: str, model_name: str, version: str) -> dict[str, Any] | None:
+    """When, by whom and why ``version`` became champion (``/model``), or None when the history
+    has no such event (an alias moved by hand in the MLflow UI) or cannot be read: the history
+    informs, it never keeps a champion from serving."""
+    try:
+        event = champion_since(tracking_uri, model_name, version)
+    except Exception as exc:  # the registry answered a moment ago; the history is best effort
+        log.warning("alias history of %s unreadable: %s", model_name, exc)
+        return None
+    if event is None:
+        return None
+    return {k: event[k] for k in ("at", "event", "actor", "from_version", "reason")}
 
 
 def _settle_heap() -> None:
