@@ -101,5 +101,7 @@ def _decide_paired(paired: dict[str, float], policy: GatePolicy) -> Decision:
     if low > policy.min_improvement:
         return Decision(True, f"{said} clears the margin {policy.min_improvement:.2%}")
     if high < 0:
-        return Decision(False, f"{said}: the challenger is worse")
-    return Decision(False, f"{said} does not clear the margin {policy.min_improvement:.2%}: within the noise")
+        return Decision(False, f"{said}: the challenger is worse, it does not beat the champion")
+    return Decision(
+        False, f"{said}: it does not beat the champion by the margin {policy.min_improvement:.2%}: within the noise"
+    )
