@@ -11,12 +11,15 @@ The training DAG runs through the REST API; the test proves that every training 
 Celery worker from the ``training`` queue, that both workers ran tasks (``hostname`` of each task
 instance names the worker), that ``models:/crossfit_total_lift@champion`` loads, with its bytes in
 the object store (listed through the S3 API), that no client needed an S3 key, that a client
-without MLflow's credential cannot move the alias, and that the prediction API serves it.
+without MLflow's credential cannot move the alias, and that the prediction API serves it. It also
+covers what the former production-topology test checked on the LocalExecutor: the fan-out runs in
+parallel, and the registry, Airflow's runs and Feast's registry live in their PostgreSQL databases.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import pytest
 import requests
@@ -103,6 +106,9 @@ def test_training_on_the_cluster_profile(tmp_path, monkeypatch):
             workers = {t["hostname"].split(".", 1)[0] for t in tis if t["hostname"]}
             assert workers == {"worker1", "worker2"}, {t["task_id"]: t["hostname"] for t in tis}
             assert all(t["hostname"].split(".", 1)[0] in {"worker1", "worker2"} for t in training)
+            # the fan-out ran in parallel: at least two training tasks at once
+            spans = sorted((datetime.fromisoformat(t["start_date"]), datetime.fromisoformat(t["end_date"])) for t in training)
+            assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) >= 2, spans
             # Celery's own record: both nodes consume the training queue
             consumers = _celery_queues(cfg)
             assert {"worker1", "worker2"} <= {node.split("@")[0] for node, queues in consumers.items() if "training" in queues}
@@ -112,6 +118,10 @@ def test_training_on_the_cluster_profile(tmp_path, monkeypatch):
             _check_champion_in_object_store(cfg, bucket)
             _check_alias_needs_credentials(cfg, monkeypatch)
 
+            # MLflow's registry is in its PostgreSQL database: the alias row is there
+            assert (cfg.settings.registered_model_name, "champion", 1) in _query(
+                mlflow_db, "SELECT name, alias, version FROM registered_model_aliases"
+            )
             # Airflow's metadata and Celery's results in the database the stack created
             assert _query(airflow_db, f"SELECT state FROM dag_run WHERE run_id = '{run_id}'") == [("success",)]
             assert _query(airflow_db, "SELECT count(*) FROM celery_taskmeta")[0][0] > 0
