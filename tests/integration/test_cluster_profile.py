@@ -14,13 +14,22 @@ the object store (listed through the S3 API), that no client needed an S3 key, t
 without MLflow's credential cannot move the alias, and that the prediction API serves it. It also
 covers what the former production-topology test checked on the LocalExecutor: the fan-out runs in
 parallel, and the registry, Airflow's runs and Feast's registry live in their PostgreSQL databases.
+
+The stack's faults are injected into the same stack (one stack start in CI instead of two): the
+MLflow server is killed (``kill -9``) as the run starts, and the run still succeeds after
+supervisord restarts it; later the Airflow api-server and the prediction API's launcher are
+killed, and both come back (the API's orphaned process ended first) and answer.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import uuid
 from datetime import datetime
 
+import psutil
 import pytest
 import requests
 
@@ -75,9 +84,14 @@ def _cluster_env(state, mlflow_db, airflow_db, feast_db, broker_db, feast_redis_
     return {k: v for k, v in env.items() if k not in S3_CREDENTIALS}
 
 
-def test_training_on_the_cluster_profile(tmp_path, monkeypatch):
-    from crossfit_mlops.ops import services, stack
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """The cluster stack on this test's own databases, Redis databases, ports and bucket, and one
+    training run on it, during which the MLflow server is killed (``kill -9``) right after the
+    trigger: the fault tests below read what that did, the others what the run left."""
+    from crossfit_mlops.ops import stack
 
+    state = tmp_path_factory.mktemp("cluster") / "state"
     bucket = f"crossfit-test-{uuid.uuid4().hex[:8]}"
     with (
         postgres_database("crossfit_test_cl_mlflow") as mlflow_db,
@@ -86,62 +100,143 @@ def test_training_on_the_cluster_profile(tmp_path, monkeypatch):
         empty_redis_db() as broker_db,
         empty_redis_db() as feast_redis_db,
     ):
-        env = _cluster_env(tmp_path / "state", mlflow_db, airflow_db, feast_db, broker_db, feast_redis_db, bucket)
+        env = _cluster_env(state, mlflow_db, airflow_db, feast_db, broker_db, feast_redis_db, bucket)
         assert not set(S3_CREDENTIALS) & set(env), "the stack must be started without an S3 key"
-        with running_stack(env, TRAINING_DAG) as (cfg, client):
-            assert cfg.executor == "CeleryExecutor" and cfg.celery_workers == 2 and cfg.mlflow_auth
-            shared = stack.stack_environment(cfg)
-            assert not set(S3_CREDENTIALS) & set(shared), "services and tasks get no S3 key"
+        with running_stack(env, TRAINING_DAG) as (cfg, client), pytest.MonkeyPatch.context() as mp:
+            for name, value in mlflow_credentials(cfg).items():
+                mp.setenv(name, value)
             client.unpause(TRAINING_DAG)
             run_id = client.trigger(TRAINING_DAG, {"rows": 5000, "snapshot": "2026-11-04", "grid": GRID, "r2_floor": 0.0})
+            killed = stack.running_pid(cfg, "mlflow")
+            os.kill(killed, signal.SIGKILL)  # the fault: MLflow dies as the run starts
+            _wait_back(cfg, "mlflow", killed, f"{cfg.mlflow_url}/health")
             run = client.wait_for_run(TRAINING_DAG, run_id, timeout=1200, poll=3.0)
-            assert run["state"] == "success", f"{run}; logs in {cfg.airflow_home / 'logs'}"
+            yield {
+                "cfg": cfg, "client": client, "run_id": run_id, "run": run, "bucket": bucket,
+                "mlflow_db": mlflow_db, "airflow_db": airflow_db, "feast_db": feast_db, "feast_redis_db": feast_redis_db,
+            }  # fmt: skip
+    assert not list((state / "run").glob("*.json"))
 
-            # every training task ran on a Celery worker, taken from the training queue; both workers ran tasks
-            tis = client.task_instances(TRAINING_DAG, run_id)
-            training = [t for t in tis if t["task_id"] == T.TRAIN]
-            assert len(training) == 4 and all(t["state"] == "success" for t in training)
-            assert {t["queue"] for t in training} == {"training"}, [t["queue"] for t in training]
-            assert {t["queue"] for t in tis if t["task_id"] != T.TRAIN and t["state"] == "success"} == {"default"}
-            workers = {t["hostname"].split(".", 1)[0] for t in tis if t["hostname"]}
-            assert workers == {"worker1", "worker2"}, {t["task_id"]: t["hostname"] for t in tis}
-            assert all(t["hostname"].split(".", 1)[0] in {"worker1", "worker2"} for t in training)
-            # the fan-out ran in parallel: at least two training tasks at once
-            spans = sorted((datetime.fromisoformat(t["start_date"]), datetime.fromisoformat(t["end_date"])) for t in training)
-            assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) >= 2, spans
-            # Celery's own record: both nodes consume the training queue
-            consumers = _celery_queues(cfg)
-            assert {"worker1", "worker2"} <= {node.split("@")[0] for node, queues in consumers.items() if "training" in queues}
 
-            for name, value in mlflow_credentials(cfg).items():
-                monkeypatch.setenv(name, value)
-            _check_champion_in_object_store(cfg, bucket)
-            _check_alias_needs_credentials(cfg, monkeypatch)
+def _wait_back(cfg, name: str, old_pid: int, url: str | None, timeout: float = 180) -> int:
+    from crossfit_mlops.ops import stack
 
-            # MLflow's registry is in its PostgreSQL database: the alias row is there
-            assert (cfg.settings.registered_model_name, "champion", 1) in _query(
-                mlflow_db, "SELECT name, alias, version FROM registered_model_aliases"
-            )
-            # Airflow's metadata and Celery's results in the database the stack created
-            assert _query(airflow_db, f"SELECT state FROM dag_run WHERE run_id = '{run_id}'") == [("success",)]
-            assert _query(airflow_db, "SELECT count(*) FROM celery_taskmeta")[0][0] > 0
-            # Feast: SQL registry in PostgreSQL, online rows in Redis
-            assert len(_query(feast_db, "SELECT feature_view_name FROM feature_views")) == 2
-            import redis
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = stack.running_pid(cfg, name)
+        if pid and pid != old_pid and (url is None or stack.http_ok(url)):
+            return pid
+        time.sleep(0.5)
+    raise AssertionError(f"{name} did not come back: {stack.describe(cfg)}")
 
-            assert redis.Redis(host="127.0.0.1", port=6379, db=feast_redis_db).dbsize() > 100
 
-            # the prediction API serves the champion
-            for name, value in mlflow_credentials(cfg).items():
-                monkeypatch.setenv(name, value)
-            assert stack.start_api(cfg) == "started"
-            from crossfit_mlops.serving.features import example_athlete
+def test_training_on_the_cluster_profile(cluster):
+    from crossfit_mlops.ops import services, stack
 
-            answer = requests.post(f"{cfg.api_url}/predict", json={"athlete_id": example_athlete(cfg.settings)}, timeout=30)
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["model_version"] == "1"
-            assert services.OBJECT_STORE in stack.service_names(cfg)
-    assert not list((tmp_path / "state" / "run").glob("*.json"))
+    cfg, client, run_id, run = cluster["cfg"], cluster["client"], cluster["run_id"], cluster["run"]
+    assert cfg.executor == "CeleryExecutor" and cfg.celery_workers == 2 and cfg.mlflow_auth
+    assert not set(S3_CREDENTIALS) & set(stack.stack_environment(cfg)), "services and tasks get no S3 key"
+    assert run["state"] == "success", f"{run}; logs in {cfg.airflow_home / 'logs'}"
+
+    # every training task ran on a Celery worker, taken from the training queue; both workers ran tasks
+    tis = client.task_instances(TRAINING_DAG, run_id)
+    training = [t for t in tis if t["task_id"] == T.TRAIN]
+    assert len(training) == 4 and all(t["state"] == "success" for t in training)
+    assert {t["queue"] for t in training} == {"training"}, [t["queue"] for t in training]
+    assert {t["queue"] for t in tis if t["task_id"] != T.TRAIN and t["state"] == "success"} == {"default"}
+    workers = {t["hostname"].split(".", 1)[0] for t in tis if t["hostname"]}
+    assert workers == {"worker1", "worker2"}, {t["task_id"]: t["hostname"] for t in tis}
+    assert all(t["hostname"].split(".", 1)[0] in {"worker1", "worker2"} for t in training)
+    # the fan-out ran in parallel: at least two training tasks at once
+    spans = sorted((datetime.fromisoformat(t["start_date"]), datetime.fromisoformat(t["end_date"])) for t in training)
+    assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) >= 2, spans
+    # Celery's own record: both nodes consume the training queue
+    consumers = _celery_queues(cfg)
+    assert {"worker1", "worker2"} <= {node.split("@")[0] for node, queues in consumers.items() if "training" in queues}
+
+    _check_champion_in_object_store(cfg, cluster["bucket"])
+    # MLflow's registry is in its PostgreSQL database: the alias row is there
+    aliases = _query(cluster["mlflow_db"], "SELECT name, alias, version FROM registered_model_aliases")
+    assert (cfg.settings.registered_model_name, "champion", 1) in aliases
+    # Airflow's metadata and Celery's results in the database the stack created
+    assert _query(cluster["airflow_db"], f"SELECT state FROM dag_run WHERE run_id = '{run_id}'") == [("success",)]
+    assert _query(cluster["airflow_db"], "SELECT count(*) FROM celery_taskmeta")[0][0] > 0
+    # Feast: SQL registry in PostgreSQL, online rows in Redis
+    assert len(_query(cluster["feast_db"], "SELECT feature_view_name FROM feature_views")) == 2
+    import redis
+
+    assert redis.Redis(host="127.0.0.1", port=6379, db=cluster["feast_redis_db"]).dbsize() > 100
+
+    # the prediction API serves the champion
+    assert stack.start_api(cfg) in {"started", "reused"}
+    _check_api_serves(cfg)
+    assert services.OBJECT_STORE in stack.service_names(cfg)
+
+
+def test_mlflow_killed_as_the_run_started_was_restarted_and_the_run_rode_it_out(cluster):
+    cfg = cluster["cfg"]
+    assert "exited: mlflow (exit status 137; not expected)" in _supervisord_log(cfg)
+    assert "launch[mlflow]: service exited (-9); ending" in (cfg.log_dir / "mlflow.log").read_text()
+    assert cluster["run"]["state"] == "success", cluster["run"]
+
+
+def test_without_the_credential_nobody_moves_the_champion(cluster, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from crossfit_mlops.ops.checks import ServiceCheckError, check_mlflow
+
+    cfg = cluster["cfg"]
+    name = cfg.settings.registered_model_name
+    authed = MlflowClient(cfg.mlflow_url)
+    champion = authed.get_model_version_by_alias(name, "champion").version
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    with pytest.raises(MlflowException, match="401"):
+        MlflowClient(cfg.mlflow_url).set_registered_model_alias(name, "champion", "1")
+    with pytest.raises(MlflowException, match="401"):
+        MlflowClient(cfg.mlflow_url).delete_registered_model_alias(name, "champion")
+    anonymous = requests.post(
+        f"{cfg.mlflow_url}/api/2.0/mlflow/registered-models/alias",
+        json={"name": name, "alias": "champion", "version": champion}, timeout=30,
+    )  # fmt: skip
+    assert anonymous.status_code == 401
+    with pytest.raises(ServiceCheckError, match="refused the credentials"):
+        check_mlflow(cfg.mlflow_url)
+    monkeypatch.undo()
+    assert MlflowClient(cfg.mlflow_url).get_model_version_by_alias(name, "champion").version == champion
+
+
+def test_killed_api_server_and_prediction_api_are_restarted(cluster):
+    from crossfit_mlops.ops import stack
+
+    cfg = cluster["cfg"]
+    assert stack.start_api(cfg) in {"started", "reused"}
+    api_server = stack.running_pid(cfg, "airflow-api-server")
+    os.kill(api_server, signal.SIGKILL)
+    api = stack.running_pid(cfg, "api")
+    os.kill(stack.supervisor(cfg).info("api")["pid"], signal.SIGKILL)  # its launcher: the API is orphaned
+    _wait_back(cfg, "airflow-api-server", api_server, f"{cfg.airflow_url}/api/v2/monitor/health")
+    _wait_back(cfg, "api", api, f"{cfg.api_url}/ready")
+    assert "exited: api (terminated by SIGKILL; not expected)" in _supervisord_log(cfg)
+    assert "launch[api]: ending 1 processes left by the previous instance" in (cfg.log_dir / "api.log").read_text()
+    assert not psutil.pid_exists(api), "the orphaned API process should have been ended"
+    assert {row["state"] for row in stack.describe(cfg)} == {"RUNNING"}, stack.describe(cfg)
+    # the restarted api-server answers the REST API (a fresh login), and the API serves the champion
+    assert stack.airflow_client(cfg).dag_run(TRAINING_DAG, cluster["run_id"])["state"] == "success"
+    _check_api_serves(cfg)
+
+
+def _supervisord_log(cfg) -> str:
+    return (cfg.log_dir / "supervisord.log").read_text()
+
+
+def _check_api_serves(cfg) -> None:
+    from crossfit_mlops.serving.features import example_athlete
+
+    answer = requests.post(f"{cfg.api_url}/predict", json={"athlete_id": example_athlete(cfg.settings)}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"] == "1"
 
 
 def _celery_queues(cfg) -> dict[str, list[str]]:
@@ -184,14 +279,3 @@ def _check_champion_in_object_store(cfg, bucket: str) -> None:
     objects = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", [])]
     model_files = {o["Key"].rsplit("/", 1)[-1]: o["Size"] for o in objects if f"/models/{model_id}/artifacts/" in f"/{o['Key']}"}
     assert "MLmodel" in model_files and sum(model_files.values()) > 10_000, sorted(model_files)
-
-
-def _check_alias_needs_credentials(cfg, monkeypatch) -> None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    name = cfg.settings.registered_model_name
-    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
-    with pytest.raises(MlflowException, match="401"):
-        MlflowClient(cfg.mlflow_url).set_registered_model_alias(name, "champion", "1")
