@@ -45,3 +45,38 @@ def cleaned_sample(generated_sample) -> pd.DataFrame:
     failures = check_rows(frame)
     valid = frame[~frame["row_number"].isin(failures["row_number"])].reset_index(drop=True)
     return clean_rows(valid, pd.Timestamp("2026-11-01", tz="UTC")).clean
+
+
+# --- two test processes (pytest-xdist, ``-n 2 --dist loadgroup`` in pyproject.toml) ---------------
+# Each module runs whole on one worker (its module-scoped stack is started once); modules that
+# share a package-scoped stack form one group. The slow groups are handed out first, longest
+# first, so the two workers finish at about the same time (seconds: a full run on the 2-core
+# machine, 2026-12-01, one worker).
+SHARED_STACK = "tests/reliability/pipeline_stack"
+GROUPS = {
+    "tests/reliability/test_pipeline_faults.py": SHARED_STACK,
+    "tests/reliability/test_human_approval.py": SHARED_STACK,
+}
+LONGEST_FIRST = (
+    SHARED_STACK,  # 420
+    "tests/integration/test_cluster_profile.py",  # 340
+    "tests/integration/test_monitoring.py",  # 210
+    "tests/e2e/test_uis.py",  # 200
+    "tests/integration/test_start_stop.py",  # 150
+    "tests/integration/test_training_pipeline.py",  # 130
+    "tests/integration/test_serving.py",  # 105
+    "tests/reliability/test_api_faults.py",  # 100
+    "tests/reliability/test_api_load.py",  # 70
+)
+
+
+def _group(item: pytest.Item) -> str:
+    module = item.nodeid.split("::", 1)[0]
+    return GROUPS.get(module, module)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: each module keeps its order

@@ -9,8 +9,11 @@ result CodeCarbon caches per process, and draws one figure (fonts, glyph caches)
 (forking a process with live threads or an initialized OpenMP pool is unsafe); :func:`preload`
 checks that and says so.
 
+A Celery worker's pool processes are forked from the ``airflow celery worker`` process, and each
+task process from a pool process: the same preload there spares every Celery task the imports.
+
 Wired through ``$AIRFLOW_HOME/config/airflow_local_settings.py`` (:data:`LOCAL_SETTINGS`), which
-calls :func:`preload` in the ``airflow scheduler`` process only: the local stack writes it, and
+calls :func:`preload` in the ``airflow scheduler`` and ``airflow celery worker`` processes only: the local stack writes it, and
 the Astro image's Dockerfile writes the same file.
 """
 
@@ -25,11 +28,12 @@ import time
 log = logging.getLogger(__name__)
 
 LOCAL_SETTINGS = """\
-# Generated from crossfit_mlops.ops.preload: warm the task imports in the scheduler, whose forks run
-# the tasks. Other Airflow processes are left alone.
+# Generated from crossfit_mlops.ops.preload: warm the task imports in the processes whose forks run
+# the tasks: the scheduler (LocalExecutor) and a Celery worker (its prefork pool). Other Airflow
+# processes are left alone.
 import sys
 
-if sys.argv[1:2] == ["scheduler"]:
+if sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] == ["celery", "worker"]:
     from crossfit_mlops.ops.preload import preload
 
     preload()
