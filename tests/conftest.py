@@ -75,6 +75,7 @@ def _group(item: pytest.Item) -> str:
     return GROUPS.get(module, module)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
     for item in items:
