@@ -185,6 +185,7 @@ def test_mlflow_serves_artifacts_from_the_object_store_with_auth_on():
 def test_the_prediction_api_runs_the_package_cli_and_probes_its_endpoints():
     from crossfit_mlops.ops.cli import build_parser
     from crossfit_mlops.serving.app import create_app
+    from crossfit_mlops.serving.champion import ChampionHolder
 
     (api,) = _containers(_workloads()["prediction-api"])
     command = api["command"]
@@ -192,7 +193,8 @@ def test_the_prediction_api_runs_the_package_cli_and_probes_its_endpoints():
     parsed = build_parser().parse_args(command[3:])
     assert parsed.command == "serve"
     assert parsed.host == "0.0.0.0" and parsed.port == api["ports"][0]["containerPort"]
-    routes = {route.path for route in create_app(None, None, start_refresh=False).routes}
+    holder = ChampionHolder("http://127.0.0.1:9", "crossfit_total_lift")  # never started: only the routes are read
+    routes = {route.path for route in create_app(holder, None, start_refresh=False).routes}
     assert api["livenessProbe"]["httpGet"]["path"] == "/health" and api["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert {"/health", "/ready"} <= routes
 
