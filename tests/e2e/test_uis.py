@@ -179,7 +179,7 @@ def ui_run(stack, browser, shots) -> str:
     _click_button(driver, "Trigger", what="Trigger button")
     _wait(driver, lambda d: d.find_elements(By.NAME, "element_rows"), what="trigger form")
     time.sleep(1)  # the form fills its defaults after it appears
-    for field, value in (("element_snapshot", SNAPSHOT), ("element_rows", "20000"), ("element_r2_floor", "0.2")):
+    for field, value in (("element_snapshot", SNAPSHOT), ("element_rows", "5000"), ("element_r2_floor", "0.0")):
         _on_element(driver, By.NAME, field, lambda e, v=value: _set_input(driver, e, v), what=f"form field {field}")
 
     def editor_text(element) -> str:
@@ -199,8 +199,8 @@ def ui_run(stack, browser, shots) -> str:
         what="the run the form triggered",
     )
     run = runs[-1]
-    assert run["conf"]["snapshot"] == SNAPSHOT and run["conf"]["rows"] == 20000, run["conf"]
-    assert run["conf"]["r2_floor"] == 0.2 and len(run["conf"]["grid"]) == 8
+    assert run["conf"]["snapshot"] == SNAPSHOT and run["conf"]["rows"] == 5000, run["conf"]
+    assert run["conf"]["r2_floor"] == 0.0 and len(run["conf"]["grid"]) == 8
     finished = client.wait_for_run(DAG, run["dag_run_id"], timeout=900, poll=3.0)
     assert finished["state"] == "success", f"{finished}; logs in {cfg.airflow_home / 'logs'}"
     driver.get(f"{cfg.airflow_url}/dags/{DAG}/runs/{run['dag_run_id']}")
