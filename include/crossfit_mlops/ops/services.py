@@ -74,7 +74,7 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cfg.airflow_db_uri,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         # a DAG file is parsed again when its mtime changes (file_parsing_sort_mode modified_time, the
-        # default), so an edit still shows within the refresh; the periodic re-parse of unchanged files
+        # default), so an edit is still parsed within seconds; the periodic re-parse of unchanged files
         # was half of an idle stack's CPU (dag-processor 2.7 of 5.7 core-s a minute, 2026-12-02)
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
