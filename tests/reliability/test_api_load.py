@@ -26,7 +26,7 @@ def test_no_5xx_no_old_model_no_dropped_connection_through_switch_and_rematerial
     for name in ("MLFLOW_TRACKING_URI", "CROSSFIT_STATE_DIR", "CROSSFIT_MLFLOW_PORT"):
         env.pop(name, None)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_serving_switch.py"), "--rows", "8000", "--seconds", "6",
+        [sys.executable, str(ROOT / "benchmarks" / "bench_serving_switch.py"), "--rows", "8000", "--seconds", "4",
          "--clients", "8", "--state-dir", str(tmp_path / "state"), "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=1500,
     )  # fmt: skip

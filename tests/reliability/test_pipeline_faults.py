@@ -5,10 +5,10 @@ runs every scenario through the REST API, as a scheduler or an operator would:
 
 - a run cleared and run again replaces its outputs and registers nothing twice;
 - a training task SIGKILLed mid-fit is retried, its aborted MLflow run is marked FAILED;
-- the Feast registry and online store deleted between runs are rebuilt by the next run;
 - MLflow stopped before a run: the server-facing tasks retry with backoff, then the run fails
   with a clear error, nothing is registered and no alias moves; after recovery a rerun completes;
-- two runs on different snapshots at once both finish, with one well-defined champion.
+- the Feast registry and online store deleted between runs are rebuilt by the next run, and two
+  runs on different snapshots triggered at once both finish, with one well-defined champion.
 
 The data are small (a few thousand raw rows, two LightGBM entries) so the whole module stays a
 few minutes; one scenario trains a slower RandomForest so that there is a fit to interrupt.
@@ -80,23 +80,6 @@ def test_a_training_task_killed_mid_fit_is_retried_and_its_aborted_run_marked_fa
     assert tries, "the killed task was retried"
 
 
-def test_the_feast_registry_and_online_store_deleted_between_runs_are_rebuilt(pipeline_stack):
-    settings = pipeline_stack["cfg"].settings
-    assert settings.feast_registry_path.is_file() and settings.feast_online_store_path.is_file()
-    settings.feast_registry_path.unlink()
-    settings.feast_online_store_path.unlink()
-
-    run_id = P.trigger(pipeline_stack, "2026-10-03")
-    assert P.wait(pipeline_stack, run_id)["state"] == "success"
-    assert settings.feast_registry_path.is_file(), "apply_feature_store re-created the registry"
-    from crossfit_mlops.features.store import online_features
-    from crossfit_mlops.serving.features import example_athlete
-
-    athlete = example_athlete(settings)
-    row = online_features([athlete], "v1", settings=settings)
-    assert row.drop(columns=["athlete_id"]).notna().all(axis=None), "materialize re-filled the online store"
-
-
 def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(pipeline_stack):
     module, cfg = pipeline_stack["module"], pipeline_stack["cfg"]
     versions_before, champion_before = [v.version for v in P.versions(pipeline_stack)], P.champion(pipeline_stack)
@@ -120,7 +103,14 @@ def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(
     assert len(P.versions(pipeline_stack)) == len(versions_before) + 1
 
 
-def test_two_runs_on_different_snapshots_at_once_both_finish_with_one_champion(pipeline_stack):
+def test_feast_deleted_then_two_runs_at_once_both_finish_with_one_champion(pipeline_stack):
+    """The Feast registry and online store deleted between runs are rebuilt by the next run; two
+    runs on different snapshots triggered at once both finish, with one well-defined champion."""
+    settings = pipeline_stack["cfg"].settings
+    assert settings.feast_registry_path.is_file() and settings.feast_online_store_path.is_file()
+    settings.feast_registry_path.unlink()
+    settings.feast_online_store_path.unlink()
+
     first, second = P.trigger(pipeline_stack, "2026-10-05"), P.trigger(pipeline_stack, "2026-10-06")
     assert P.wait(pipeline_stack, first)["state"] == "success" and P.wait(pipeline_stack, second)["state"] == "success"
     champion = P.mlflow_client(pipeline_stack["uri"]).get_model_version_by_alias(MODEL, "champion")
@@ -131,3 +121,10 @@ def test_two_runs_on_different_snapshots_at_once_both_finish_with_one_champion(p
     if len(promoted) == 2:
         assert promoted[1]["champion"]["version"] == promoted[0]["challenger"]["version"]
     assert champion.version == (promoted[-1]["challenger"]["version"] if promoted else champion.version)
+
+    assert settings.feast_registry_path.is_file(), "apply_feature_store re-created the registry"
+    from crossfit_mlops.features.store import online_features
+    from crossfit_mlops.serving.features import example_athlete
+
+    row = online_features([example_athlete(settings)], "v1", settings=settings)
+    assert row.drop(columns=["athlete_id"]).notna().all(axis=None), "materialize re-filled the online store"
