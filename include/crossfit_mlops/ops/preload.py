@@ -69,8 +69,8 @@ def preload(modules: tuple[str, ...] = MODULES) -> float:
     for name in modules:
         try:
             importlib.import_module(name)
-        except Exception:  # a preload must never stop the scheduler
-            log.warning("preload of %s failed", name, exc_info=True)
+        except Exception:  # noqa: BLE001 - a preload must never stop the scheduler; tasks import it themselves
+            log.warning("preload of %s failed (each task imports it itself: slower, same result)", name, exc_info=True)
     try:
         # MLflow maps installed packages to modules on the first log_model (about 1.2 s, cached per
         # process); build the map once here. Private API: skipped if it moves.
@@ -78,8 +78,8 @@ def preload(modules: tuple[str, ...] = MODULES) -> float:
 
         requirements_utils._init_modules_to_packages_map()
         requirements_utils._init_packages_to_modules_map()
-    except Exception:
-        log.info("MLflow requirements map not preloaded", exc_info=True)
+    except Exception:  # noqa: BLE001 - private API: a change in it must not stop the scheduler
+        log.warning("MLflow requirements map not preloaded (each log_model builds it: about 1.2 s)", exc_info=True)
     warm_codecarbon()
     warm_matplotlib()
     extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
@@ -102,8 +102,8 @@ def warm_codecarbon() -> bool:
             tracker = emissions_tracker("preload", "USA", tmp, "preload.csv")
             tracker._ensure_hardware_ready()
         return True
-    except Exception:
-        log.info("CodeCarbon hardware probe not preloaded", exc_info=True)
+    except Exception:  # noqa: BLE001 - a warm-up only: the task's own tracker probes again and fails loudly
+        log.warning("CodeCarbon hardware probe not preloaded (each task probes itself)", exc_info=True)
         return False
 
 
@@ -126,6 +126,6 @@ def warm_matplotlib() -> bool:
         ):
             fig.savefig(io.BytesIO(), format="png")
         return True
-    except Exception:
-        log.info("matplotlib not warmed", exc_info=True)
+    except Exception:  # noqa: BLE001 - a warm-up only: the task's own plots fail loudly if matplotlib does
+        log.warning("matplotlib not warmed (each task loads its fonts itself)", exc_info=True)
         return False

@@ -181,7 +181,9 @@ class RequestGuard:
 
         try:
             await self.app(scope, receive, watched_send)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the last-resort guard: logged with its traceback, never hidden
+            # the client gets one 500 in the API's error shape (no internals) and keeps its
+            # connection; once a response has started there is nothing safe to send, so re-raise
             log.exception("unhandled error answering %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise
