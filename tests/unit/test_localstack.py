@@ -15,3 +15,18 @@ def test_sqlite_backend_is_put_in_wal_mode_before_the_server_opens_it(tmp_path):
 
 def test_other_backends_are_left_alone():
     assert sqlite_wal("postgresql+psycopg2://localhost/mlflow") is False
+
+
+def test_the_stacks_airflow_tuning_is_set_and_the_users_own_value_wins(tmp_path, monkeypatch):
+    from crossfit_mlops.ops import services, stack
+
+    for name in services.AIRFLOW_TUNING:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CROSSFIT_STATE_DIR", str(tmp_path / "state"))
+    cfg = stack.config_from_env()
+    secrets = {"fernet_key": "f", "jwt_secret": "j"}
+    env = services.airflow_env(cfg, secrets)
+    assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"  # a finished task frees its slot within 1 s
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.25"
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "1")
+    assert services.airflow_env(cfg, secrets)["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "1"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +56,25 @@ def client_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
     return env
 
 
+# Latency and idle-CPU settings of the stack's Airflow (README, Configuration). Each is Airflow's own
+# variable, and one set in the environment of start-all.sh wins.
+AIRFLOW_TUNING: dict[str, str] = {
+    # a DAG file is parsed again when its mtime changes (file_parsing_sort_mode modified_time, the
+    # default), so an edit is still parsed within seconds; the periodic re-parse of unchanged files
+    # was half of an idle stack's CPU (dag-processor 2.7 of 5.7 core-s a minute, 2026-12-02)
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
+    # the scheduler's sleep when a loop found nothing to do (Airflow: 1 s): the next task of a chain
+    # starts sooner (a 5,000-row run's trigger -> gate 24.4 s -> 17.5 s) for 4.1 instead of 1.4
+    # core-s a minute of an idle scheduler (2026-12-02)
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+    # A task's supervisor waits up to this long (5 s by default) in one select() between
+    # heartbeats, and notices that its task process has exited only when it wakes: a finished task
+    # then kept its executor slot (LocalExecutor worker, Celery slot) for up to 5 s more. Measured
+    # on a 5,000-row run, 2026-12-02: 11 of 24 tasks ended 5.1 s after their last log line.
+    "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+}
+
+
 def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
     """Airflow's configuration for every component, worker and task of the stack."""
     home = cfg.airflow_home
@@ -73,17 +93,8 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": cfg.airflow_db_uri,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        # a DAG file is parsed again when its mtime changes (file_parsing_sort_mode modified_time, the
-        # default), so an edit is still parsed within seconds; the periodic re-parse of unchanged files
-        # was half of an idle stack's CPU (dag-processor 2.7 of 5.7 core-s a minute, 2026-12-02)
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
-        # A task's supervisor waits up to this long (5 s by default) in one select() between
-        # heartbeats, and notices that its task process has exited only when it wakes: a finished task
-        # then kept its executor slot (LocalExecutor worker, Celery slot) for up to 5 s more. Measured
-        # on a 5,000-row run, 2026-12-02: 11 of 24 tasks ended 5.1 s after their last log line.
-        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        **{name: os.environ.get(name, default) for name, default in AIRFLOW_TUNING.items()},
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port),
     }
