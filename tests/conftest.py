@@ -47,10 +47,10 @@ def cleaned_sample(generated_sample) -> pd.DataFrame:
     return clean_rows(valid, pd.Timestamp("2026-11-01", tz="UTC")).clean
 
 
-# --- two test processes (pytest-xdist, ``-n 2 --dist loadgroup`` in pyproject.toml) ---------------
+# --- three test processes (pytest-xdist, ``-n 3 --dist loadgroup`` in pyproject.toml) -------------
 # Each module runs whole on one worker (its module-scoped stack is started once); modules that
 # share a package-scoped stack form one group. The slow groups are handed out first, longest
-# first, so the two workers finish at about the same time (seconds: a full run on the 2-core
+# first, so the workers finish at about the same time (seconds: a full run on the 2-core
 # machine, 2026-12-01, one worker).
 SHARED_STACK = "tests/reliability/pipeline_stack"
 GROUPS = {
