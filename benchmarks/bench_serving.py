@@ -97,7 +97,7 @@ def loadgen(args: argparse.Namespace) -> None:
     latencies: list[float] = []
     errors: list[str] = []
     counter = {"next": 0}
-    stop_at = time.perf_counter() + args.seconds if args.seconds else None
+    stop_at = None  # set once the warm-up is done: the timed window is the measurement's alone
 
     def worker() -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -127,6 +127,7 @@ def loadgen(args: argparse.Namespace) -> None:
         one(warm, athlete)
     warm.close()
     began = time.perf_counter()
+    stop_at = began + args.seconds if args.seconds else None
     threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
     for t in threads:
         t.start()
@@ -134,6 +135,8 @@ def loadgen(args: argparse.Namespace) -> None:
         t.join()
     elapsed = time.perf_counter() - began
     ms = [v * 1000 for v in latencies]
+    if not ms:
+        raise SystemExit(f"{args.mode} c={args.concurrency}: no request succeeded in {elapsed:.1f} s; first errors: {errors[:3]}")
     print(json.dumps({
         "mode": args.mode, "concurrency": args.concurrency, "requests": len(ms), "errors": len(errors),
         "first_errors": errors[:3], "seconds": round(elapsed, 2), "throughput_rps": round(len(ms) / elapsed, 1),
@@ -211,10 +214,12 @@ def main() -> None:
 
     load_before = round(os.getloadavg()[0], 2)
     cfg = stack.config_from_env()
-    os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_url
-    settings = get_settings()
+    # this process talks to MLflow through explicit clients (settings.mlflow_tracking_uri); the
+    # server, the API and the helper processes get the URI in their own environment
+    settings = cfg.settings
+    child_env = {**os.environ, **settings.as_env()}
     procs: list[subprocess.Popen] = []
-    stack.start_mlflow(cfg, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    stack.start_mlflow(cfg, {**child_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         snapshot = date.today().isoformat()
         t0 = time.perf_counter()
@@ -232,7 +237,7 @@ def main() -> None:
         api_port, mlflow_port = 8092, 8093
         api_log, mlflow_log = state / "api.log", state / "mlflow-serve.log"
         # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {**child_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         api = subprocess.Popen(
             [sys.executable, "-m", "crossfit_mlops", "serve", "--port", str(api_port), "--log-level", "warning"],
             env=env, stdout=api_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,

@@ -299,10 +299,12 @@ def main() -> None:
     from crossfit_mlops.ops import stack
 
     cfg = stack.config_from_env()
-    os.environ["MLFLOW_TRACKING_URI"] = cfg.mlflow_url
-    settings = get_settings()
+    # this process talks to MLflow through explicit clients (settings.mlflow_tracking_uri); the
+    # server, the API and the helper processes get the URI in their own environment
+    settings = cfg.settings
+    child_env = {**os.environ, **settings.as_env()}
     procs: list[subprocess.Popen] = []
-    stack.start_mlflow(cfg, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    stack.start_mlflow(cfg, {**child_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         snapshot = date.today().isoformat()
         started = time.perf_counter()
@@ -312,11 +314,11 @@ def main() -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             api_port = sock.getsockname()[1]
-        procs.append(_start_api(dict(os.environ), state, api_port))
+        procs.append(_start_api(child_env, state, api_port))
         print(f"setup {setup_s:.0f} s; {len(athletes)} athletes; {os.cpu_count()} CPU burners during each phase")
         baseline, _ = run_phase(api_port, athletes, args)
         print_phase("baseline", baseline)
-        events = make_events(settings, dict(os.environ), snapshot, world["versions"], args, state)
+        events = make_events(settings, child_env, snapshot, world["versions"], args, state)
         during, records = run_phase(api_port, athletes, args, events)
         promoted_at = during.pop("_promoted_at")
         remat_start, remat_end, remat_code = during.pop("_remat")

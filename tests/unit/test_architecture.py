@@ -84,8 +84,39 @@ def test_serving_registry_and_monitoring_stand_on_the_tracking_floor_not_on_trai
             assert "training" not in _imports(path), path
 
 
+URI_VARIABLES = {"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"}
+
+
+def _is_environ(node: ast.AST) -> bool:
+    """``os.environ``."""
+    return isinstance(node, ast.Attribute) and node.attr == "environ" and isinstance(node.value, ast.Name) and node.value.id == "os"
+
+
+def _sets_process_uri(node: ast.AST) -> bool:
+    """Does ``node`` set MLflow's process-wide URI: ``mlflow.set_tracking_uri/set_registry_uri``, or
+    ``os.environ[...] = ``, ``os.environ.update({...})`` / ``setdefault`` of an ``MLFLOW_*_URI``?"""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        if node.func.attr in {"set_tracking_uri", "set_registry_uri"}:
+            return True
+        if _is_environ(node.func.value) and node.func.attr in {"update", "setdefault", "__setitem__"}:
+            keys = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            keys += [k.value for a in node.args if isinstance(a, ast.Dict) for k in a.keys if isinstance(k, ast.Constant)]
+            keys += [k.arg for k in node.keywords]
+            return bool(URI_VARIABLES & set(keys))
+    if isinstance(node, ast.Assign):
+        return any(
+            isinstance(t, ast.Subscript) and _is_environ(t.value) and isinstance(t.slice, ast.Constant)
+            and t.slice.value in URI_VARIABLES
+            for t in node.targets
+        )  # fmt: skip
+    return False
+
+
 def test_the_process_wide_tracking_uri_is_set_in_one_helper_only():
-    users = [p for p in _modules() if "set_tracking_uri" in p.read_text()]
+    """Everything else passes the URI explicitly (``tracking.client(uri)``, ``fluent(uri)`` for a
+    block, a child process's own environment): the package, the DAGs and the benchmarks."""
+    files = [*_modules(), *(ROOT / "dags").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    users = sorted({p for p in files if any(_sets_process_uri(n) for n in ast.walk(ast.parse(p.read_text())))})
     assert users == [PACKAGE / "tracking" / "__init__.py"], users
 
 
