@@ -85,7 +85,8 @@ def test_names_agree_across_files():
     variables = {v["variable_name"]: v["variable_value"] for v in settings["variables"]}
 
     # one network, created by the ML stack, joined by the Astro project
-    assert services["networks"]["ml-network"]["name"] == "ml-network"
+    # owned by neither stack (compose.sh creates it): a `down` of one must not remove it under the other
+    assert services["networks"]["ml-network"] == {"external": True, "name": "ml-network"}
     assert override["networks"]["ml-network"] == {"external": True, "name": "ml-network"}
     for name, service in {**services["services"], **override["services"]}.items():
         assert "ml-network" in service["networks"], f"{name} is not on ml-network"
@@ -197,15 +198,16 @@ def test_mlflow_runs_basic_auth_and_only_the_server_holds_the_s3_key():
 # --- scripts/compose.sh: the secrets file, with stand-ins for docker and astro ---------------------
 STUB = """#!/bin/sh
 echo "$(basename "$0") $* MLFLOW_ADMIN_PASSWORD=${MLFLOW_ADMIN_PASSWORD:+set}" >> "$STUB_LOG"
-case "$(basename "$0") $1" in
-  "docker compose") exit 1 ;;
-  "docker ps") echo scheduler-1 ;;
+case "$(basename "$0") $1 $2" in
+  "docker compose version") [ -n "$STUB_COMPOSE_V2" ] || exit 1; echo "$STUB_COMPOSE_V2"; exit 0 ;;
+  "docker-compose version"*) echo 1.29.2; exit 0 ;;
+  "docker ps"*) echo scheduler-1 ;;
 esac
 exit 0
 """
 
 
-def _compose_sh(tmp_path, env_file):
+def _compose_sh(tmp_path, env_file, compose_v2: str = "2.40.3"):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("docker", "docker-compose", "astro"):
@@ -217,8 +219,9 @@ def _compose_sh(tmp_path, env_file):
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "S3_"))},
         "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(log),
-        "CROSSFIT_COMPOSE_ENV": str(env_file), "CROSSFIT_TRIGGER": "0",
+        "CROSSFIT_COMPOSE_ENV": str(env_file), "CROSSFIT_TRIGGER": "0", "STUB_COMPOSE_V2": compose_v2,
     }
+    env.pop("CROSSFIT_ASTRO", None)
     done = subprocess.run(["bash", str(ROOT / "scripts" / "compose.sh"), "up"], env=env, capture_output=True, text=True, timeout=60)
     return done, (log.read_text() if log.exists() else "")
 
@@ -252,3 +255,64 @@ def test_compose_generates_missing_secrets_owner_only_and_never_prints_them(tmp_
     assert again.returncode == 0 and dict(
         line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#")
     ) == values
+
+
+# --- the breaks of the first real start (issue 22), each checked where it can be without an engine --
+def test_compose_refuses_compose_v1_before_starting_anything(tmp_path):
+    """Compose 1.29 does not know `up --wait`: it printed its usage, exited 0 and started nothing."""
+    done, calls = _compose_sh(tmp_path, tmp_path / "services.env", compose_v2="")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Docker Compose 1.29.2 is not supported: compose mode needs Compose v2" in done.stderr
+    assert " up " not in calls and "astro" not in calls
+
+
+def test_compose_builds_the_api_image_before_the_astro_project_starts(tmp_path):
+    """`astro dev start` starts the merged services without building: the API image must exist."""
+    done, calls = _compose_sh(tmp_path, tmp_path / "services.env")
+    assert done.returncode == 0, done.stderr
+    build = calls.index("docker build -q -t crossfit-prediction-api:latest -f services/Dockerfile.api .")
+    assert build < calls.index("astro dev start")
+
+
+def _example_with(tmp_path, **values: str):
+    lines = [line for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")]
+    pairs = dict(line.split("=", 1) for line in lines) | values
+    path = tmp_path / "custom.env"
+    path.write_text("\n".join(f"{k}={v}" for k, v in pairs.items()))
+    return path
+
+
+def test_mlflow_allowed_hosts_follow_the_published_port(compose, tmp_path):
+    """With MLFLOW_PORT=5123 the host calls 127.0.0.1:5123: MLflow answered 403 'Invalid Host header'."""
+    env_file = _example_with(tmp_path, MLFLOW_PORT="5123")
+    server = yaml.safe_load(_config(compose, "-f", str(SERVICES), "--env-file", str(env_file)).stdout)["services"]["mlflow-server"]
+    hosts = server["command"][server["command"].index("--allowed-hosts") + 1].split(",")
+    assert {"127.0.0.1:5123", "localhost:5123", "mlflow-server", "mlflow-server:5000"} <= set(hosts)
+    assert any(":5123:5000" in p for p in _published(server))
+
+
+def test_the_prediction_api_port_can_be_changed(compose):
+    env = {"MLFLOW_ADMIN_PASSWORD": "x" * 20, "CROSSFIT_API_PORT": "8123"}
+    merged = yaml.safe_load(_config(compose, "-f", str(ASTRO_BASE), "-f", str(OVERRIDE), env=env).stdout)["services"]
+    assert [p.removesuffix("/tcp") for p in _published(merged["prediction-api"])] == ["127.0.0.1:8123:8000"]
+
+
+def test_the_state_volume_has_one_owner_whichever_container_starts_first():
+    """The API ran as root and created .state/feast before the scheduler (user astro) could."""
+    api = _load(OVERRIDE)["services"]["prediction-api"]
+    assert api["user"] == "50000:0" and "crossfit-state:/usr/local/airflow/.state" in api["volumes"]
+    dockerfile = (ROOT / "services" / "Dockerfile.api").read_text()
+    assert "chown -R 50000:0 /usr/local/airflow" in dockerfile and "USER 50000:0" in dockerfile
+
+
+def test_lightgbm_finds_its_openmp_runtime_where_it_runs():
+    """Four train_candidate tasks failed: libgomp.so.1 missing (and the API could not load the model)."""
+    packages = (ROOT / "packages.txt").read_text().split()
+    assert "libgomp1" in packages
+    assert "libgomp1" in (ROOT / "services" / "Dockerfile.api").read_text()
+
+
+def test_the_metadata_database_driver_is_explicit():
+    """Astro's compose file gives Airflow postgresql://, which SQLAlchemy 2.1 opens with psycopg 3."""
+    assert re.search(r"^psycopg\[binary\]==3\.", (ROOT / "requirements.txt").read_text(), re.M)
+    assert re.search(r"^psycopg==3\.", (ROOT / "requirements.lock").read_text(), re.M)
