@@ -2,8 +2,9 @@
 # builds it. Astro Runtime 3 tags read <Airflow major>.<minor>-<Astronomer build>: 3.3-8 is the
 # build that carries Airflow 3.3.2 (3.3-2 carries 3.3.0), the version requirements.txt pins; change
 # both together (tests/deploy/ checks they agree). The -python-3.12 flavor because the default
-# Python of Runtime 3.3 is 3.14, for which pyarrow==21.0.0 publishes no wheel. Not built on the
-# development machines (no Docker engine there): see README, "Compose mode".
+# Python of Runtime 3.3 is 3.14, for which pyarrow==21.0.0 publishes no wheel, and Runtime 3.3 has
+# no 3.11 flavor. On the development machines and in CI it is built on a local stand-in of this
+# tag (tests/compose/standins/astro-runtime, Python 3.11): see docs/compose.md.
 FROM astrocrpublic.azurecr.io/runtime:3.3-8-python-3.12
 # The runtime's ONBUILD steps have already installed packages.txt and requirements.txt and copied
 # the build context (what .dockerignore leaves) here (/usr/local/airflow). Installing the project

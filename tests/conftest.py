@@ -58,6 +58,7 @@ GROUPS = {
     "tests/reliability/test_human_approval.py": SHARED_STACK,
 }
 LONGEST_FIRST = (
+    "tests/compose/test_compose_live.py",  # 640 with the images built; image builds add about 300
     SHARED_STACK,  # 420
     "tests/integration/test_cluster_profile.py",  # 340
     "tests/integration/test_monitoring.py",  # 210

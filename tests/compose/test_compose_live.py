@@ -183,10 +183,18 @@ def _trigger(stacks: Stacks, snapshot: str) -> str:
     return stacks.client().trigger(TRAINING_DAG, conf)
 
 
+ATHLETES: dict[str, int] = {}
+
+
 def _known_athlete(stacks: Stacks, snapshot: str) -> int:
-    out = stacks.exec("scheduler", "python -c \"from crossfit_mlops import storage; "
-                      f"print(int(storage.catalog().load_clean('{snapshot}')['athlete_id'].iloc[0]))\"").stdout
-    return int(out.strip().splitlines()[-1])
+    """An athlete of the snapshot, read where the pipeline wrote it (the scheduler's state volume)."""
+    if snapshot not in ATHLETES:
+        # os._exit after the print: pyarrow's threads can abort the interpreter's own exit (seen: 134)
+        out = stacks.exec("scheduler", "python -c \"import os, sys; from crossfit_mlops import storage; "
+                          f"print(int(storage.catalog().load_clean('{snapshot}')['athlete_id'].iloc[0])); "
+                          "sys.stdout.flush(); os._exit(0)\"").stdout
+        ATHLETES[snapshot] = int(out.strip().splitlines()[-1])
+    return ATHLETES[snapshot]
 
 
 # --- the stacks and the user's commands --------------------------------------------------------------
