@@ -20,7 +20,7 @@ compile_full() {  # $1: output file (its current content is the preference for u
 compile_serving() {  # $1: full lock to take versions from, $2: output file
   grep -E '^[A-Za-z0-9_.-]+(\[[^]]*\])?==' "$1" | sed -E 's/ *\\$//' > "$tmpdir/constraints.txt"
   "$UV" pip compile requirements-serving.txt --constraint "$tmpdir/constraints.txt" --universal \
-    --python-version 3.11 --generate-hashes --no-header --quiet --output-file "$2"
+    --python-version 3.11 --generate-hashes --no-annotate --no-header --quiet --output-file "$2"
 }
 if [ "${1:-}" = "--check" ]; then
   cp requirements.lock "$tmpdir/full.lock"
