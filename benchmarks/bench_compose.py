@@ -47,11 +47,8 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple
     return round(time.perf_counter() - started, 1), done.stdout + done.stderr
 
 
-def _cold() -> None:
-    ids = subprocess.run(["docker", "images", "-q", "--filter", "label=org.crossfit-mlops.standin"],
-                         capture_output=True, text=True, check=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rmi", "-f", *sorted(set(ids))], capture_output=True, check=True)
+def _cold(clone: Path) -> None:
+    _run(["bash", "scripts/standins.sh", "remove"], clone)
     subprocess.run(["docker", "builder", "prune", "-af"], capture_output=True, check=True)
 
 
@@ -109,7 +106,7 @@ def main() -> None:
     result: dict = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip(),
                     "cold": args.cold, "rows": args.rows, "date": time.strftime("%Y-%m-%d")}
     if args.cold:
-        _cold()
+        _cold(clone)
     image = f"{project_name(clone)}/airflow:latest"
     result["build_s"] = _builds(clone, env, image)
     with (clone / "include" / "crossfit_mlops" / "metrics.py").open("a") as module:

@@ -9,7 +9,8 @@
 #   scripts/standins.sh build     build what is missing (a present stand-in is kept; the builds
 #                                 use Docker's layer cache)
 #   scripts/standins.sh list      the stand-ins present, with their labels
-#   scripts/standins.sh remove    remove every stand-in image (never a real image)
+#   scripts/standins.sh remove    remove every stand-in image and every image built on one (never
+#                                 a real image)
 #
 # It refuses to put a stand-in over a tag that holds a real image (one without the label): on a
 # machine that can pull the real images, use them.
@@ -99,9 +100,14 @@ case "${1:-build}" in
   list)
     docker images --filter "label=$LABEL" --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'
     ;;
-  remove)
-    ids="$(docker images -q --filter "label=$LABEL" | sort -u)"
-    [ -z "$ids" ] || docker rmi -f $ids >/dev/null
+  remove)  # children first: repeat until no image with the label is left (every image built on one)
+    for _ in 1 2 3 4 5 6; do
+      ids="$(docker images -q --filter "label=$LABEL" | sort -u)"
+      [ -n "$ids" ] || break
+      for id in $ids; do docker rmi -f "$id" >/dev/null 2>&1 || true; done
+    done
+    left="$(docker images -q --filter "label=$LABEL" | sort -u)"
+    [ -z "$left" ] || { echo "error: images still present (used by containers?): $left" >&2; exit 1; }
     ;;
   *)
     echo "usage: $0 build|list|remove" >&2
