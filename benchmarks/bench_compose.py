@@ -11,12 +11,15 @@ engine of ``scripts/ensure-docker.sh``:
 3. ``rebuild_after_code_change_s``: one line appended to a module of the package in the clone,
    then the API image and the project image built again. Baseline, measured in the same run: the
    same image's first build (the ratio is the share of the build a code change costs).
+   ``baseline_whole_lock_api``: the API image as it was built before (commit bbb399e: the whole
+   ``requirements.lock`` with pip), built without cache in the same run, its time and size beside
+   the serving-only image's.
 4. ``compose_up_s``: ``scripts/compose.sh up`` with the images built (``CROSSFIT_TRIGGER=0``), then
    ``dag_run_s``: the training DAG triggered through the REST API, until it ends, on ``--rows`` raw
    rows with the DAG's default grid.
 5. ``scripts/compose.sh remove`` removes both stacks and their volumes.
 
-    .venv/bin/python -m benchmarks.bench_compose [--cold] [--rows N]
+    .venv/bin/python -m benchmarks.bench_compose [--cold] [--baseline-api] [--rows N]
 
 Writes benchmarks/results/compose.json and prints it. Nothing else of the project may run in
 compose mode meanwhile (the network ``ml-network`` is shared).
@@ -66,6 +69,27 @@ def _builds(clone: Path, env: dict[str, str], project_image: str) -> dict[str, f
     }
 
 
+# services/Dockerfile.api at commit bbb399e: the whole lock (Airflow, CodeCarbon, Evidently, Jupyter...)
+WHOLE_LOCK_API = """FROM python:3.11-slim
+WORKDIR /usr/local/airflow
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY include ./include
+RUN pip install --no-cache-dir --no-deps -e .
+"""
+
+
+def _baseline_api(clone: Path, work: Path) -> dict:
+    dockerfile = work / "Dockerfile.api-whole-lock"
+    dockerfile.write_text(WHOLE_LOCK_API)
+    tag = "crossfit-bench-whole-lock-api:latest"
+    seconds = _run(["docker", "build", "-q", "--no-cache", "-t", tag, "-f", str(dockerfile), "."], clone)[0]
+    size = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", tag], capture_output=True, text=True, check=True).stdout
+    subprocess.run(["docker", "rmi", tag], capture_output=True, check=True)
+    return {"build_s": seconds, "size_mb": round(int(size) / 1e6)}
+
+
 def _services_env(path: Path) -> None:
     lines = [f"{line.split('=')[0]}={secrets.token_hex(24)}" if line.endswith("=change-me") else line
              for line in (ROOT / "services" / ".env.example").read_text().splitlines()]
@@ -90,6 +114,7 @@ def _dag_run(clone: Path, env: dict[str, str], rows: int) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="remove the stand-ins, their images and the build cache first")
+    parser.add_argument("--baseline-api", action="store_true", help="also build the whole-lock API image of before")
     parser.add_argument("--rows", type=int, default=423_006, help="raw rows of the DAG run (default: the real file's)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="compose-bench-"))
@@ -115,6 +140,11 @@ def main() -> None:
         "api_image": _run(["docker", "build", "-q", "-t", "crossfit-prediction-api:latest", "-f", "services/Dockerfile.api", "."], clone)[0],
         "project_image": _run(["docker", "build", "-q", "-t", image, "-f", "Dockerfile", "."], clone)[0],
     }
+    api_size = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", "crossfit-prediction-api:latest"],
+                              capture_output=True, text=True, check=True).stdout
+    result["api_image_size_mb"] = round(int(api_size) / 1e6)
+    if args.baseline_api:
+        result["baseline_whole_lock_api"] = _baseline_api(clone, work)
     try:
         result["compose_up_s"] = _run(["bash", "scripts/compose.sh", "up"], clone, env)[0]
         result["dag_run_s"], result["dag_run_state"] = _dag_run(clone, env, args.rows)
