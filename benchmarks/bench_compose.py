@@ -69,11 +69,13 @@ def _builds(clone: Path, env: dict[str, str], project_image: str) -> dict[str, f
     }
 
 
-# services/Dockerfile.api at commit bbb399e: the whole lock (Airflow, CodeCarbon, Evidently, Jupyter...)
+# services/Dockerfile.api at commit bbb399e: the whole lock (Airflow, CodeCarbon, Evidently, Jupyter...).
+# With --no-deps: the stand-in's pip 23.0 refuses the lock's `celery[redis]` extra in hash mode
+# (the lock pins every package anyway, so the same packages are installed).
 WHOLE_LOCK_API = """FROM python:3.11-slim
 WORKDIR /usr/local/airflow
 COPY requirements.lock ./
-RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY include ./include
 RUN pip install --no-cache-dir --no-deps -e .
