@@ -171,3 +171,49 @@ def test_rollback_to_a_previous_champion_that_is_missing_changes_nothing(cli, ca
     status, _ = cli("registry", "rollback")
     _assert_one_line_error(capsys, status, "previous_champion", previous, "nothing was changed")
     assert str(registry.get_model_version_by_alias("crossfit_total_lift", "champion").version) == "1"
+
+
+# --- output paths: a new path or a regular file, nothing else ---------------------------------------
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _device(path):
+    import stat
+
+    if os.geteuid() != 0:
+        pytest.skip("creating a device node needs root")
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # a null device of our own
+
+
+def _symlink(path):
+    target = path.parent / "target.txt"
+    target.write_text("not yours\n")
+    path.symlink_to(target)
+
+
+def _directory(path):
+    path.mkdir()
+
+
+@pytest.mark.parametrize(("make", "kind"), [(_fifo, "a FIFO"), (_device, "a character device"),
+                                             (_symlink, "a symbolic link"), (_directory, "a directory")])  # fmt: skip
+def test_generate_refuses_what_is_not_a_regular_file(cli, capsys, tmp_path, make, kind):
+    out = tmp_path / "athletes.csv"
+    make(out)
+    before = os.lstat(out)
+    status, _ = cli("generate", "--out", str(out), "--rows", "50")
+    _assert_one_line_error(capsys, status, "--out", str(out), kind)
+    after = os.lstat(out)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino), "the path was replaced"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "a temporary was left"
+    if make is _symlink:
+        assert (tmp_path / "target.txt").read_text() == "not yours\n"
+
+
+def test_generate_writes_a_new_path_and_replaces_a_regular_file(cli, tmp_path):
+    out = tmp_path / "athletes.csv"
+    assert cli("generate", "--out", str(out), "--rows", "50")[0] == 0
+    out.write_text("old\n")
+    assert cli("generate", "--out", str(out), "--rows", "50")[0] == 0
+    assert out.read_text().startswith("athlete_id")

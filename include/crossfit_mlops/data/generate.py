@@ -44,7 +44,7 @@ from crossfit_mlops.data.vocabulary import (
     SURVEY_OPTIONS,
     join_answer,
 )
-from crossfit_mlops.storage import publishing
+from crossfit_mlops.storage import check_output_file, publishing
 
 log = logging.getLogger(__name__)
 
@@ -598,7 +598,9 @@ def _vocabularies() -> tuple[_Vocabulary, _Vocabulary, _Vocabulary]:
 def write_snapshot(
     path: Path, rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None, season_shift: float = 0.0
 ) -> GenerationResult:
-    """Generate and write ``athletes.csv`` (published in one step: never half-written)."""
+    """Generate and write ``athletes.csv`` (published in one step: never half-written). ``path``
+    must be new or a regular file: anything else is refused before generating."""
+    check_output_file(Path(path), "--out")
     frame = generate_frame(rows=rows, seed=seed, snapshot_id=snapshot_id, season_shift=season_shift)
     with publishing(Path(path), directory=False) as tmp:
         frame.astype({"athlete_id": "Int64"}).to_csv(tmp, index=False, encoding="utf-8")
