@@ -154,13 +154,18 @@ class ApprovalBranch(HITLBranchOperator):
 
 
 def _fail_parent_run(context) -> None:
-    """on_failure_callback: mark the DAG run's MLflow parent run FAILED, so it never looks running."""
+    """on_failure_callback: mark the DAG run's MLflow parent run FAILED, so it never looks running.
+    Found by the id start_mlflow_run recorded or, when there is none (start_mlflow_run itself
+    failed after creating it), by the parent's ``airflow.run_id`` tag."""
     try:
+        from crossfit_mlops.tracking.runs import fail_parent_runs, finish_run
+
         parent = context["ti"].xcom_pull(task_ids=T.START_MLFLOW_RUN)
         if parent:
-            from crossfit_mlops.tracking.runs import finish_run
-
             finish_run(parent["tracking_uri"], parent["parent_run_id"], status="FAILED")
+            return
+        settings = task_settings()
+        fail_parent_runs(settings.mlflow_tracking_uri, settings.mlflow_experiment, context["dag_run"].run_id, TRAINING_DAG)
     except Exception:  # a callback must never hide the task's own error
         import logging
 
@@ -433,7 +438,11 @@ def await_approval() -> ApprovalBranch:
 def crossfit_training_pipeline():
     run = resolve_run()
     parent = start_mlflow_run(run)
-    cleaned = validate_snapshot(ingest_snapshot(run))
+    # the data steps start once the parent run exists: a data step that fails then always finds
+    # the parent's id, and no parent is created after the run has already failed (left RUNNING)
+    raw = ingest_snapshot(run)
+    parent >> raw
+    cleaned = validate_snapshot(raw)
     tables = engineer_features.partial(cleaned=cleaned).expand(version=VERSIONS)
     applied = apply_feature_store(tables)
     materialize_online_store(run, applied)
