@@ -396,6 +396,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from crossfit_mlops.serving.app import build_app
+    from crossfit_mlops.serving.http_guard import GuardedHttpToolsProtocol
 
     # The registry is polled every few seconds: MLflow's own HTTP retries (7, backing off for
     # about 4 minutes) would only hold up the answer "registry unreachable". The next poll is the
@@ -403,7 +404,11 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     app = build_app(refresh_seconds=args.refresh_seconds, max_batch=args.max_batch)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    # the protocol adds a limit on the request line + headers and deadlines for slow clients
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+        http=GuardedHttpToolsProtocol,
+    )  # fmt: skip
 
 
 def _cmd_predict_two_hop(args: argparse.Namespace) -> None:
