@@ -64,6 +64,8 @@ BAD_ARGUMENTS = [
     (["monitor", "--snapshot", "2026-01-01", "--conf", "3"], ["--conf must be a JSON object"]),
     (["monitor", "--snapshot", "2026-13-45"], ["2026-13-45"]),
     (["ingest", "--snapshot", "2026-13-45"], ["2026-13-45"]),
+    (["ingest", "--snapshot", "2026-02-01", "--seed", "-1", "--rows", "5000"], ["seed", "-1"]),
+    (["generate", "--out", "x.csv", "--rows", "1000000000000"], ["rows must be between 10 and 2000000"]),
     (["validate", "--snapshot", "../etc"], ["../etc"]),
     (["features", "--snapshot", "2026-01-01"], ["2026-01-01"]),
     (["stack", "start", "nosuch"], ["nosuch"]),
