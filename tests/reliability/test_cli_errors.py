@@ -64,6 +64,7 @@ BAD_ARGUMENTS = [
     (["monitor", "--snapshot", "2026-01-01", "--conf", "3"], ["--conf must be a JSON object"]),
     (["monitor", "--snapshot", "2026-13-45"], ["2026-13-45"]),
     (["ingest", "--snapshot", "2026-13-45"], ["2026-13-45"]),
+    (["prepare", "--snapshot", "2026-13-45"], ["2026-13-45"]),
     (["ingest", "--snapshot", "2026-02-01", "--seed", "-1", "--rows", "5000"], ["seed", "-1"]),
     (["generate", "--out", "x.csv", "--rows", "1000000000000"], ["rows must be between 10 and 2000000"]),
     (["validate", "--snapshot", "../etc"], ["../etc"]),
@@ -111,16 +112,20 @@ def test_the_walk_covers_every_subcommand():
     assert set(sub.choices) <= walked, sorted(set(sub.choices) - walked)
 
 
-# covered by their own tests: settings (tests/unit/test_settings.py), generate (output paths,
-# below), materialize before feast apply (below), prepare / feast-apply (data tests), stack up / down
-# (tests/reliability/test_stack_supervision.py: ports taken, bad settings)
+# walked by their own tests below (and stack up / down in tests/reliability/test_stack_supervision.py:
+# ports taken, bad settings)
 COVERED_ELSEWHERE = {
-    "settings": "tests/unit/test_settings.py",
+    "settings": "test_bad_settings_are_one_error_line",
     "generate": "test_generate_refuses_what_is_not_a_regular_file",
     "materialize": "test_materialize_before_feast_apply_says_to_apply",
-    "prepare": "tests/reliability/test_data_bad_inputs.py",
-    "feast-apply": "tests/integration/test_feast_repo.py",
+    "feast-apply": "test_feast_apply_with_its_sql_registry_down_is_one_error_line",
 }
+
+
+def test_feast_apply_with_its_sql_registry_down_is_one_error_line(cli, capsys, monkeypatch):
+    monkeypatch.setenv("CROSSFIT_FEAST_REGISTRY_URI", f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x")
+    status, _ = cli("feast-apply")
+    _assert_one_line_error(capsys, status, "the database does not answer", "Connection refused")
 
 
 def test_materialize_before_feast_apply_says_to_apply(cli, capsys):

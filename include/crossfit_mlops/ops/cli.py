@@ -74,9 +74,17 @@ def _feast_error(exc: Exception) -> str | None:
     return f"Feast: {exc}"
 
 
+def _database_error(exc: Exception) -> str | None:
+    """A database that does not answer (Feast's SQL registry, a backend store): SQLAlchemy's."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is None or not isinstance(exc, sqlalchemy_exc.OperationalError):
+        return None
+    return f"the database does not answer: {str(exc.orig).strip().splitlines()[0]}"
+
+
 def _error_line(exc: Exception) -> str | None:
     """What to tell the user about ``exc`` (None: an unexpected error, a bug)."""
-    found = _mlflow_error(exc) or _feast_error(exc)
+    found = _mlflow_error(exc) or _feast_error(exc) or _database_error(exc)
     if found:
         return found
     request = getattr(exc, "request", None)  # requests' errors (also OSErrors): name the URL
@@ -102,7 +110,8 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         if args.verbose:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (run with -v for the traceback)", file=sys.stderr)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"error: unexpected {type(exc).__name__}: {first} (run with -v for the traceback)", file=sys.stderr)
         return 1
     return 0
 
