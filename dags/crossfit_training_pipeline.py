@@ -38,6 +38,7 @@ from crossfit_mlops.contract import (
     APPROVE,
     CHAMPION_MODEL,
     DAG_RUN_TIMEOUT,
+    MAX_GENERATED_ROWS,
     ONLINE_FEATURES,
     REJECT,
     SERVER_RETRIES,
@@ -54,7 +55,8 @@ from crossfit_mlops.data.vocabulary import FULL_SIZE
 from crossfit_mlops.features.specs import FEATURE_SETS
 from crossfit_mlops.registry.gate import GatePolicy
 from crossfit_mlops.settings import task_settings
-from crossfit_mlops.training.grid import DEFAULT_GRID
+from crossfit_mlops.training.grid import DEFAULT_GRID, MAX_GRID_ENTRIES
+from crossfit_mlops.training.run_request import MAX_SEED
 
 VERSIONS = list(FEATURE_SETS)
 # CPU niceness of the compute-heavy task processes (0 = normal priority, 19 = idle only). The
@@ -73,11 +75,12 @@ PARAMS = {
     "rows": Param(
         **rows_schema(FULL_SIZE, "Used only when the snapshot does not exist yet and no athletes.csv is provided.")
     ),
-    "seed": Param(42, type="integer", title="Generator and sampling seed"),
+    "seed": Param(42, type="integer", minimum=0, maximum=MAX_SEED, title="Generator and sampling seed"),
     "sample_size": Param(
         0,
         type="integer",
         minimum=0,
+        maximum=MAX_GENERATED_ROWS,
         title="Athletes to train on",
         description="0 = every clean athlete; otherwise a deterministic sample of that many.",
     ),
@@ -87,6 +90,8 @@ PARAMS = {
         DEFAULT_GRID,
         type="array",
         items={"type": "object"},
+        minItems=1,
+        maxItems=MAX_GRID_ENTRIES,
         title="Training grid",
         description="One task per entry: {model: random_forest|lightgbm, feature_version: v1|v2, params: {...}}.",
     ),
@@ -149,13 +154,18 @@ class ApprovalBranch(HITLBranchOperator):
 
 
 def _fail_parent_run(context) -> None:
-    """on_failure_callback: mark the DAG run's MLflow parent run FAILED, so it never looks running."""
+    """on_failure_callback: mark the DAG run's MLflow parent run FAILED, so it never looks running.
+    Found by the id start_mlflow_run recorded or, when there is none (start_mlflow_run itself
+    failed after creating it), by the parent's ``airflow.run_id`` tag."""
     try:
+        from crossfit_mlops.tracking.runs import fail_parent_runs, finish_run
+
         parent = context["ti"].xcom_pull(task_ids=T.START_MLFLOW_RUN)
         if parent:
-            from crossfit_mlops.tracking.runs import finish_run
-
             finish_run(parent["tracking_uri"], parent["parent_run_id"], status="FAILED")
+            return
+        settings = task_settings()
+        fail_parent_runs(settings.mlflow_tracking_uri, settings.mlflow_experiment, context["dag_run"].run_id, TRAINING_DAG)
     except Exception:  # a callback must never hide the task's own error
         import logging
 
@@ -167,24 +177,18 @@ def resolve_run() -> dict[str, Any]:
     """Fix this run's plain inputs once: snapshot id, sizes, grid, gate policy, lineage tags."""
     from crossfit_mlops.storage import check_snapshot_id
     from crossfit_mlops.tracking.runs import code_version, git_commit
-    from crossfit_mlops.training.grid import parse_grid
+    from crossfit_mlops.training.run_request import checked_inputs
 
     context = get_current_context()
     params, dag_run = context["params"], context["dag_run"]
     when = dag_run.logical_date or dag_run.run_after
     settings = task_settings()
-    if params["cv_folds"] == 1:
-        raise ValueError("cv_folds must be 0 (no cross-validation) or at least 2")
     return {
         "snapshot_id": check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d")),
-        "rows": params["rows"],
-        "seed": params["seed"],
-        "sample_size": params["sample_size"],
-        "cv_folds": params["cv_folds"],
+        # the DAG's declared params: conf keys are merged into the run's params, typos included
+        **checked_inputs(dag_run.conf or {}, dict(params), set(context["dag"].params), settings.codecarbon_country),
         "approval": params["approval"],
-        "grid": [c.as_dict() for c in parse_grid(params["grid"])],
         "policy": GatePolicy(**{name: params[name] for name in param_schemas(GatePolicy)}).as_dict(),
-        "country": params["codecarbon_country"] or settings.codecarbon_country,
         "tags": {
             "airflow.dag_id": dag_run.dag_id,
             "airflow.run_id": dag_run.run_id,
@@ -434,7 +438,11 @@ def await_approval() -> ApprovalBranch:
 def crossfit_training_pipeline():
     run = resolve_run()
     parent = start_mlflow_run(run)
-    cleaned = validate_snapshot(ingest_snapshot(run))
+    # the data steps start once the parent run exists: a data step that fails then always finds
+    # the parent's id, and no parent is created after the run has already failed (left RUNNING)
+    raw = ingest_snapshot(run)
+    parent >> raw
+    cleaned = validate_snapshot(raw)
     tables = engineer_features.partial(cleaned=cleaned).expand(version=VERSIONS)
     applied = apply_feature_store(tables)
     materialize_online_store(run, applied)

@@ -45,6 +45,28 @@ def _share(env: dict[str, str], name: str, default: float) -> float:
     return check_share(value, f"environment variable {name}")
 
 
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    """A TCP port from ``name``: a whole number in 1-65535."""
+    value = _float(env, name, default)
+    if not float(value).is_integer() or not 1 <= value <= 65535:
+        raise ValueError(f"environment variable {name}={env.get(name)!r} must be a port number (1-65535)")
+    return int(value)
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    """A finite number > 0 (a period, a size): zero, negative or NaN would spin or disable a check."""
+    value = _float(env, name, default)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"environment variable {name}={env.get(name)!r} must be a number greater than 0")
+    return value
+
+
+def default_tracking_uri(env: dict[str, str]) -> str:
+    """``MLFLOW_TRACKING_URI``, else the stack's own server on ``CROSSFIT_MLFLOW_PORT`` (5000): a
+    command started by hand talks to the MLflow of this stack, not to whatever holds port 5000."""
+    return env.get("MLFLOW_TRACKING_URI") or f"http://127.0.0.1:{_port(env, 'CROSSFIT_MLFLOW_PORT', 5000)}"
+
+
 def check_share(value: float, name: str) -> float:
     """``value`` if it is a number in [0, 1], else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) or not 0.0 <= value <= 1.0:
@@ -155,7 +177,7 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         feast_registry_uri=env.get("CROSSFIT_FEAST_REGISTRY_URI", "").strip(),
         training_dir=data / "training",
         emissions_dir=state / "emissions",
-        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or "http://127.0.0.1:5000",
+        mlflow_tracking_uri=default_tracking_uri(env),
         mlflow_experiment=env.get("CROSSFIT_MLFLOW_EXPERIMENT") or "crossfit_athlete_airflow_run",
         registered_model_name=env.get("CROSSFIT_REGISTERED_MODEL") or "crossfit_total_lift",
         codecarbon_country=env.get("CROSSFIT_CODECARBON_COUNTRY") or "USA",
@@ -165,8 +187,10 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         predictions_dir=data / "predictions",
         monitoring_dir=state / "monitoring",
-        serving_refresh_seconds=_float(env, "CROSSFIT_SERVING_REFRESH_S", 5.0),
-        serving_max_batch=int(_float(env, "CROSSFIT_SERVING_MAX_BATCH", 100)),
+        serving_refresh_seconds=_positive(env, "CROSSFIT_SERVING_REFRESH_S", 5.0),
+        serving_max_batch=check_min_rows(
+            _float(env, "CROSSFIT_SERVING_MAX_BATCH", 100), "environment variable CROSSFIT_SERVING_MAX_BATCH"
+        ),
     )
 
 

@@ -285,6 +285,35 @@ class PublishError(OSError, RuntimeError):
     callers' "refuse and say why" handling (the CLI's exit 2) covers it."""
 
 
+class OutputPathError(ValueError):
+    """An output path that is not ours to replace: a device, a FIFO, a socket, a symlink, a folder."""
+
+
+def check_output_file(path: Path, what: str = "the output") -> Path:
+    """``path`` if a file may be published there: a new path or an existing regular file.
+
+    Publishing renames a temporary over ``path``: given ``/dev/null``, a FIFO or a symlink it would
+    replace the device, the pipe or the link itself. Refused before anything is written, naming
+    what is there. The parent folder must be a folder (it is created when missing).
+    """
+    import stat
+
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    kinds = {stat.S_ISLNK: "a symbolic link", stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}  # fmt: skip
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+        raise OutputPathError(f"{what} {path} is {kind}: give a new path or a regular file to replace")
+    parent = next((p for p in path.parents if os.path.lexists(p)), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputPathError(f"{what} {path}: {parent} is not a directory")
+    return path
+
+
 @contextmanager
 def publishing(final: Path, *, directory: bool = True, staging: Path | None = None) -> Iterator[Path]:
     """Write a result under a hidden temporary name, then put it in place in one step.
@@ -304,6 +333,8 @@ def publishing(final: Path, *, directory: bool = True, staging: Path | None = No
     leave debris. A full disk raises :class:`PublishError` saying so.
     """
     final = Path(final)
+    if not directory:
+        check_output_file(final)  # a rename over a device, a pipe or a link would replace it
     holder = Path(staging) if staging is not None else final.parent
     tmp = holder / f".{final.name}.tmp-{os.getpid()}-{time.time_ns()}"
     try:

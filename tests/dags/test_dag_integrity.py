@@ -215,3 +215,17 @@ def test_the_training_fan_out_goes_to_the_training_queue(parsed):
     tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
     assert tasks[T.TRAIN]["queue"] == TRAINING_QUEUE
     assert {t["queue"] for name, t in tasks.items() if name != T.TRAIN} == {"default"}
+
+
+def test_every_step_after_resolve_run_waits_for_the_mlflow_parent_run(parsed):
+    """A data step that failed before start_mlflow_run recorded the parent's id left the parent
+    RUNNING forever (its failure callback found no id; the parent was created afterwards). Every
+    task but resolve_run is downstream of start_mlflow_run, so a failure always finds the id."""
+    tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
+    reached, todo = set(), [T.START_MLFLOW_RUN]
+    while todo:
+        for nxt in tasks[todo.pop()]["downstream"]:
+            if nxt not in reached:
+                reached.add(nxt)
+                todo.append(nxt)
+    assert set(tasks) - reached == {T.RESOLVE_RUN, T.START_MLFLOW_RUN}

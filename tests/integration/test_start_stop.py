@@ -80,7 +80,8 @@ def test_start_all_runs_the_pipeline_and_stop_all_leaves_nothing(tmp_path):
         sessions = _sessions(state)
         pids = _service_pids(env)
         assert set(pids) == {
-            "mlflow", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server", "api"
+            "mlflow", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-api-server",
+            "airflow-log-server", "api",
         }
         assert all(pids.values()), pids
         assert all(os.getsid(pid) == sessions["supervisord"] for pid in pids.values())

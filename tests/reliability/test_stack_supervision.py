@@ -197,3 +197,76 @@ def test_a_service_that_cannot_start_is_reported_with_its_log(tmp_path):
         assert [row["state"] for row in stack.describe(cfg) if row["service"] == "mlflow"] in (["FATAL"], ["STOPPED"])
     finally:
         stack.down(cfg)
+
+
+# --- the task-log server and two starts at once ------------------------------------------------------
+def test_the_task_log_server_listens_on_the_stack_host_only(tmp_path):
+    """Airflow's scheduler started its own log server on 0.0.0.0 and [::]; the stack runs the
+    scheduler with --skip-serve-logs and Airflow's log app on the bind host instead."""
+    from crossfit_mlops.ops import services, stack
+    from tests.support.services import free_port
+
+    cfg = _cfg(tmp_path)
+    programs = {p.name: p for p in services.programs(cfg, stack.ensure_secrets(cfg))}
+    assert "--skip-serve-logs" in programs["airflow-scheduler"].argv
+    argv = programs[services.LOG_SERVER].argv
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert services.airflow_env(cfg, stack.ensure_secrets(cfg))["CROSSFIT_LOG_SERVER_HOST"] == "127.0.0.1"
+    port = free_port()
+    argv[argv.index("--port") + 1] = str(port)
+    server = subprocess.Popen(argv, env={**os.environ, **stack.service_env(cfg)})
+    try:
+        deadline, listening = time.monotonic() + 60, []
+        while not listening and time.monotonic() < deadline:
+            assert server.poll() is None, "the log server exited"
+            time.sleep(0.5)
+            listening = [c.laddr for c in psutil.Process(server.pid).net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        assert listening and {addr.ip for addr in listening} == {"127.0.0.1"}, listening
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+def test_a_task_log_port_held_by_another_program_is_named(tmp_path):
+    from crossfit_mlops.ops import services, stack
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        cfg = _cfg(tmp_path, CROSSFIT_WORKER_LOG_PORT=str(port))
+        try:
+            stack.ensure_supervisor(cfg)
+            message = f"port {port} \\(airflow-log-server\\) is used by another program: stop it or set CROSSFIT_WORKER_LOG_PORT"
+            with pytest.raises(stack.StackError, match=message):
+                stack._launch(cfg, [services.LOG_SERVER])
+        finally:
+            stack.down(cfg)
+
+
+def test_two_starts_at_once_run_one_after_the_other(tmp_path, monkeypatch):
+    """Two start-all.sh on a stopped stack: the second waits for the first (then finds the stack
+    running and reuses it) instead of starting a second supervisord and failing."""
+    import threading
+
+    from crossfit_mlops.ops import stack
+
+    cfg = _cfg(tmp_path)
+    spans = []
+
+    def slow_start(cfg):
+        began = time.monotonic()
+        time.sleep(1.0)
+        spans.append((began, time.monotonic()))
+        return {}
+
+    monkeypatch.setattr(stack, "_up", slow_start)
+    starts = [threading.Thread(target=stack.up, args=(cfg,)) for _ in range(2)]
+    for thread in starts:
+        thread.start()
+    for thread in starts:
+        thread.join(10)
+    (a_start, a_end), (b_start, b_end) = sorted(spans)
+    assert b_start >= a_end, f"the two starts overlapped: {spans}"
+    lock = cfg.settings.state_dir / ".stack-start.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600

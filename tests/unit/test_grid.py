@@ -77,3 +77,41 @@ def test_the_default_forests_are_shaped_to_stay_small():
     forests = [c for c in parse_grid(DEFAULT_GRID) if c.model == "random_forest"]
     assert len(forests) == 4 and {(c.params["n_estimators"], c.params["max_depth"]) for c in forests} == {(100, 10), (200, 20)}
     assert all(c.params["min_samples_leaf"] >= 20 and c.params["max_samples"] <= 0.5 for c in forests)
+
+
+# (family, hyperparameter, value, accepted by the library): our bounds are the library's own
+LIBRARY_BOUNDS = [
+    ("lightgbm", "num_leaves", 1, False),
+    ("lightgbm", "num_leaves", 2, True),
+    ("lightgbm", "learning_rate", 0.0, False),
+    ("lightgbm", "min_child_samples", 0, True),
+    ("lightgbm", "reg_lambda", 0.0, True),
+    ("lightgbm", "reg_lambda", -0.5, False),
+    ("lightgbm", "subsample", 1.0, True),
+    ("lightgbm", "colsample_bytree", 1.5, False),
+    ("random_forest", "n_estimators", 0, False),
+    ("random_forest", "max_features", 1.0, True),
+    ("random_forest", "max_samples", 0.0, False),
+    ("random_forest", "min_samples_leaf", 0, False),
+]
+
+
+@pytest.mark.parametrize(("model", "key", "value", "library_accepts"), LIBRARY_BOUNDS)
+def test_hyperparameters_are_refused_exactly_where_the_model_refuses_them(model, key, value, library_accepts):
+    import numpy as np
+
+    from crossfit_mlops.training.grid import TrainingConfig
+
+    entry = {"model": model, "feature_version": "v1", "params": {key: value}}
+    X, y = np.random.default_rng(0).normal(size=(60, 3)), np.arange(60.0)
+    try:
+        build_estimator(TrainingConfig(model, "v1", {key: value})).fit(X, y)
+        library_accepted = True
+    except Exception:
+        library_accepted = False
+    assert library_accepted == library_accepts
+    if library_accepts:
+        parse_grid([entry])
+    else:
+        with pytest.raises(GridError, match=f"grid\\[0\\]: params.{key}"):
+            parse_grid([entry])

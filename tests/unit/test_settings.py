@@ -85,3 +85,29 @@ def test_snapshot_ids_must_be_real_dates(snapshot_id):
     with pytest.raises(ValueError, match="not a real date"):
         check_snapshot_id(snapshot_id)
     assert check_snapshot_id("2024-02-29") == "2024-02-29"
+
+
+def test_the_tracking_uri_follows_the_stacks_mlflow_port():
+    """``serve`` or ``registry`` started by hand talk to this stack's MLflow, not to port 5000."""
+    assert get_settings({"CROSSFIT_MLFLOW_PORT": "5071"}).mlflow_tracking_uri == "http://127.0.0.1:5071"
+    assert get_settings({}).mlflow_tracking_uri == "http://127.0.0.1:5000"
+    explicit = {"CROSSFIT_MLFLOW_PORT": "5071", "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    assert get_settings(explicit).mlflow_tracking_uri == "http://mlflow:5000"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CROSSFIT_SERVING_REFRESH_S", "-5"),
+        ("CROSSFIT_SERVING_REFRESH_S", "0"),
+        ("CROSSFIT_SERVING_REFRESH_S", "nan"),
+        ("CROSSFIT_SERVING_MAX_BATCH", "0"),
+        ("CROSSFIT_SERVING_MAX_BATCH", "2.5"),
+        ("CROSSFIT_MLFLOW_PORT", "99999"),
+        ("CROSSFIT_MLFLOW_PORT", "0"),
+        ("CROSSFIT_MLFLOW_PORT", "http"),
+    ],
+)
+def test_a_serving_or_port_setting_out_of_range_is_refused_naming_it(name, value):
+    with pytest.raises(ValueError, match=name):
+        get_settings({name: value})

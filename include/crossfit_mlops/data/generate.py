@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crossfit_mlops.contract import MAX_GENERATED_ROWS
 from crossfit_mlops.data.vocabulary import (
     DECLINE,
     FULL_SIZE,
@@ -44,7 +46,7 @@ from crossfit_mlops.data.vocabulary import (
     SURVEY_OPTIONS,
     join_answer,
 )
-from crossfit_mlops.storage import publishing
+from crossfit_mlops.storage import check_output_file, publishing
 
 log = logging.getLogger(__name__)
 
@@ -413,9 +415,11 @@ def _draw_benchmarks(rng: np.random.Generator, dedication: np.ndarray) -> dict[s
     return {k: np.round(np.clip(v, 1 if k == "pullups" else 20, None)) for k, v in bench.items()}
 
 
-def _check_generation_inputs(rows: int, season_shift: float) -> None:
-    if rows < 10:
-        raise ValueError(f"rows must be at least 10, got {rows}")
+def _check_generation_inputs(rows: int, season_shift: float, seed: int) -> None:
+    if rows < 10 or rows > MAX_GENERATED_ROWS:
+        raise ValueError(f"rows must be between 10 and {MAX_GENERATED_ROWS}, got {rows}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= 2**32 - 1:
+        raise ValueError(f"seed must be a whole number in [0, 2^32-1], got {seed!r}")
     if not 0.0 <= season_shift <= MAX_SEASON_SHIFT:
         raise ValueError(f"season_shift must be within [0, {MAX_SEASON_SHIFT}], got {season_shift}")
 
@@ -428,7 +432,7 @@ def generate_frame(
     ``season_shift`` > 0 simulates a later season in which the same athletes came back stronger and
     heavier (see :func:`_apply_season_shift`): the drift that monitoring should catch. 0 = none.
     """
-    _check_generation_inputs(rows, season_shift)
+    _check_generation_inputs(rows, season_shift, seed)
     rng, n = _rng_for(seed), rows
     ids = (rng.choice(MAX_ATHLETE_ID, size=n, replace=False) + 1).astype("float64")
     empty = rng.random(n) < EMPTY_PROFILE_SHARE
@@ -598,7 +602,9 @@ def _vocabularies() -> tuple[_Vocabulary, _Vocabulary, _Vocabulary]:
 def write_snapshot(
     path: Path, rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None, season_shift: float = 0.0
 ) -> GenerationResult:
-    """Generate and write ``athletes.csv`` (published in one step: never half-written)."""
+    """Generate and write ``athletes.csv`` (published in one step: never half-written). ``path``
+    must be new or a regular file: anything else is refused before generating."""
+    check_output_file(Path(path), "--out")
     frame = generate_frame(rows=rows, seed=seed, snapshot_id=snapshot_id, season_shift=season_shift)
     with publishing(Path(path), directory=False) as tmp:
         frame.astype({"athlete_id": "Int64"}).to_csv(tmp, index=False, encoding="utf-8")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 from dataclasses import asdict, is_dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from crossfit_mlops.contract import BATCH_DAG, MONITORING_DAG, TRAINING_DAG
 from crossfit_mlops.data.contract import RawFileError
@@ -26,6 +28,118 @@ def _emit(result: object) -> None:
     if is_dataclass(result):
         result = asdict(result)
     print(json.dumps(result, indent=2, default=str))
+
+
+# --- the one error path ---------------------------------------------------------------------------
+MLFLOW_SETTING = "MLFLOW_TRACKING_URI or CROSSFIT_MLFLOW_PORT"
+AIRFLOW_SETTING = "CROSSFIT_AIRFLOW_PORT"
+
+
+class CommandError(RuntimeError):
+    """A bad argument or a missing precondition of a command; the message says what and where."""
+
+
+def _require_server(url: str, what: str, setting: str, timeout: float = 2.0) -> None:
+    """Fail within ``timeout`` when nothing listens at ``url`` (an http(s) URL; others pass), not
+    after the client's retries (MLflow's: about 11 s), naming the server and the setting."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise CommandError(
+            f"{what} is not reachable at {url} ({exc.strerror or exc}): start the stack (./start-all.sh) or set {setting}"
+        ) from None
+
+
+def _mlflow_error(exc: Exception) -> str | None:
+    """MLflow's own exceptions as one line: a missing object, a refused value, a server that fails."""
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    if mlflow_exceptions is None or not isinstance(exc, mlflow_exceptions.MlflowException):
+        return None
+    message = str(exc.message).splitlines()[0] if str(exc.message) else exc.error_code
+    if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return f"not found in the MLflow registry: {message}"
+    return f"MLflow refused the call ({exc.error_code}): {message}"
+
+
+def _feast_error(exc: Exception) -> str | None:
+    feast_errors = sys.modules.get("feast.errors")
+    if feast_errors is None or not isinstance(exc, feast_errors.FeastError):
+        return None
+    if isinstance(exc, feast_errors.FeastObjectNotFoundException):
+        return f"{exc}: register the Feast definitions first (python -m crossfit_mlops feast-apply, or prepare)"
+    return f"Feast: {exc}"
+
+
+def _database_error(exc: Exception) -> str | None:
+    """A database that does not answer (Feast's SQL registry, a backend store): SQLAlchemy's."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is None or not isinstance(exc, sqlalchemy_exc.OperationalError):
+        return None
+    return f"the database does not answer: {str(exc.orig).strip().splitlines()[0]}"
+
+
+def _error_line(exc: Exception) -> str | None:
+    """What to tell the user about ``exc`` (None: an unexpected error, a bug)."""
+    found = _mlflow_error(exc) or _feast_error(exc) or _database_error(exc)
+    if found:
+        return found
+    request = getattr(exc, "request", None)  # requests' errors (also OSErrors): name the URL
+    if request is not None and getattr(request, "url", None):
+        return f"{request.method} {request.url} failed: {type(exc).__name__}; is the stack running? (./start-all.sh)"
+    if isinstance(exc, ValueError | RuntimeError | OSError | RawFileError):
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Every command goes through here: a known failure is one line ``error: ...`` and exit 2; an
+    unexpected one is one line and exit 1 (``-v`` shows its traceback)."""
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place a command's failure becomes its exit status
+        line = _error_line(exc)
+        if line is not None:
+            print(f"error: {line}", file=sys.stderr)
+            return 2
+        if args.verbose:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"error: unexpected {type(exc).__name__}: {first} (run with -v for the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535 (0 would let the OS pick one nobody knows)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+def _positive(kind: type) -> object:
+    """An argparse type: a finite ``kind`` (int or float) greater than 0."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
 
 
 # --- the data half -------------------------------------------------------------------------------
@@ -160,7 +274,13 @@ def _cmd_stack(args: argparse.Namespace) -> None:
 
 
 def _conf(args: argparse.Namespace, **values) -> dict:
-    conf = json.loads(args.conf) if args.conf else {}
+    """``--conf`` (a JSON object) plus the options given; checked before any server is called."""
+    try:
+        conf = json.loads(args.conf) if args.conf else {}
+    except ValueError as exc:
+        raise CommandError(f"--conf is not valid JSON ({exc}): give an object, e.g. '{{\"sample_size\": 2000}}'") from None
+    if not isinstance(conf, dict):
+        raise CommandError(f"--conf must be a JSON object of DAG params, got {type(conf).__name__} {args.conf!r}")
     conf.update({k: v for k, v in values.items() if v is not None})
     return conf
 
@@ -170,7 +290,9 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     from crossfit_mlops.ops import stack
     from crossfit_mlops.ops.runs import format_summary, require_success, run_and_follow, summarize
 
+    conf = _conf(args, snapshot=args.snapshot or None, rows=args.rows or None, sample_size=args.sample_size)
     cfg = stack.config_from_env()
+    _require_server(cfg.airflow_url, "Airflow", AIRFLOW_SETTING)
     stack.use_stack_clients(cfg)  # MLflow's credential when basic-auth is on, bounded retries
     client = stack.airflow_client(cfg)
     stack.set_declared_variables(cfg, client)
@@ -179,7 +301,6 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     for dag_id in (BATCH_DAG, MONITORING_DAG):
         client.wait_for_dag(dag_id)
         client.unpause(dag_id)
-    conf = _conf(args, snapshot=args.snapshot or None, rows=args.rows or None, sample_size=args.sample_size)
     run_id, run = run_and_follow(client, conf, timeout=args.timeout)
     require_success(client, TRAINING_DAG, run_id, run, stack.task_log_hint(cfg))
     summary = summarize(client, run_id)
@@ -209,12 +330,15 @@ def _cmd_monitor(args: argparse.Namespace) -> None:
         require_success,
         run_and_follow,
     )
+    from crossfit_mlops.storage import check_snapshot_id
     from crossfit_mlops.tracking import client as mlflow_client
 
+    check_snapshot_id(args.snapshot)
+    conf = _conf(args, snapshot=args.snapshot, season_shift=args.season_shift, rows=args.rows or None)
     cfg = stack.config_from_env()
+    _require_server(cfg.airflow_url, "Airflow", AIRFLOW_SETTING)
     stack.use_stack_clients(cfg)  # MLflow's credential when basic-auth is on, bounded retries
     client = stack.airflow_client(cfg)
-    conf = _conf(args, snapshot=args.snapshot, season_shift=args.season_shift, rows=args.rows or None)
     run_id, run = run_and_follow(client, conf, dag_id=MONITORING_DAG, timeout=args.timeout)
     instances = require_success(client, MONITORING_DAG, run_id, run, stack.task_log_hint(cfg))
     outcome = monitoring_outcome(client, run_id, instances)
@@ -226,6 +350,18 @@ def _cmd_monitor(args: argparse.Namespace) -> None:
 
 
 # --- the registry and the API --------------------------------------------------------------------
+def _check_registry_target(args: argparse.Namespace) -> None:
+    """``card`` and ``lineage`` take a version number, ``uses`` a feature view name."""
+    needs = {"card": "a version number", "lineage": "a version number", "uses": "a feature view name"}
+    if args.action not in needs:
+        return
+    example = "athlete_features_v2" if args.action == "uses" else "3"
+    if not args.target:
+        raise CommandError(f"registry {args.action} needs {needs[args.action]}, e.g. `registry {args.action} {example}`")
+    if args.action != "uses" and not (args.target.isdigit() and int(args.target) >= 1):
+        raise CommandError(f"registry {args.action}: the version must be a whole number >= 1, got {args.target!r}")
+
+
 def _cmd_registry(args: argparse.Namespace) -> None:
     from crossfit_mlops.ops import stack
 
@@ -233,9 +369,8 @@ def _cmd_registry(args: argparse.Namespace) -> None:
     stack.use_stack_clients(cfg)  # the stack's MLflow credential, if basic-auth is on
     settings = cfg.settings
     uri, name = settings.mlflow_tracking_uri, settings.registered_model_name
-    needs = {"card": "a version number", "lineage": "a version number", "uses": "a feature view name"}
-    if args.action in needs and not args.target:
-        raise ValueError(f"registry {args.action} needs {needs[args.action]}, e.g. `registry {args.action} {'3' if 'version' in needs[args.action] else 'athlete_features_v2'}`")
+    _check_registry_target(args)
+    _require_server(uri, "MLflow", MLFLOW_SETTING)
     if args.action == "rollback":
         from crossfit_mlops.registry.promotion import rollback
 
@@ -270,6 +405,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from crossfit_mlops.serving.app import build_app
+    from crossfit_mlops.serving.http_guard import GuardedHttpToolsProtocol
 
     # The registry is polled every few seconds: MLflow's own HTTP retries (7, backing off for
     # about 4 minutes) would only hold up the answer "registry unreachable". The next poll is the
@@ -277,12 +413,19 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     app = build_app(refresh_seconds=args.refresh_seconds, max_batch=args.max_batch)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    # the protocol adds a limit on the request line + headers and deadlines for slow clients
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+        http=GuardedHttpToolsProtocol,
+    )  # fmt: skip
 
 
 def _cmd_predict_two_hop(args: argparse.Namespace) -> None:
     from crossfit_mlops.serving.two_hop import TwoHopClient
+    from crossfit_mlops.settings import get_settings
 
+    _require_server(get_settings().mlflow_tracking_uri, "MLflow", MLFLOW_SETTING)
+    _require_server(args.endpoint, "the model server (mlflow models serve)", "--endpoint")
     client = TwoHopClient(args.endpoint)
     predictions = client.predict(args.athlete_id)
     _emit(
@@ -388,9 +531,9 @@ def _model_commands(sub) -> None:
 
     p = sub.add_parser("serve", help="the prediction API (FastAPI + uvicorn) on @champion and Feast's online store")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--refresh-seconds", type=float, default=None, help="how often @champion is polled")
-    p.add_argument("--max-batch", type=int, default=None, help="athletes per request (413 above)")
+    p.add_argument("--port", type=_port, default=8000)
+    p.add_argument("--refresh-seconds", type=_positive(float), default=None, help="how often @champion is polled")
+    p.add_argument("--max-batch", type=_positive(int), default=None, help="athletes per request (413 above)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--access-log", action="store_true", help="log every request (off: it costs latency)")
     p.set_defaults(func=_cmd_serve)
@@ -421,9 +564,4 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    try:
-        args.func(args)
-    except (RawFileError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return _run(args)

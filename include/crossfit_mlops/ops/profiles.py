@@ -59,3 +59,12 @@ def worker_hostname() -> str:
     name = os.environ.get("CROSSFIT_WORKER_NAME")
     fqdn = socket.getfqdn()
     return f"{name}.{fqdn}" if name else fqdn
+
+
+def log_server_hostname() -> str:
+    """Airflow's ``hostname_callable`` under the LocalExecutor: the address the task-log server
+    listens on (``CROSSFIT_LOG_SERVER_HOST``, the stack's bind host), which the api-server then
+    asks for a running task's log. The machine's name may resolve elsewhere (127.0.1.1 on Debian),
+    where nothing listens. A wildcard bind host gives the machine's name."""
+    host = os.environ.get("CROSSFIT_LOG_SERVER_HOST", "")
+    return host if host not in {"", "0.0.0.0", "::"} else socket.getfqdn()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OBJECT_STORE = "object-store"
+LOG_SERVER = "airflow-log-server"  # the LocalExecutor's task-log server (ops/log_server.py)
 MLFLOW_ADMIN = "admin"
 
 # MLflow's client retries a failed call 7 times with backoff factor 2 and a 120 s timeout: about 4
@@ -98,6 +99,9 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port),
     }
+    if not cfg.celery:
+        env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "crossfit_mlops.ops.profiles.log_server_hostname"
+        env["CROSSFIT_LOG_SERVER_HOST"] = cfg.host
     if cfg.celery:
         env.update(
             {
@@ -114,7 +118,9 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
 # --- programs ------------------------------------------------------------------------------------
 def airflow_programs(cfg: StackConfig) -> list[str]:
     workers = [f"airflow-worker-{i}" for i in range(1, cfg.celery_workers + 1)]
-    return ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", *workers]
+    # Celery workers run without a log server (the api-server reads the shared log folder)
+    logs = [] if cfg.celery else [LOG_SERVER]
+    return ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", *logs, *workers]
 
 
 def names(cfg: StackConfig) -> list[str]:
@@ -135,10 +141,14 @@ def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
         # and the process runs on until SIGKILL: seen for the scheduler and the dag-processor, each
         # time holding stop-all for the whole 40 s window. 10 s (+ the launcher's grace) is plenty
         # for a clean stop; a task still running is ended either way.
-        Program("airflow-scheduler", [airflow, "scheduler"], priority=40, stop_wait_s=10),
+        # its own log server would bind every interface: the stack runs LOG_SERVER on cfg.host instead
+        Program("airflow-scheduler", [airflow, "scheduler", "--skip-serve-logs"], priority=40, stop_wait_s=10),
         Program("airflow-dag-processor", [airflow, "dag-processor"], priority=40, stop_wait_s=10),
         Program("airflow-triggerer", [airflow, "triggerer"], priority=40, stop_wait_s=10),
     ]
+    if not cfg.celery:
+        argv = [str(cfg.bin_dir / "python"), "-m", "crossfit_mlops.ops.log_server", "--host", cfg.host, "--port", str(cfg.worker_log_port)]
+        found.append(Program(LOG_SERVER, argv, priority=40, stop_wait_s=10))
     for i in range(1, cfg.celery_workers + 1):
         argv = [
             airflow, "celery", "worker", "--queues", cfg.celery_queues,
@@ -171,14 +181,15 @@ def health_url(cfg: StackConfig, name: str) -> str | None:
 
 
 def port_of(cfg: StackConfig, name: str) -> int | None:
-    ports = {"mlflow": cfg.mlflow_port, "airflow-api-server": cfg.airflow_port, "api": cfg.api_port, OBJECT_STORE: cfg.s3_port}
+    ports = {"mlflow": cfg.mlflow_port, "airflow-api-server": cfg.airflow_port, "api": cfg.api_port, OBJECT_STORE: cfg.s3_port,
+             LOG_SERVER: cfg.worker_log_port}  # fmt: skip
     return ports.get(name)
 
 
 def port_variable(name: str) -> str:
-    return {"mlflow": "CROSSFIT_MLFLOW_PORT", "airflow-api-server": "CROSSFIT_AIRFLOW_PORT", "api": "CROSSFIT_API_PORT"}.get(
-        name, "CROSSFIT_S3_PORT"
-    )
+    variables = {"mlflow": "CROSSFIT_MLFLOW_PORT", "airflow-api-server": "CROSSFIT_AIRFLOW_PORT", "api": "CROSSFIT_API_PORT",
+                 LOG_SERVER: "CROSSFIT_WORKER_LOG_PORT"}  # fmt: skip
+    return variables.get(name, "CROSSFIT_S3_PORT")
 
 
 # --- MLflow --------------------------------------------------------------------------------------

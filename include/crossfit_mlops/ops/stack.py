@@ -488,9 +488,36 @@ def start_api(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
     return start_service(cfg, "api", timeout=120)
 
 
+@contextlib.contextmanager
+def start_lock(cfg: StackConfig):
+    """Held while a stack starts: a second ``start-all.sh`` (or ``stack up``) on the same state
+    directory waits for the first, then finds the stack running and reuses it. Without it, two
+    starts on a stopped stack both started a supervisord and the second exited 2 ("Another
+    program is already listening"). The lock is the kernel's (flock): a killed start releases it."""
+    import fcntl
+
+    cfg.settings.state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cfg.settings.state_dir / ".stack-start.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another start of this stack is under way: waiting for it, then reusing the stack")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def up(cfg: StackConfig) -> dict[str, str]:
     """Start (or reuse) MLflow (with the object store of the profile) and Airflow, all at once, and
-    wait until each answers; apply the Feast definitions. Returns what happened."""
+    wait until each answers; apply the Feast definitions. Returns what happened. One start at a
+    time per state directory (:func:`start_lock`)."""
+    with start_lock(cfg):
+        return _up(cfg)
+
+
+def _up(cfg: StackConfig) -> dict[str, str]:
     services.ensure_databases(cfg)
     # the preload warms the scheduler, whose forks run the tasks under the LocalExecutor only
     if service_env(cfg).get("CROSSFIT_PRELOAD", "1") != "0" and not cfg.celery:

@@ -313,6 +313,27 @@ def mark_rejected(
            version=version)  # fmt: skip
 
 
+def _check_rollback_target(tracking_uri: str, model_name: str, current: str, previous: str) -> None:
+    """The recorded previous champion must be a version that still exists: a tag edited by hand
+    or a deleted version is refused before any alias moves."""
+    from mlflow.exceptions import MlflowException
+
+    if not previous.isdigit() or int(previous) < 1:
+        raise RollbackError(
+            f"{model_name} v{current} records previous_champion={previous!r}, which is not a version number: "
+            "nothing was changed; move @champion by hand with the MLflow client"
+        )
+    try:
+        client(tracking_uri).get_model_version(model_name, previous)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise RollbackError(
+            f"{model_name} v{current} records previous_champion={previous}, but v{previous} does not exist "
+            "(deleted?): nothing was changed"
+        ) from None
+
+
 def rollback(tracking_uri: str, model_name: str, actor: str | None = None, reason: str = "rolled back by hand") -> tuple[str, str]:
     """Point ``@champion`` back at the champion before the current one, recorded in the alias
     history as a rollback (by ``actor``, default the CLI user). Returns (from, to)."""
@@ -323,6 +344,7 @@ def rollback(tracking_uri: str, model_name: str, actor: str | None = None, reaso
     previous = current.tags.get("previous_champion")
     if not previous:
         raise RollbackError(f"{model_name} v{current.version} is the first champion: there is no previous one to roll back to")
+    _check_rollback_target(tracking_uri, model_name, str(current.version), previous)
     move_alias(tracking_uri, model_name, CHAMPION, previous, "rollback", actor or cli_actor(), reason)
     c.set_model_version_tag(model_name, current.version, "legacy_stage", "Archived")
     c.set_model_version_tag(model_name, current.version, "rolled_back_at", _now())

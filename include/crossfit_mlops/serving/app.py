@@ -38,7 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from crossfit_mlops.features.specs import FEATURE_SETS, Bounds
 from crossfit_mlops.serving import openapi_docs
@@ -61,7 +61,14 @@ from crossfit_mlops.serving.features import (
 log = logging.getLogger(__name__)
 
 INT64_MAX = 2**63 - 1  # Feast's entity key is an INT64
-AthleteId = Annotated[int, Field(ge=0, le=INT64_MAX)]
+def _not_a_boolean(value: object) -> object:
+    """JSON ``true`` is not athlete 1 (pydantic's lax int would take it as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("an athlete id is a whole number, not a boolean")
+    return value
+
+
+AthleteId = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=INT64_MAX)]
 
 
 class PredictRequest(BaseModel):

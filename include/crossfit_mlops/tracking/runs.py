@@ -86,6 +86,21 @@ def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None
     client(tracking_uri).set_terminated(run_id, status=status)
 
 
+def fail_parent_runs(tracking_uri: str, experiment_name: str, airflow_run_id: str, pipeline: str) -> list[str]:
+    """Mark FAILED every parent run of this Airflow run that is still RUNNING, found by its
+    ``airflow.run_id`` and ``pipeline`` tags: a failure callback that has no parent id in XCom
+    (the task that records it failed, or had not finished) still leaves no parent RUNNING."""
+    c = client(tracking_uri)
+    experiment = c.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    query = f"tags.`{RUN_KEY_TAG}` = '{airflow_run_id}' and tags.`pipeline` = '{pipeline}' and attributes.status = 'RUNNING'"
+    failed = [run.info.run_id for run in c.search_runs([experiment.experiment_id], filter_string=query, max_results=10)]
+    for run_id in failed:
+        c.set_terminated(run_id, status="FAILED")
+    return failed
+
+
 def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str, status: str | None = "FINISHED"):
     """The child runs of a parent run (optionally only those with ``status``)."""
     query = f"tags.`{PARENT_TAG}` = '{parent_run_id}'"

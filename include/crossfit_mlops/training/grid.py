@@ -17,25 +17,60 @@ from typing import Any
 
 from crossfit_mlops.features.specs import FEATURE_SETS
 
-# The hyperparameters each family accepts, with their type. Anything else is a typo to reject, not
-# silently pass to the library.
-MODEL_FAMILIES: dict[str, dict[str, type]] = {
+# Whole numbers and rates from the trigger form stay under this (a grid must not be able to ask for a
+# billion trees and hold the workers for days).
+MAX_WHOLE = 10_000
+# Entries of a grid: one mapped task each. Airflow fails the task that pushes a list longer than
+# [core] max_map_length (1024 by default) with "pushed value is too large to map"; 1,000 fits of a
+# full-size snapshot would also take hours. Refused at resolve_run instead, naming the limit.
+MAX_GRID_ENTRIES = 256
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A hyperparameter's type and range: the model library's own bounds (``low``, refused itself
+    when ``low_open``), capped at ``high``. A value the library would refuse four retries later,
+    in ``train_candidate``, is refused when the run starts."""
+
+    kind: type
+    low: float
+    high: float = MAX_WHOLE
+    low_open: bool = False
+    share: bool = False  # a share of rows or columns: in (0, 1]
+
+    def problem(self, value: float) -> str | None:
+        if value < self.low or (self.low_open and value == self.low):
+            if (self.low, self.low_open) in ((0, True), (1, False)):
+                return f"must be positive, got {value!r}"
+            return f"must be {'>' if self.low_open else '>='} {self.low}, got {value!r}"
+        if value > self.high:
+            what = "is a share and must be at most" if self.share else "must be at most"
+            return f"{what} {self.high:g}, got {value!r}"
+        return None
+
+
+_SHARE = Hyper(float, 0, 1, low_open=True, share=True)
+# The hyperparameters each family accepts, with the library's bounds (scikit-learn's
+# _parameter_constraints; LightGBM's config checks: num_leaves > 1, learning_rate > 0,
+# min_data_in_leaf >= 0, lambda_l2 >= 0, fractions in (0, 1]). Anything else is a typo to reject,
+# not silently pass to the library. tests/unit/test_grid.py fits the libraries at these bounds.
+MODEL_FAMILIES: dict[str, dict[str, Hyper]] = {
     "random_forest": {
-        "n_estimators": int,
-        "max_depth": int,
-        "min_samples_leaf": int,
-        "max_features": float,
-        "max_samples": float,  # the share of the training rows each tree's bootstrap draws (<= 1)
+        "n_estimators": Hyper(int, 1),
+        "max_depth": Hyper(int, 1),
+        "min_samples_leaf": Hyper(int, 1),
+        "max_features": _SHARE,
+        "max_samples": _SHARE,  # the share of the rows each tree's bootstrap draws (scikit-learn allows > 1: not here)
     },
     "lightgbm": {
-        "n_estimators": int,
-        "learning_rate": float,
-        "num_leaves": int,
-        "max_depth": int,
-        "min_child_samples": int,
-        "subsample": float,
-        "colsample_bytree": float,
-        "reg_lambda": float,
+        "n_estimators": Hyper(int, 1),
+        "learning_rate": Hyper(float, 0, low_open=True),
+        "num_leaves": Hyper(int, 2),
+        "max_depth": Hyper(int, 1),  # LightGBM reads <= 0 as "no limit": not offered here
+        "min_child_samples": Hyper(int, 0),
+        "subsample": _SHARE,
+        "colsample_bytree": _SHARE,
+        "reg_lambda": Hyper(float, 0),
     },
 }
 
@@ -82,55 +117,50 @@ class TrainingConfig:
         return {**asdict(self), "name": self.name}
 
 
-# Shares of rows or columns: in (0, 1]. Whole numbers: at most this (a grid typed into the trigger
-# form must not be able to ask for a billion trees and hold the workers for days).
-SHARES = {"max_features", "max_samples", "subsample", "colsample_bytree"}
-MAX_WHOLE = 10_000
-
-
-def _check_value(where: str, key: str, value: Any, kind: type) -> Any:
+def _check_value(where: str, key: str, value: Any, hyper: Hyper) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise GridError(f"{where}: params.{key} must be a number (a finite one), got {value!r}")
-    if kind is int:
+    if hyper.kind is int:
         if float(value) != int(value):
             raise GridError(f"{where}: params.{key} must be a whole number, got {value!r}")
         value = int(value)
-        if value > MAX_WHOLE:
-            raise GridError(f"{where}: params.{key} must be at most {MAX_WHOLE}, got {value!r}")
-    if value <= 0:
-        raise GridError(f"{where}: params.{key} must be positive, got {value!r}")
-    if key in SHARES and value > 1:
-        raise GridError(f"{where}: params.{key} is a share and must be at most 1, got {value!r}")
-    return kind(value)
+    problem = hyper.problem(value)
+    if problem:
+        raise GridError(f"{where}: params.{key} {problem}")
+    return hyper.kind(value)
+
+
+def _parse_entry(index: int, entry: Any) -> TrainingConfig:
+    where = f"grid[{index}]"
+    if not isinstance(entry, dict):
+        raise GridError(f"{where} must be an object, got {entry!r}")
+    unknown = set(entry) - {"model", "feature_version", "params", "name"}
+    if unknown:
+        raise GridError(f"{where}: unknown keys {sorted(unknown)} (allowed: model, feature_version, params)")
+    model = entry.get("model")
+    if model not in MODEL_FAMILIES:
+        raise GridError(f"{where}: model must be one of {sorted(MODEL_FAMILIES)}, got {model!r}")
+    version = entry.get("feature_version")
+    if version not in FEATURE_SETS:
+        raise GridError(f"{where}: feature_version must be one of {sorted(FEATURE_SETS)}, got {version!r}")
+    params = entry.get("params") or {}
+    if not isinstance(params, dict):
+        raise GridError(f"{where}: params must be an object, got {params!r}")
+    allowed = MODEL_FAMILIES[model]
+    bad = sorted(set(params) - set(allowed))
+    if bad:
+        raise GridError(f"{where}: {model} does not take {bad} (allowed: {sorted(allowed)})")
+    checked = {k: _check_value(where, k, v, allowed[k]) for k, v in params.items()}
+    return TrainingConfig(model=model, feature_version=version, params=checked)
 
 
 def parse_grid(grid: list[dict[str, Any]]) -> list[TrainingConfig]:
     """Validate a grid; raise :class:`GridError` naming the first bad entry."""
     if not isinstance(grid, list) or not grid:
         raise GridError(f"the grid must be a non-empty list of entries, got {grid!r}")
-    configs: list[TrainingConfig] = []
-    for index, entry in enumerate(grid):
-        where = f"grid[{index}]"
-        if not isinstance(entry, dict):
-            raise GridError(f"{where} must be an object, got {entry!r}")
-        unknown = set(entry) - {"model", "feature_version", "params", "name"}
-        if unknown:
-            raise GridError(f"{where}: unknown keys {sorted(unknown)} (allowed: model, feature_version, params)")
-        model = entry.get("model")
-        if model not in MODEL_FAMILIES:
-            raise GridError(f"{where}: model must be one of {sorted(MODEL_FAMILIES)}, got {model!r}")
-        version = entry.get("feature_version")
-        if version not in FEATURE_SETS:
-            raise GridError(f"{where}: feature_version must be one of {sorted(FEATURE_SETS)}, got {version!r}")
-        params = entry.get("params") or {}
-        if not isinstance(params, dict):
-            raise GridError(f"{where}: params must be an object, got {params!r}")
-        allowed = MODEL_FAMILIES[model]
-        bad = sorted(set(params) - set(allowed))
-        if bad:
-            raise GridError(f"{where}: {model} does not take {bad} (allowed: {sorted(allowed)})")
-        checked = {k: _check_value(where, k, v, allowed[k]) for k, v in params.items()}
-        configs.append(TrainingConfig(model=model, feature_version=version, params=checked))
+    if len(grid) > MAX_GRID_ENTRIES:
+        raise GridError(f"the grid has {len(grid)} entries, more than the {MAX_GRID_ENTRIES} a run may train (one task each)")
+    configs = [_parse_entry(index, entry) for index, entry in enumerate(grid)]
     names = [c.name for c in configs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -1,0 +1,77 @@
+"""What a training run is asked to do, checked when it starts (``resolve_run``).
+
+Everything a run depends on is refused here, with a message naming the setting, instead of
+failing late (a grid Airflow cannot map, a seed the generator refuses, a pandas sampling error)
+or, worse, running on something else than asked (a misspelled ``snaphsot`` was ignored and the
+run trained on today's snapshot). The DAG's Param schema holds the same bounds for the trigger
+form; this is the check of record, also for a conf sent through the REST API.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from typing import Any
+
+from crossfit_mlops.contract import MAX_GENERATED_ROWS, MIN_GENERATED_ROWS
+from crossfit_mlops.training.grid import parse_grid
+
+MAX_SEED = 2**32 - 1  # numpy's and pandas' random_state bound
+
+
+class RunRequestError(ValueError):
+    """A run's conf or params ask for something the run cannot do; the message names the setting."""
+
+
+def check_conf_keys(conf: dict[str, Any], known: set[str]) -> None:
+    """Refuse conf keys that are not params of the DAG (a typo would otherwise be ignored)."""
+    unknown = sorted(set(conf) - known)
+    if not unknown:
+        return
+    hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, known, 1)) else repr(key)
+             for key in unknown]  # fmt: skip
+    raise RunRequestError(f"unknown conf keys {', '.join(hints)}; this DAG takes {sorted(known)}")
+
+
+def _whole(name: str, value: Any, low: int, high: int, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RunRequestError(f"{name} must be a whole number in [{low}, {high}]{why}, got {value!r}")
+    return value
+
+
+@functools.cache
+def codecarbon_countries() -> frozenset[str]:
+    """The ISO 3166 alpha-3 codes CodeCarbon has a grid carbon intensity for (its own data file)."""
+    import json
+    from importlib.resources import files
+
+    mix = files("codecarbon") / "data" / "private_infra" / "global_energy_mix.json"
+    return frozenset(json.loads(mix.read_text()))
+
+
+def check_country(code: Any, setting: str = "codecarbon_country") -> str:
+    """``code`` if CodeCarbon knows the country (else its emissions would be recorded under a
+    country that does not exist)."""
+    if not isinstance(code, str) or code.strip().upper() not in codecarbon_countries():
+        raise RunRequestError(
+            f"{setting}={code!r} is not an ISO 3166 alpha-3 country code CodeCarbon has data for (e.g. USA, FRA, DEU)"
+        )
+    return code.strip().upper()
+
+
+def checked_inputs(conf: dict[str, Any], params: dict[str, Any], declared: set[str], default_country: str) -> dict[str, Any]:
+    """The run's checked inputs from the DAG run's ``conf`` and resolved ``params`` (``declared``:
+    the DAG's param names): rows, seed, sample size, cross-validation folds, the grid (parsed) and
+    the CodeCarbon country."""
+    check_conf_keys(conf or {}, declared)
+    if params["cv_folds"] == 1:
+        raise RunRequestError("cv_folds must be 0 (no cross-validation) or at least 2")
+    country_setting = "codecarbon_country" if params["codecarbon_country"] else "CROSSFIT_CODECARBON_COUNTRY"
+    return {
+        "rows": _whole("rows", params["rows"], MIN_GENERATED_ROWS, MAX_GENERATED_ROWS, " (raw rows to generate)"),
+        "seed": _whole("seed", params["seed"], 0, MAX_SEED),
+        "sample_size": _whole("sample_size", params["sample_size"], 0, MAX_GENERATED_ROWS),
+        "cv_folds": params["cv_folds"],
+        "grid": [c.as_dict() for c in parse_grid(params["grid"])],
+        "country": check_country(params["codecarbon_country"] or default_country, country_setting),
+    }

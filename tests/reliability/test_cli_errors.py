@@ -1,0 +1,226 @@
+"""Every CLI command, given a bad argument, a missing object or a server that is down, ends with
+exit 2 and one line ``error: ...`` naming what is wrong: never a Python traceback.
+
+The servers are "down" because the settings point at a port nobody listens on; the missing
+objects live in a real (empty, then hand-made) MLflow registry on SQLite, without a server.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from crossfit_mlops.ops.cli import build_parser, main
+from tests.support.services import free_port
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """``main(argv)`` in a temp state dir with MLflow and Airflow on closed ports; returns
+    ``(exit status, seconds)``. The environment is restored afterwards (commands that
+    talk to MLflow add its client limits to os.environ)."""
+    saved = dict(os.environ)
+    closed = free_port()
+    monkeypatch.setenv("CROSSFIT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("CROSSFIT_MLFLOW_PORT", str(closed))
+    monkeypatch.setenv("CROSSFIT_AIRFLOW_PORT", str(closed))
+    for name in ("CROSSFIT_RAW_FILE", "CROSSFIT_FEAST_DIR", "CROSSFIT_FEAST_REGISTRY", "CROSSFIT_FEAST_ONLINE_STORE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*argv: str) -> tuple[int, float]:
+        start = time.monotonic()
+        try:
+            status = main(list(argv))
+        except SystemExit as exc:  # argparse's own refusals
+            status = exc.code
+        return status, time.monotonic() - start
+
+    yield run
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _assert_one_line_error(capsys, status, *words: str) -> str:
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+BAD_ARGUMENTS = [
+    (["registry", "card", "x"], ["whole number", "'x'"]),
+    (["registry", "lineage", "-3"], ["whole number", "'-3'"]),
+    (["registry", "card"], ["needs a version number"]),
+    (["registry", "uses"], ["needs a feature view name"]),
+    (["pipeline", "--conf", "[1]"], ["--conf must be a JSON object", "list"]),
+    (["pipeline", "--conf", "{nope"], ["--conf is not valid JSON"]),
+    (["monitor", "--snapshot", "2026-01-01", "--conf", "3"], ["--conf must be a JSON object"]),
+    (["monitor", "--snapshot", "2026-13-45"], ["2026-13-45"]),
+    (["ingest", "--snapshot", "2026-13-45"], ["2026-13-45"]),
+    (["prepare", "--snapshot", "2026-13-45"], ["2026-13-45"]),
+    (["ingest", "--snapshot", "2026-02-01", "--seed", "-1", "--rows", "5000"], ["seed", "-1"]),
+    (["generate", "--out", "x.csv", "--rows", "1000000000000"], ["rows must be between 10 and 2000000"]),
+    (["validate", "--snapshot", "../etc"], ["../etc"]),
+    (["features", "--snapshot", "2026-01-01"], ["2026-01-01"]),
+    (["stack", "start", "nosuch"], ["nosuch"]),
+    (["serve", "--port", "99999"], ["99999"]),
+    (["serve", "--port", "0"], ["port 0"]),
+    (["serve", "--refresh-seconds", "-1"], ["-1"]),
+    (["serve", "--max-batch", "0"], ["0"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), BAD_ARGUMENTS, ids=[" ".join(a) for a, _ in BAD_ARGUMENTS])
+def test_a_bad_argument_is_one_error_line_and_exit_2(cli, capsys, argv, words):
+    status, _ = cli(*argv)
+    _assert_one_line_error(capsys, status, *words)
+
+
+SERVER_DOWN = [
+    ["registry", "show"],
+    ["registry", "history"],
+    ["registry", "rollback"],
+    ["registry", "card", "3"],
+    ["registry", "lineage", "3"],
+    ["registry", "uses", "athlete_features_v2"],
+    ["pipeline"],
+    ["pipeline", "--conf", '{"sample_size": 300}'],
+    ["monitor", "--snapshot", "2026-01-01"],
+    ["predict-two-hop", "--athlete-id", "1"],
+]
+
+
+@pytest.mark.parametrize("argv", SERVER_DOWN, ids=[" ".join(a) for a in SERVER_DOWN])
+def test_with_mlflow_and_airflow_down_every_command_fails_fast_naming_the_server(cli, capsys, argv):
+    status, seconds = cli(*argv)
+    line = _assert_one_line_error(capsys, status, "not reachable", "127.0.0.1:")
+    assert "MLflow" in line or "Airflow" in line
+    assert seconds < 5, f"{argv} took {seconds:.1f} s to say the server is down"
+
+
+def test_the_walk_covers_every_subcommand():
+    """A new subcommand must be added to the walks above."""
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    walked = {argv[0] for argv, _ in BAD_ARGUMENTS} | {argv[0] for argv in SERVER_DOWN} | set(COVERED_ELSEWHERE)
+    assert set(sub.choices) <= walked, sorted(set(sub.choices) - walked)
+
+
+# walked by their own tests below (and stack up / down in tests/reliability/test_stack_supervision.py:
+# ports taken, bad settings)
+COVERED_ELSEWHERE = {
+    "settings": "test_bad_settings_are_one_error_line",
+    "generate": "test_generate_refuses_what_is_not_a_regular_file",
+    "materialize": "test_materialize_before_feast_apply_says_to_apply",
+    "feast-apply": "test_feast_apply_with_its_sql_registry_down_is_one_error_line",
+}
+
+
+def test_feast_apply_with_its_sql_registry_down_is_one_error_line(cli, capsys, monkeypatch):
+    monkeypatch.setenv("CROSSFIT_FEAST_REGISTRY_URI", f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x")
+    status, _ = cli("feast-apply")
+    _assert_one_line_error(capsys, status, "the database does not answer", "Connection refused")
+
+
+def test_materialize_before_feast_apply_says_to_apply(cli, capsys):
+    status, _ = cli("materialize", "--snapshot", "2026-01-01")
+    _assert_one_line_error(capsys, status, "does not exist", "feast-apply")
+
+
+def test_bad_settings_are_one_error_line(cli, capsys, monkeypatch):
+    monkeypatch.setenv("CROSSFIT_SERVING_REFRESH_S", "-5")
+    status, _ = cli("settings")
+    _assert_one_line_error(capsys, status, "CROSSFIT_SERVING_REFRESH_S")
+
+
+# --- missing objects in a real registry (SQLite, no server) ----------------------------------------
+@pytest.fixture
+def registry(cli, tmp_path, monkeypatch):
+    """An MLflow registry on SQLite with model ``crossfit_total_lift`` v1 (the champion)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("crossfit_total_lift")
+    client.create_model_version("crossfit_total_lift", source=str(tmp_path / "model"))
+    client.set_registered_model_alias("crossfit_total_lift", "champion", "1")
+    return client
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["registry", "card", "7"], ["not found", "7"]),
+        (["registry", "lineage", "7"], ["not found", "7"]),
+    ],
+)
+def test_a_version_that_does_not_exist_is_one_error_line(cli, capsys, registry, argv, words):
+    status, _ = cli(*argv)
+    _assert_one_line_error(capsys, status, *words)
+
+
+def test_a_model_that_does_not_exist_is_one_error_line(cli, capsys, registry, monkeypatch):
+    monkeypatch.setenv("CROSSFIT_REGISTERED_MODEL", "no_such_model")
+    status, _ = cli("registry", "show")
+    _assert_one_line_error(capsys, status, "not found", "no_such_model")
+
+
+@pytest.mark.parametrize("previous", ["7", "abc"])
+def test_rollback_to_a_previous_champion_that_is_missing_changes_nothing(cli, capsys, registry, previous):
+    registry.set_model_version_tag("crossfit_total_lift", "1", "previous_champion", previous)
+    status, _ = cli("registry", "rollback")
+    _assert_one_line_error(capsys, status, "previous_champion", previous, "nothing was changed")
+    assert str(registry.get_model_version_by_alias("crossfit_total_lift", "champion").version) == "1"
+
+
+# --- output paths: a new path or a regular file, nothing else ---------------------------------------
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _device(path):
+    import stat
+
+    if os.geteuid() != 0:
+        pytest.skip("creating a device node needs root")
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # a null device of our own
+
+
+def _symlink(path):
+    target = path.parent / "target.txt"
+    target.write_text("not yours\n")
+    path.symlink_to(target)
+
+
+def _directory(path):
+    path.mkdir()
+
+
+@pytest.mark.parametrize(("make", "kind"), [(_fifo, "a FIFO"), (_device, "a character device"),
+                                             (_symlink, "a symbolic link"), (_directory, "a directory")])  # fmt: skip
+def test_generate_refuses_what_is_not_a_regular_file(cli, capsys, tmp_path, make, kind):
+    out = tmp_path / "athletes.csv"
+    make(out)
+    before = os.lstat(out)
+    status, _ = cli("generate", "--out", str(out), "--rows", "50")
+    _assert_one_line_error(capsys, status, "--out", str(out), kind)
+    after = os.lstat(out)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino), "the path was replaced"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "a temporary was left"
+    if make is _symlink:
+        assert (tmp_path / "target.txt").read_text() == "not yours\n"
+
+
+def test_generate_writes_a_new_path_and_replaces_a_regular_file(cli, tmp_path):
+    out = tmp_path / "athletes.csv"
+    assert cli("generate", "--out", str(out), "--rows", "50")[0] == 0
+    out.write_text("old\n")
+    assert cli("generate", "--out", str(out), "--rows", "50")[0] == 0
+    assert out.read_text().startswith("athlete_id")
