@@ -59,7 +59,8 @@ def main() -> None:
             result["baseline_pip_install_s"] = _timed(
                 [str(venv / "bin/python"), "-m", "pip", "install", "-q", "-r", "requirements-dev.txt", "-e", "."], clone, env, work / "pip.log"
             )
-        ports = {"CROSSFIT_MLFLOW_PORT": free_port(), "CROSSFIT_AIRFLOW_PORT": free_port(), "CROSSFIT_API_PORT": free_port()}
+        ports = {"CROSSFIT_MLFLOW_PORT": free_port(), "CROSSFIT_AIRFLOW_PORT": free_port(), "CROSSFIT_API_PORT": free_port(),
+                 "CROSSFIT_WORKER_LOG_PORT": free_port()}
         run_env = {**env, **{k: str(v) for k, v in ports.items()}}
         result["start_all_s"] = _timed(["./start-all.sh"], clone, run_env, work / "start-all.log")
         printed = (work / "start-all.log").read_text()

@@ -193,6 +193,7 @@ def main() -> None:
         "CROSSFIT_MLFLOW_PORT": os.environ.get("CROSSFIT_BENCH_MLFLOW_PORT", "5071"),
         "CROSSFIT_AIRFLOW_PORT": os.environ.get("CROSSFIT_BENCH_AIRFLOW_PORT", "8081"),
         "CROSSFIT_API_PORT": os.environ.get("CROSSFIT_BENCH_API_PORT", "8071"),
+        "CROSSFIT_WORKER_LOG_PORT": os.environ.get("CROSSFIT_BENCH_WORKER_LOG_PORT", "8794"),
         "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "FEAST_USAGE": "False",
     })  # fmt: skip
     os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -43,6 +43,8 @@ def stack(tmp_path_factory):
         "CROSSFIT_STATE_DIR": str(base / "state"),
         "CROSSFIT_MLFLOW_PORT": str(free_port()),
         "CROSSFIT_AIRFLOW_PORT": str(free_port()),
+        # its own task-log server port: two stacks of the suite run at once (8793 was taken)
+        "CROSSFIT_WORKER_LOG_PORT": str(free_port()),
     }
     saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"]}
     os.environ.update(env)

@@ -56,6 +56,7 @@ def test_start_all_runs_the_pipeline_and_stop_all_leaves_nothing(tmp_path):
         "CROSSFIT_MLFLOW_PORT": str(mlflow_port),
         "CROSSFIT_AIRFLOW_PORT": str(airflow_port),
         "CROSSFIT_API_PORT": str(api_port),
+        "CROSSFIT_WORKER_LOG_PORT": str(free_port()),
         "CROSSFIT_ROWS": "5000",
         "CROSSFIT_SNAPSHOT": "2026-11-01",
         "CROSSFIT_PIPELINE_CONF": json.dumps({"grid": grid, "r2_floor": 0.0}),

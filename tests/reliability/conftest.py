@@ -23,6 +23,7 @@ def pipeline_stack(tmp_path_factory):
         "CROSSFIT_MLFLOW_PORT": str(free_port()),
         "CROSSFIT_AIRFLOW_PORT": str(free_port()),
         "CROSSFIT_API_PORT": str(free_port()),
+        "CROSSFIT_WORKER_LOG_PORT": str(free_port()),  # the task-log server's, like every port of the stack
         # an unreachable MLflow fails a call in seconds; Airflow's task retries then govern
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
