@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import psutil
 import pytest
@@ -169,13 +170,19 @@ def test_a_running_stack_with_other_settings_is_not_reused(tmp_path):
     assert not stack.supervisor(cfg).is_running()
 
 
-def test_a_port_held_by_another_program_is_named(tmp_path):
-    from crossfit_mlops.ops import stack
-
+@contextmanager
+def _held_port():
+    """A port another program listens on (this test's socket), for as long as the block runs."""
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
-        port = holder.getsockname()[1]
+        yield holder.getsockname()[1]
+
+
+def test_a_port_held_by_another_program_is_named(tmp_path):
+    from crossfit_mlops.ops import stack
+
+    with _held_port() as port:
         cfg = _cfg(tmp_path, CROSSFIT_MLFLOW_PORT=str(port))
         try:
             with pytest.raises(stack.StackError, match=f"port {port} \\(mlflow\\) is used by another program: stop it or set CROSSFIT_MLFLOW_PORT"):
@@ -230,10 +237,7 @@ def test_the_task_log_server_listens_on_the_stack_host_only(tmp_path):
 def test_a_task_log_port_held_by_another_program_is_named(tmp_path):
     from crossfit_mlops.ops import services, stack
 
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with _held_port() as port:
         cfg = _cfg(tmp_path, CROSSFIT_WORKER_LOG_PORT=str(port))
         try:
             stack.ensure_supervisor(cfg)

@@ -54,10 +54,16 @@ def _require_server(url: str, what: str, setting: str, timeout: float = 2.0) -> 
         ) from None
 
 
+def _is_a(exc: Exception, module: str, name: str) -> bool:
+    """``exc`` is a ``module.name`` error, asked without importing the library (a command that
+    never loaded it cannot have raised its errors)."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(exc, getattr(loaded, name))
+
+
 def _mlflow_error(exc: Exception) -> str | None:
     """MLflow's own exceptions as one line: a missing object, a refused value, a server that fails."""
-    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
-    if mlflow_exceptions is None or not isinstance(exc, mlflow_exceptions.MlflowException):
+    if not _is_a(exc, "mlflow.exceptions", "MlflowException"):
         return None
     message = str(exc.message).splitlines()[0] if str(exc.message) else exc.error_code
     if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
@@ -66,18 +72,16 @@ def _mlflow_error(exc: Exception) -> str | None:
 
 
 def _feast_error(exc: Exception) -> str | None:
-    feast_errors = sys.modules.get("feast.errors")
-    if feast_errors is None or not isinstance(exc, feast_errors.FeastError):
+    if not _is_a(exc, "feast.errors", "FeastError"):
         return None
-    if isinstance(exc, feast_errors.FeastObjectNotFoundException):
+    if _is_a(exc, "feast.errors", "FeastObjectNotFoundException"):
         return f"{exc}: register the Feast definitions first (python -m crossfit_mlops feast-apply, or prepare)"
     return f"Feast: {exc}"
 
 
 def _database_error(exc: Exception) -> str | None:
     """A database that does not answer (Feast's SQL registry, a backend store): SQLAlchemy's."""
-    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
-    if sqlalchemy_exc is None or not isinstance(exc, sqlalchemy_exc.OperationalError):
+    if not _is_a(exc, "sqlalchemy.exc", "OperationalError"):
         return None
     return f"the database does not answer: {str(exc.orig).strip().splitlines()[0]}"
 
