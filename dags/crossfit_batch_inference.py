@@ -34,6 +34,7 @@ from crossfit_mlops.contract import (
 )
 from crossfit_mlops.contract import BatchTasks as T
 from crossfit_mlops.settings import task_settings
+from crossfit_mlops.tracking import fail_fast_when_full
 
 
 @task(task_id=T.RESOLVE_SNAPSHOT, **timeout("quick"))
@@ -53,6 +54,7 @@ def resolve_snapshot() -> str | None:
 
 
 @task(task_id=T.SCORE, **SERVER_RETRIES, **timeout("data"))
+@fail_fast_when_full
 def score_snapshot(snapshot_id: str | None) -> dict[str, Any]:
     """Score the snapshot with @champion; write the parquet partition; log the MLflow summary run."""
     from airflow.exceptions import AirflowSkipException

@@ -45,6 +45,7 @@ from crossfit_mlops.contract import (
 from crossfit_mlops.contract import MonitoringTasks as T
 from crossfit_mlops.monitoring.policy import MonitoringPolicy
 from crossfit_mlops.settings import task_settings
+from crossfit_mlops.tracking import fail_fast_when_full
 
 PARAMS = {
     "snapshot": Param(**snapshot_schema("ISO date of the new snapshot; empty = the DAG run's date (UTC).")),
@@ -89,6 +90,7 @@ def resolve_run() -> dict[str, Any]:
 
 
 @task(task_id=T.FIND_CHAMPION, **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def find_champion() -> dict[str, Any]:
     """@champion and the test split it was judged on; skipped (with the reason) when there is none."""
     from airflow.exceptions import AirflowSkipException
@@ -118,6 +120,7 @@ def prepare_snapshot(run: dict[str, Any], reference: dict[str, Any]) -> dict[str
 
 
 @task(task_id=T.MEASURE, **SERVER_RETRIES, **timeout("monitor"))
+@fail_fast_when_full
 def measure_drift(run: dict[str, Any], reference: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """Evidently drift + the champion's error on both held-out sets; dashboard; the decision."""
     from crossfit_mlops.monitoring.monitor import measure

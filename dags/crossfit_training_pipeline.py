@@ -55,6 +55,7 @@ from crossfit_mlops.data.vocabulary import FULL_SIZE
 from crossfit_mlops.features.specs import FEATURE_SETS
 from crossfit_mlops.registry.gate import GatePolicy
 from crossfit_mlops.settings import task_settings
+from crossfit_mlops.tracking import fail_fast_when_full
 from crossfit_mlops.training.grid import DEFAULT_GRID, MAX_GRID_ENTRIES
 from crossfit_mlops.training.run_request import MAX_SEED
 
@@ -199,6 +200,7 @@ def resolve_run() -> dict[str, Any]:
 
 
 @task(task_id=T.START_MLFLOW_RUN, **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def start_mlflow_run(run: dict[str, Any]) -> dict[str, str]:
     """Create the experiment (once, before the fan-out) and this DAG run's parent run."""
     from crossfit_mlops.tracking.runs import ensure_experiment, start_parent_run
@@ -237,6 +239,7 @@ def engineer_features(cleaned: dict[str, Any], version: str) -> str:
 
 
 @task(task_id=T.APPLY_FEATURE_STORE, **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def apply_feature_store(tables: list[str]) -> list[str]:
     """`feast apply` from code: entity, sources, views, FeatureServices (idempotent)."""
     from crossfit_mlops.features.store import apply_definitions
@@ -245,6 +248,7 @@ def apply_feature_store(tables: list[str]) -> list[str]:
 
 
 @task(task_id=T.MATERIALIZE, outlets=[ONLINE_FEATURES_ASSET], **SERVER_RETRIES, **timeout("materialize"))
+@fail_fast_when_full
 def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
     """Load each athlete's newest features up to the snapshot into the online store; updates the
     Asset `crossfit_online_features` (with the snapshot id), which schedules batch inference."""
@@ -259,6 +263,7 @@ def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
 
 
 @task(task_id=T.BUILD_TRAINING_SET, **SERVER_RETRIES, **timeout("data"))
+@fail_fast_when_full
 def build_training_set(run: dict[str, Any], applied: list[str], version: str) -> dict[str, Any]:
     """Point-in-time features for the labels via the FeatureService, split by athlete."""
     from crossfit_mlops.features.training_sets import build_training_set as build
@@ -276,6 +281,7 @@ def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> l
 
 
 @task(task_id=T.TRAIN, queue=TRAINING_QUEUE, map_index_template="{{ run_label }}", **SERVER_RETRIES, **timeout("train"))
+@fail_fast_when_full
 def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets)."""
     from crossfit_mlops.ops.process import lower_cpu_priority
@@ -297,6 +303,7 @@ def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, 
 
 
 @task(task_id=T.REGISTER, **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def register_challenger(results: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """Best run on validation -> new model version with @challenger; leaderboard on the parent run."""
     from crossfit_mlops.features.store import get_store
@@ -320,6 +327,7 @@ def register_challenger(results: list[dict[str, Any]], run: dict[str, Any], pare
 
 
 @task(task_id=T.JUDGE, **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def judge_challenger(
     challenger: dict[str, Any], training_sets: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]
 ) -> dict[str, Any]:
@@ -346,6 +354,7 @@ def gate(decision: dict[str, Any], run: dict[str, Any]) -> str:
 
 
 @task(task_id=T.PROMOTE, outlets=[CHAMPION_MODEL_ASSET], **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def promote_challenger(decision: dict[str, Any], parent: dict[str, str], run: dict[str, Any]) -> dict[str, Any]:
     """Move @champion to the challenger; the previous champion is tagged archived. Updates the
     Asset `crossfit_champion_model`, which schedules batch inference with the new champion."""
@@ -362,6 +371,7 @@ def promote_challenger(decision: dict[str, Any], parent: dict[str, str], run: di
 
 
 @task(task_id=T.KEEP, **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def keep_champion(decision: dict[str, Any], parent: dict[str, str], run: dict[str, Any]) -> dict[str, Any]:
     """The challenger stays registered, visibly rejected; @champion does not move."""
     import logging
@@ -374,6 +384,7 @@ def keep_champion(decision: dict[str, Any], parent: dict[str, str], run: dict[st
 
 
 @task(task_id=T.PROMOTE_APPROVED, outlets=[CHAMPION_MODEL_ASSET], **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def promote_approved(decision: dict[str, Any]) -> dict[str, Any]:
     """A person approved the challenger: @champion moves, recorded as their approval."""
     from crossfit_mlops.registry.promotion import settle_approval
@@ -385,6 +396,7 @@ def promote_approved(decision: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(task_id=T.RECORD_REJECTION, **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def record_rejection(decision: dict[str, Any]) -> dict[str, Any]:
     """A person rejected the challenger, or nobody answered in time: it is rejected, and says so."""
     from crossfit_mlops.registry.promotion import settle_approval
@@ -394,6 +406,7 @@ def record_rejection(decision: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(task_id=T.FINISH, trigger_rule="none_failed_min_one_success", **SERVER_RETRIES, **timeout("quick"))
+@fail_fast_when_full
 def finish_mlflow_run(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """Record the outcome (the gate's, or the person's) on the parent run and close it."""
     from crossfit_mlops.tracking.runs import close_parent_run

@@ -367,7 +367,7 @@ def _disk_errors_explained(final: Path, every_error: bool = False) -> Iterator[N
     except PublishError:
         raise
     except OSError as exc:
-        if every_error or _is_disk_full(exc):
+        if every_error or is_disk_full(exc):
             raise _publish_error(exc, final) from exc
         raise
 
@@ -375,14 +375,15 @@ def _disk_errors_explained(final: Path, every_error: bool = False) -> Iterator[N
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def _is_disk_full(exc: OSError) -> bool:
+def is_disk_full(exc: OSError) -> bool:
+    """A full disk, a quota or a file too large: the errors no retry can fix."""
     # pyarrow's writers raise OSError without an errno, with the system's message in the text
     return exc.errno in _FULL or "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
 def _publish_error(exc: OSError, final: Path) -> PublishError:
     """What the user reads when a result cannot be written: what happened, where, what is left."""
-    code = exc.errno or (errno.ENOSPC if _is_disk_full(exc) else errno.EIO)
+    code = exc.errno or (errno.ENOSPC if is_disk_full(exc) else errno.EIO)
     what = "no space left on device" if code in _FULL else (exc.strerror or str(exc))
     return PublishError(
         code,

@@ -7,6 +7,9 @@ runs every scenario through the REST API, as a scheduler or an operator would:
 - a training task SIGKILLed mid-fit is retried, its aborted MLflow run is marked FAILED;
 - MLflow stopped before a run: the server-facing tasks retry with backoff, then the run fails
   with a clear error, nothing is registered and no alias moves; after recovery a rerun completes;
+- MLflow's artifact store full (a small tmpfs over it, filled): the task that logs an artifact
+  fails at once, without retries, with "artifact store is full" in its log, and the parent run is
+  FAILED;
 - the Feast registry and online store deleted between runs are rebuilt by the next run, and two
   runs on different snapshots triggered at once both finish, with one well-defined champion.
 
@@ -18,12 +21,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from crossfit_mlops.contract import TRAINING_DAG
 from crossfit_mlops.contract import TrainingTasks as T
+from tests.reliability.test_data_disk_full import fill
 from tests.support import pipeline as P
 from tests.support.pipeline import GRID, MODEL
 
@@ -101,6 +107,34 @@ def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(
     pipeline_stack["client"].clear(TRAINING_DAG, run_id, [T.START_MLFLOW_RUN])
     assert P.wait(pipeline_stack, run_id)["state"] == "success"
     assert len(P.versions(pipeline_stack)) == len(versions_before) + 1
+
+
+def test_a_full_artifact_store_fails_the_task_at_once_and_says_so(pipeline_stack):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    from crossfit_mlops.ops.services import artifacts_destination
+
+    store = Path(artifacts_destination(pipeline_stack["cfg"]))
+    store.mkdir(parents=True, exist_ok=True)  # MLflow makes it at the first artifact
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(store)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    client = pipeline_stack["client"]
+    try:
+        fill(store)
+        run_id = P.trigger(pipeline_stack, "2026-10-03")
+        assert P.wait(pipeline_stack, run_id)["state"] == "failed"
+        failed = [t for t in client.task_instances(TRAINING_DAG, run_id) if t["state"] == "failed"]
+        assert failed, "a task that logs an artifact failed"
+        assert {t["try_number"] for t in failed} == {1}, "no retry: a full store fails the same way again"
+        first = failed[0]
+        log = P.task_log(pipeline_stack, run_id, first)  # what the UI shows: the REST API's log
+        assert "MLflow's artifact store is full (no space left on device)" in log, log[-3000:]
+        assert "MaxRetryError" not in log
+    finally:
+        subprocess.run(["umount", "-l", str(store)], check=True)
+    _, parents = P.parents(pipeline_stack, run_id)
+    assert [p.info.status for p in parents] == ["FAILED"], "the parent run is never left RUNNING"
 
 
 def test_feast_deleted_then_two_runs_at_once_both_finish_with_one_champion(pipeline_stack):

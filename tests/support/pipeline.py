@@ -58,3 +58,14 @@ def champion(stack, model: str = MODEL) -> str | None:
     return champion_version(stack["uri"], model)
 
 
+
+
+def task_log(stack, run_id: str, task_instance: dict, dag_id: str = TRAINING_DAG) -> str:
+    """A try's whole log as the REST API serves it to the UI (raw JSON: the structured fields of
+    an error, such as the exception's message, are kept)."""
+    ti = task_instance
+    raw = stack["client"]._call(
+        "TaskInstanceApi", "get_log_without_preload_content", dag_id, run_id, ti["task_id"], ti["try_number"],
+        map_index=ti["map_index"], full_content=True,
+    )  # fmt: skip
+    return raw.data.decode()

@@ -205,7 +205,8 @@ def mlflow_argv(cfg: StackConfig) -> list[str]:
         "--artifacts-destination", artifacts_destination(cfg), "--serve-artifacts",
         "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "2",
     ]
-    return [*argv, "--app-name", "basic-auth"] if cfg.mlflow_auth else argv
+    # the project's app (tracking/server_app.py): MLflow's own, with a 507 for a full artifact store
+    return [*argv, "--app-name", "crossfit-basic-auth" if cfg.mlflow_auth else "crossfit"]
 
 
 def mlflow_server_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:

@@ -14,11 +14,12 @@ that URI for the block and restores what was there before.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -64,3 +65,41 @@ def fluent(tracking_uri: str) -> Iterator[None]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+def store_full(exc: BaseException) -> str | None:
+    """What to tell the user when ``exc`` (or an error it came from) is a full store: MLflow's
+    artifact store answering 507 (``tracking/server_app.py``) or a local disk that is full. None
+    for any other error. A retry cannot fix either, so the tasks fail at once with this message."""
+    from crossfit_mlops.storage import is_disk_full
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 507:
+            return f"MLflow's artifact store is full (no space left on device); free space on the server's artifact store, then clear the task: {exc}"
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            return f"no space left on device: {exc}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def fail_fast_when_full(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate an Airflow task that talks to a server: when its store is full (:func:`store_full`)
+    it fails at once with that reason (``AirflowFailException``: no retry), because a retry would
+    fail the same way after minutes of backoff. Every other error keeps the task's retry policy."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            reason = store_full(exc)
+            if reason is None:
+                raise
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(reason) from exc
+
+    return run
