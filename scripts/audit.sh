@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Dependency audit: every package of requirements.lock against a vulnerability database (OSV).
 #
-# pip-audit's own sources (PyPI's JSON API, api.osv.dev) are not reachable from the machines this
-# project is developed and tested on, and no package registry they reach ships a current advisory
-# database (checked 2026-12-01: PyPI's safety-db stops at 2021-07 under a non-commercial licence;
-# the npm and PyPI "offline" OSV tools download their data at run time). Run unreachable, pip-audit
-# prints "No known vulnerabilities found" while it audited nothing: that is not a pass.
+# An audit that could not reach its database is not a pass: run unreachable, pip-audit prints "No
+# known vulnerabilities found" while it audited nothing. The machines this project is developed and
+# tested on reach no advisory database (docs/decisions/0002-the-dependency-audit-needs-an-osv-endpoint.md).
 #
 # So: with CROSSFIT_OSV_URL (an OSV-compatible query endpoint, e.g. https://api.osv.dev/v1/query or
 # a mirror of it) the audit runs and fails on any finding, or when the database cannot be asked.

@@ -169,14 +169,20 @@ def test_no_task_id_is_spelled_outside_the_dags_and_the_contract(folder):
     assert not offences, offences
 
 
-def test_the_readme_names_only_files_that_exist():
-    """Every repository path the README names (in backticks or as a link) is in the repository."""
+DOC_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_docs_name_only_files_that_exist(page):
+    """Every repository path the README or a page of docs/ names (in backticks or as a link) is in
+    the repository. A link is read from the page's own folder, as the site and GitHub read it."""
     import re
 
-    text = (ROOT / "README.md").read_text()
+    text = page.read_text()
     named = set(re.findall(r"`([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+\.[a-z]{2,5})`", text))
-    named |= set(re.findall(r"\]\(((?!https?:|#)[^)#\s]+)\)", text))
+    linked = set(re.findall(r"\]\(((?!https?:|#)[^)#\s]+)\)", text))
     bases = [ROOT, ROOT / "include", PACKAGE]
     generated = (".state/", "plots/", "emissions/", "data/", "monitoring/")  # written by a run, not committed
     missing = sorted(n for n in named if not n.startswith(generated) and not any((b / n).exists() for b in bases))
+    missing += sorted(n for n in linked if not (page.parent / n).exists())
     assert not missing, missing
