@@ -164,16 +164,9 @@ APPROVE, REJECT = "Approve", "Reject"  # the options the approval task offers (A
 def approval_timeout() -> timedelta:
     """How long a challenger waits for a person before it is rejected: ``CROSSFIT_APPROVAL_TIMEOUT_S``
     (read where the DAG is parsed; default a day). A value that is not a positive number is refused."""
-    import os
+    from crossfit_mlops.settings import DataSettings, read_section
 
-    raw = os.environ.get("CROSSFIT_APPROVAL_TIMEOUT_S", "86400")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = float("nan")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"CROSSFIT_APPROVAL_TIMEOUT_S={raw!r} must be a positive number of seconds")
-    return timedelta(seconds=seconds)
+    return timedelta(seconds=read_section(DataSettings).approval_timeout_s)
 
 
 # --- policy dataclasses -> DAG Params -------------------------------------------------------------

@@ -13,58 +13,158 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated, Any, ClassVar, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 
 def _default_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def _path(env: dict[str, str], name: str, default: Path, root: Path) -> Path:
-    value = env.get(name)
-    if not value:
-        return default
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (root / path)
+# --- typed environment: one pydantic-settings class per concern ----------------------------------
+@dataclass(frozen=True)
+class Must:
+    """What a variable must be, in words: the error names the variable and says this."""
+
+    text: str
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
-    value = env.get(name)
-    if value in (None, ""):
-        return default
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), Must("a number between 0 and 1")]
+Port = Annotated[int, Field(ge=1, le=65535, strict=False), Must("a port number (1-65535)")]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False), Must("a number of seconds greater than 0")]
+Count = Annotated[int, Field(ge=1), Must("a whole number of at least 1")]
+
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("crossfit_environ", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class EnvSection(BaseSettings):
+    """A group of ``CROSSFIT_*`` variables (the field name, upper-cased, after the prefix). Empty
+    counts as unset. Read with :func:`read_section`, which names the variable in every error."""
+
+    model_config = SettingsConfigDict(env_prefix="CROSSFIT_", env_ignore_empty=True, frozen=True, extra="ignore")
+    title: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+        environ = _ENVIRON.get()
+        return (init_settings, env_settings if environ is None else _MappingEnvSource(settings_cls, environ))
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of ``field``."""
+        alias = cls.model_fields[field].validation_alias
+        return alias if isinstance(alias, str) else f"{cls.model_config['env_prefix']}{field.upper()}"
+
+
+class PathSettings(EnvSection):
+    """Where the project and everything it generates live. A relative path is under the root."""
+
+    title: ClassVar[str] = "Paths"
+    project_root: Path | None = Field(None, description="the project folder (default: two levels above the package)")
+    state_dir: Path | None = Field(None, description="everything generated (default: `<root>/.state`)")
+    raw_file: Path | None = Field(None, description="an athletes.csv to ingest; set, it must exist (default: the drop-in `<state>/data/raw/athletes.csv`)")
+    feast_repo: Path | None = Field(None, description="the Feast feature repo (default: `include/feast/repo/feature_repo`)")
+    feast_dir: Path | None = Field(None, description="Feast's registry and online store (default: `<state>/feast`)")
+    feast_registry: Path | None = Field(None, description="Feast's file registry (default: `<feast_dir>/registry.db`)")
+    feast_online_store: Path | None = Field(None, description="Feast's SQLite online store (default: `<feast_dir>/online_store.db`)")
+
+
+class MlflowSettings(EnvSection):
+    """The tracking server (also the model registry) and what the project names in it."""
+
+    title: ClassVar[str] = "MLflow"
+    tracking_uri: str = Field("", validation_alias="MLFLOW_TRACKING_URI", description="MLflow's own variable; default `http://127.0.0.1:<CROSSFIT_MLFLOW_PORT>`")
+    mlflow_port: Port = Field(5000, description="the stack's MLflow port; the default tracking URI follows it")
+    mlflow_experiment: str = Field("crossfit_athlete_airflow_run", description="the experiment of the training runs")
+    registered_model: str = Field("crossfit_total_lift", description="the registered model the gate promotes")
+
+
+class FeastSettings(EnvSection):
+    """Feast's stores when they are servers (the cluster profile), instead of local files."""
+
+    title: ClassVar[str] = "Feast"
+    feast_redis: str = Field("", description="`host:port[,db=N,password=...]`: Redis online store instead of SQLite")
+    feast_registry_uri: str = Field("", description="SQLAlchemy URI: Feast's SQL registry (e.g. PostgreSQL) instead of the file")
+
+
+class DataSettings(EnvSection):
+    """The data half's floors and the emissions' country."""
+
+    title: ClassVar[str] = "Data and training"
+    min_valid_share: Share = Field(0.80, description="share of raw rows that must pass the contract")
+    min_clean_rows: Count = Field(200, description="fewest clean athletes a snapshot keeps to be trained on (see MIN_CLEAN_ROWS)")
+    codecarbon_country: str = Field("USA", description="ISO 3166-1 alpha-3 code CodeCarbon estimates emissions for")
+    approval_timeout_s: Seconds = Field(86400.0, description="gate mode `human`: a challenger nobody answers is rejected after this (read where the DAG is parsed)")
+
+
+class ServingSettings(EnvSection):
+    """The prediction API's polling, batch and request limits."""
+
+    title: ClassVar[str] = "Serving"
+    serving_refresh_s: Seconds = Field(5.0, description="how often `@champion` is polled")
+    serving_max_batch: Count = Field(100, description="athletes per request (413 above)")
+    serving_max_body_bytes: Count | None = Field(None, description="request body limit (default: 1 MiB, or twice the largest valid request)")
+    serving_max_items: Count | None = Field(None, description="JSON keys per request (default: 10,000, or twice the largest valid request)")
+    serving_startup_wait_s: Seconds = Field(10.0, description="how long a request waits for the first champion load at start")
+
+
+S = TypeVar("S", bound=EnvSection)
+SECTIONS: tuple[type[EnvSection], ...] = (PathSettings, MlflowSettings, FeastSettings, DataSettings, ServingSettings)
+
+
+def read_section(section: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """``section`` from ``environ`` (default: ``os.environ``). A bad value is a ValueError that
+    names the variable, its value and what it must be."""
+    token = _ENVIRON.set(environ)
     try:
-        return float(value)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name}={value!r} is not a number") from exc
+        return section()
+    except ValidationError as exc:
+        raise ValueError("; ".join(_explain(section, error, environ) for error in exc.errors())) from None
+    finally:
+        _ENVIRON.reset(token)
 
 
-def _share(env: dict[str, str], name: str, default: float) -> float:
-    """A share in [0, 1]. NaN and values outside would silently disable the check they set."""
-    value = _float(env, name, default)
-    return check_share(value, f"environment variable {name}")
+def _explain(section: type[EnvSection], error: Any, environ: Mapping[str, str] | None) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    info = section.model_fields.get(field)
+    name = section.variable(field) if info else field
+    must = next((m.text for m in (info.metadata if info else []) if isinstance(m, Must)), None)
+    value = (os.environ if environ is None else environ).get(name)
+    return f"environment variable {name} must be {must}, got {value!r}" if must else f"environment variable {name}={value!r}: {error['msg']}"
 
 
-def _port(env: dict[str, str], name: str, default: int) -> int:
-    """A TCP port from ``name``: a whole number in 1-65535."""
-    value = _float(env, name, default)
-    if not float(value).is_integer() or not 1 <= value <= 65535:
-        raise ValueError(f"environment variable {name}={env.get(name)!r} must be a port number (1-65535)")
-    return int(value)
-
-
-def _positive(env: dict[str, str], name: str, default: float) -> float:
-    """A finite number > 0 (a period, a size): zero, negative or NaN would spin or disable a check."""
-    value = _float(env, name, default)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"environment variable {name}={env.get(name)!r} must be a number greater than 0")
-    return value
-
-
-def default_tracking_uri(env: dict[str, str]) -> str:
+def default_tracking_uri(env: Mapping[str, str]) -> str:
     """``MLFLOW_TRACKING_URI``, else the stack's own server on ``CROSSFIT_MLFLOW_PORT`` (5000): a
     command started by hand talks to the MLflow of this stack, not to whatever holds port 5000."""
-    return env.get("MLFLOW_TRACKING_URI") or f"http://127.0.0.1:{_port(env, 'CROSSFIT_MLFLOW_PORT', 5000)}"
+    mlflow = read_section(MlflowSettings, env)
+    return mlflow.tracking_uri or f"http://127.0.0.1:{mlflow.mlflow_port}"
 
 
 def check_share(value: float, name: str) -> float:
@@ -150,47 +250,46 @@ AIRFLOW_VARIABLES: dict[str, str] = {
 }
 
 
-def get_settings(environ: dict[str, str] | None = None) -> Settings:
+def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Resolve the settings from ``environ`` (default: ``os.environ``)."""
     env = dict(os.environ if environ is None else environ)
-    root = Path(env.get("CROSSFIT_PROJECT_ROOT") or _default_root()).expanduser().resolve()
-    state = _path(env, "CROSSFIT_STATE_DIR", root / ".state", root)
-    data = state / "data"
-    feast_dir = _path(env, "CROSSFIT_FEAST_DIR", state / "feast", root)
+    paths, mlflow, feast = (read_section(c, env) for c in (PathSettings, MlflowSettings, FeastSettings))
+    data, serving = read_section(DataSettings, env), read_section(ServingSettings, env)
+    root = (paths.project_root or _default_root()).expanduser().resolve()
+
+    def under_root(path: Path | None, default: Path) -> Path:
+        path = path.expanduser() if path else None
+        return default if path is None else path if path.is_absolute() else root / path
+
+    state = under_root(paths.state_dir, root / ".state")
+    data_dir = state / "data"
+    feast_dir = under_root(paths.feast_dir, state / "feast")
     return Settings(
         project_root=root,
         state_dir=state,
-        raw_dir=data / "raw",
-        processed_dir=data / "processed",
-        features_dir=data / "features",
-        raw_file_override=_path(env, "CROSSFIT_RAW_FILE", data / "raw" / "athletes.csv", root),
-        raw_file_from_env=bool(env.get("CROSSFIT_RAW_FILE")),
-        feast_repo_path=_path(
-            env, "CROSSFIT_FEAST_REPO", root / "include" / "feast" / "repo" / "feature_repo", root
-        ),
+        raw_dir=data_dir / "raw",
+        processed_dir=data_dir / "processed",
+        features_dir=data_dir / "features",
+        raw_file_override=under_root(paths.raw_file, data_dir / "raw" / "athletes.csv"),
+        raw_file_from_env=paths.raw_file is not None,
+        feast_repo_path=under_root(paths.feast_repo, root / "include" / "feast" / "repo" / "feature_repo"),
         feast_dir=feast_dir,
-        feast_registry_path=_path(env, "CROSSFIT_FEAST_REGISTRY", feast_dir / "registry.db", root),
-        feast_online_store_path=_path(
-            env, "CROSSFIT_FEAST_ONLINE_STORE", feast_dir / "online_store.db", root
-        ),
-        feast_redis=env.get("CROSSFIT_FEAST_REDIS", "").strip(),
-        feast_registry_uri=env.get("CROSSFIT_FEAST_REGISTRY_URI", "").strip(),
-        training_dir=data / "training",
+        feast_registry_path=under_root(paths.feast_registry, feast_dir / "registry.db"),
+        feast_online_store_path=under_root(paths.feast_online_store, feast_dir / "online_store.db"),
+        feast_redis=feast.feast_redis.strip(),
+        feast_registry_uri=feast.feast_registry_uri.strip(),
+        training_dir=data_dir / "training",
         emissions_dir=state / "emissions",
-        mlflow_tracking_uri=default_tracking_uri(env),
-        mlflow_experiment=env.get("CROSSFIT_MLFLOW_EXPERIMENT") or "crossfit_athlete_airflow_run",
-        registered_model_name=env.get("CROSSFIT_REGISTERED_MODEL") or "crossfit_total_lift",
-        codecarbon_country=env.get("CROSSFIT_CODECARBON_COUNTRY") or "USA",
-        min_valid_share=_share(env, "CROSSFIT_MIN_VALID_SHARE", 0.80),
-        min_clean_rows=check_min_rows(
-            _float(env, "CROSSFIT_MIN_CLEAN_ROWS", MIN_CLEAN_ROWS), "environment variable CROSSFIT_MIN_CLEAN_ROWS"
-        ),
-        predictions_dir=data / "predictions",
+        mlflow_tracking_uri=mlflow.tracking_uri or f"http://127.0.0.1:{mlflow.mlflow_port}",
+        mlflow_experiment=mlflow.mlflow_experiment,
+        registered_model_name=mlflow.registered_model,
+        codecarbon_country=data.codecarbon_country,
+        min_valid_share=data.min_valid_share,
+        min_clean_rows=data.min_clean_rows,
+        predictions_dir=data_dir / "predictions",
         monitoring_dir=state / "monitoring",
-        serving_refresh_seconds=_positive(env, "CROSSFIT_SERVING_REFRESH_S", 5.0),
-        serving_max_batch=check_min_rows(
-            _float(env, "CROSSFIT_SERVING_MAX_BATCH", 100), "environment variable CROSSFIT_SERVING_MAX_BATCH"
-        ),
+        serving_refresh_seconds=serving.serving_refresh_s,
+        serving_max_batch=serving.serving_max_batch,
     )
 
 
