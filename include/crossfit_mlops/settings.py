@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar, get_args
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -151,11 +151,17 @@ def read_section(section: type[S], environ: Mapping[str, str] | None = None) -> 
         _ENVIRON.reset(token)
 
 
+def must_of(field: Any) -> str | None:
+    """The :class:`Must` of a field, also inside ``X | None``."""
+    metadata = [*field.metadata, *(m for arg in get_args(field.annotation) for m in getattr(arg, "__metadata__", ()))]
+    return next((m.text for m in metadata if isinstance(m, Must)), None)
+
+
 def _explain(section: type[EnvSection], error: Any, environ: Mapping[str, str] | None) -> str:
     field = str(error["loc"][0]) if error["loc"] else ""
     info = section.model_fields.get(field)
     name = section.variable(field) if info else field
-    must = next((m.text for m in (info.metadata if info else []) if isinstance(m, Must)), None)
+    must = must_of(info) if info else None
     value = (os.environ if environ is None else environ).get(name)
     return f"environment variable {name} must be {must}, got {value!r}" if must else f"environment variable {name}={value!r}: {error['msg']}"
 
