@@ -53,6 +53,7 @@ from crossfit_mlops.contract import (
 from crossfit_mlops.contract import TrainingTasks as T
 from crossfit_mlops.data.vocabulary import FULL_SIZE
 from crossfit_mlops.features.specs import FEATURE_SETS
+from crossfit_mlops.payloads import Challenger, ParentRun, RunSpec, Verdict
 from crossfit_mlops.registry.gate import GatePolicy
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.tracking import fail_fast_when_full
@@ -123,19 +124,14 @@ PARAMS = {
 }
 
 
-def _lineage_tags(run: dict[str, Any]) -> dict[str, str]:
+def _lineage_tags(run: RunSpec) -> dict[str, str]:
     ti = get_current_context()["ti"]
     return {
-        **run["tags"],
+        **run.tags,
         "airflow.task_id": ti.task_id,
         "airflow.map_index": str(ti.map_index),
         "airflow.try_number": str(ti.try_number),
     }
-
-
-def _actor(run: dict[str, Any]) -> str:
-    """Who moves an alias in this run: ``airflow:<dag id>/<run id>`` (the alias history records it)."""
-    return f"airflow:{run['tags']['airflow.dag_id']}/{run['tags']['airflow.run_id']}"
 
 
 class ApprovalBranch(HITLBranchOperator):
@@ -161,9 +157,10 @@ def _fail_parent_run(context) -> None:
     try:
         from crossfit_mlops.tracking.runs import fail_parent_runs, finish_run
 
-        parent = context["ti"].xcom_pull(task_ids=T.START_MLFLOW_RUN)
-        if parent:
-            finish_run(parent["tracking_uri"], parent["parent_run_id"], status="FAILED")
+        recorded = context["ti"].xcom_pull(task_ids=T.START_MLFLOW_RUN)
+        if recorded:
+            parent = ParentRun.from_xcom(recorded)
+            finish_run(parent.tracking_uri, parent.parent_run_id, status="FAILED")
             return
         settings = task_settings()
         fail_parent_runs(settings.mlflow_tracking_uri, settings.mlflow_experiment, context["dag_run"].run_id, TRAINING_DAG)
@@ -184,19 +181,19 @@ def resolve_run() -> dict[str, Any]:
     params, dag_run = context["params"], context["dag_run"]
     when = dag_run.logical_date or dag_run.run_after
     settings = task_settings()
-    return {
-        "snapshot_id": check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d")),
+    return RunSpec(
+        snapshot_id=check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d")),
         # the DAG's declared params: conf keys are merged into the run's params, typos included
         **checked_inputs(dag_run.conf or {}, dict(params), set(context["dag"].params), settings.codecarbon_country),
-        "approval": params["approval"],
-        "policy": GatePolicy(**{name: params[name] for name in param_schemas(GatePolicy)}).as_dict(),
-        "tags": {
+        approval=params["approval"],
+        policy=GatePolicy(**{name: params[name] for name in param_schemas(GatePolicy)}).as_dict(),
+        tags={
             "airflow.dag_id": dag_run.dag_id,
             "airflow.run_id": dag_run.run_id,
             "git_commit": git_commit(settings.project_root),
             "code_version": code_version(),
         },
-    }
+    ).to_xcom()
 
 
 @task(task_id=T.START_MLFLOW_RUN, **SERVER_RETRIES, **timeout("quick"))
@@ -205,11 +202,11 @@ def start_mlflow_run(run: dict[str, Any]) -> dict[str, str]:
     """Create the experiment (once, before the fan-out) and this DAG run's parent run."""
     from crossfit_mlops.tracking.runs import ensure_experiment, start_parent_run
 
-    settings = task_settings()
-    experiment_id = ensure_experiment(settings.mlflow_tracking_uri, settings.mlflow_experiment)
-    tags = {**run["tags"], "snapshot_id": run["snapshot_id"], "pipeline": TRAINING_DAG}
-    parent = start_parent_run(settings.mlflow_tracking_uri, experiment_id, run["tags"]["airflow.run_id"], tags)
-    return {"tracking_uri": settings.mlflow_tracking_uri, "experiment_id": experiment_id, "parent_run_id": parent}
+    spec, settings = RunSpec.from_xcom(run), task_settings()
+    uri = settings.mlflow_tracking_uri  # the run's one tracking URI: later tasks take it from ParentRun
+    experiment_id = ensure_experiment(uri, settings.mlflow_experiment)
+    tags = {**spec.tags, "snapshot_id": spec.snapshot_id, "pipeline": TRAINING_DAG}
+    return ParentRun(uri, experiment_id, start_parent_run(uri, experiment_id, spec.run_id, tags)).to_xcom()
 
 
 @task(task_id=T.INGEST, **timeout("data"))
@@ -217,7 +214,8 @@ def ingest_snapshot(run: dict[str, Any]) -> dict[str, Any]:
     """Raw snapshot: reuse it, copy the provided file, or generate it (immutable once written)."""
     from crossfit_mlops.data.ingest import ingest_snapshot as ingest
 
-    return ingest(run["snapshot_id"], rows=run["rows"], seed=run["seed"], settings=task_settings()).as_dict()
+    spec = RunSpec.from_xcom(run)
+    return ingest(spec.snapshot_id, rows=spec.rows, seed=spec.seed, settings=task_settings()).as_dict()
 
 
 @task(task_id=T.VALIDATE, **timeout("data"))
@@ -256,10 +254,11 @@ def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
     from crossfit_mlops.ops.process import lower_cpu_priority
     from crossfit_mlops.storage import snapshot_time
 
+    snapshot_id = RunSpec.from_xcom(run).snapshot_id
     lower_cpu_priority(MATERIALIZE_NICENESS)
-    materialize_snapshot(snapshot_time(run["snapshot_id"]), settings=task_settings())
-    get_current_context()["outlet_events"][ONLINE_FEATURES_ASSET].extra = {"snapshot_id": run["snapshot_id"]}
-    return run["snapshot_id"]
+    materialize_snapshot(snapshot_time(snapshot_id), settings=task_settings())
+    get_current_context()["outlet_events"][ONLINE_FEATURES_ASSET].extra = {"snapshot_id": snapshot_id}
+    return snapshot_id
 
 
 @task(task_id=T.BUILD_TRAINING_SET, **SERVER_RETRIES, **timeout("data"))
@@ -268,7 +267,8 @@ def build_training_set(run: dict[str, Any], applied: list[str], version: str) ->
     """Point-in-time features for the labels via the FeatureService, split by athlete."""
     from crossfit_mlops.features.training_sets import build_training_set as build
 
-    return build(run["snapshot_id"], version, run["sample_size"], run["seed"], settings=task_settings()).as_dict()
+    spec = RunSpec.from_xcom(run)
+    return build(spec.snapshot_id, version, spec.sample_size, spec.seed, settings=task_settings()).as_dict()
 
 
 @task(task_id=T.PLAN, **timeout("quick"))
@@ -277,7 +277,7 @@ def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> l
     (the mapped tasks start in this order, and the slowest one bounds the fan-out's wall time)."""
     from crossfit_mlops.training.grid import plan_jobs
 
-    return plan_jobs(run["grid"], training_sets)
+    return plan_jobs(RunSpec.from_xcom(run).grid, training_sets)
 
 
 @task(task_id=T.TRAIN, queue=TRAINING_QUEUE, map_index_template="{{ run_label }}", **SERVER_RETRIES, **timeout("train"))
@@ -288,16 +288,16 @@ def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, 
     from crossfit_mlops.training.train import RunContext
     from crossfit_mlops.training.train import train_candidate as train
 
+    spec, mlflow_parent = RunSpec.from_xcom(run), ParentRun.from_xcom(parent)
     get_current_context()["run_label"] = job["config"]["name"]
     lower_cpu_priority(TRAINING_NICENESS)
-    settings = task_settings()
     ctx = RunContext(
-        tracking_uri=parent["tracking_uri"],
-        experiment_id=parent["experiment_id"],
-        parent_run_id=parent["parent_run_id"],
-        emissions_dir=str(settings.emissions_dir / parent["parent_run_id"]),
-        country_iso_code=run["country"],
-        tags=_lineage_tags(run),
+        tracking_uri=mlflow_parent.tracking_uri,
+        experiment_id=mlflow_parent.experiment_id,
+        parent_run_id=mlflow_parent.parent_run_id,
+        emissions_dir=str(task_settings().emissions_dir / mlflow_parent.parent_run_id),
+        country_iso_code=spec.country,
+        tags=_lineage_tags(spec),
     )
     return train(job["config"], job["training_set"], ctx)
 
@@ -312,18 +312,18 @@ def register_challenger(results: list[dict[str, Any]], run: dict[str, Any], pare
     from crossfit_mlops.registry.promotion import registration_key
     from crossfit_mlops.training.leaderboard import log_leaderboard, select_best
 
-    results = list(results)
-    log_leaderboard(parent["tracking_uri"], parent["parent_run_id"], results)
-    best = select_best(results, energy_tolerance=run["policy"]["energy_tolerance"])
-    key = registration_key(best["training_set"], run["grid"], run["tags"]["code_version"])
-    settings = task_settings()
-    version = register(parent["tracking_uri"], settings.registered_model_name, best, run["tags"], key=key, actor=_actor(run))
-    tag_lineage(parent["tracking_uri"], settings.registered_model_name, version, best["feature_version"], get_store(settings))
-    if run["cv_folds"]:
+    spec, mlflow_parent, settings = RunSpec.from_xcom(run), ParentRun.from_xcom(parent), task_settings()
+    uri, results = mlflow_parent.tracking_uri, list(results)
+    log_leaderboard(uri, mlflow_parent.parent_run_id, results)
+    best = select_best(results, energy_tolerance=spec.policy["energy_tolerance"])
+    key = registration_key(best["training_set"], spec.grid, spec.code_version)
+    version = register(uri, settings.registered_model_name, best, spec.tags, key=key, actor=spec.actor)
+    tag_lineage(uri, settings.registered_model_name, version, best["feature_version"], get_store(settings))
+    if spec.cv_folds:
         from crossfit_mlops.training.cross_validation import log_cross_validation
 
-        log_cross_validation(parent["tracking_uri"], parent["parent_run_id"], best, run["cv_folds"])
-    return {"version": version, "run_id": best["run_id"], "run_name": best["run_name"], "selection": best["selection"]}
+        log_cross_validation(uri, mlflow_parent.parent_run_id, best, spec.cv_folds)
+    return Challenger(str(version), best["run_id"], best["run_name"], best["selection"]).to_xcom()
 
 
 @task(task_id=T.JUDGE, **SERVER_RETRIES, **timeout("quick"))
@@ -334,23 +334,25 @@ def judge_challenger(
     """Challenger vs champion on the same untouched test athletes; the decision is tagged on the version."""
     from crossfit_mlops.registry.promotion import judge_challenger as judge
 
-    return judge(
-        parent["tracking_uri"],
+    spec, chosen = RunSpec.from_xcom(run), Challenger.from_xcom(challenger)
+    verdict = judge(
+        ParentRun.from_xcom(parent).tracking_uri,
         task_settings().registered_model_name,
-        challenger["version"],
+        chosen.version,
         {ts["feature_version"]: ts for ts in training_sets},
-        GatePolicy(**run["policy"]),
-        tags={"gate.airflow_run_id": run["tags"]["airflow.run_id"]},
-        selection=challenger["selection"],
+        GatePolicy(**spec.policy),
+        tags={"gate.airflow_run_id": spec.run_id},
+        selection=chosen.selection,
     )
+    return Verdict.from_xcom(verdict).to_xcom()
 
 
 @task.branch(task_id=T.GATE, **timeout("quick"))
 def gate(decision: dict[str, Any], run: dict[str, Any]) -> str:
     """Promote, keep, or (gate mode "human") ask a person: the branch taken is the decision."""
-    if not decision["promote"]:
+    if not Verdict.from_xcom(decision).promote:
         return T.KEEP
-    return T.AWAIT_APPROVAL if run["approval"] == "human" else T.PROMOTE
+    return T.AWAIT_APPROVAL if RunSpec.from_xcom(run).approval == "human" else T.PROMOTE
 
 
 @task(task_id=T.PROMOTE, outlets=[CHAMPION_MODEL_ASSET], **SERVER_RETRIES, **timeout("quick"))
@@ -360,14 +362,13 @@ def promote_challenger(decision: dict[str, Any], parent: dict[str, str], run: di
     Asset `crossfit_champion_model`, which schedules batch inference with the new champion."""
     from crossfit_mlops.registry.promotion import promote
 
-    version = decision["challenger"]["version"]
-    judged_against = decision["champion"]["version"] if decision["champion"] else None
+    verdict = Verdict.from_xcom(decision)
     previous = promote(
-        parent["tracking_uri"], decision["model_name"], version, expected_champion=judged_against,
-        actor=_actor(run), reason=decision["reason"],
+        ParentRun.from_xcom(parent).tracking_uri, verdict.model_name, verdict.challenger_version,
+        expected_champion=verdict.champion_version, actor=RunSpec.from_xcom(run).actor, reason=verdict.reason,
     )  # fmt: skip
-    get_current_context()["outlet_events"][CHAMPION_MODEL_ASSET].extra = {"model_version": str(version)}
-    return {**decision, "previous_champion": previous}
+    get_current_context()["outlet_events"][CHAMPION_MODEL_ASSET].extra = {"model_version": verdict.challenger_version}
+    return {**verdict.to_xcom(), "previous_champion": previous}
 
 
 @task(task_id=T.KEEP, **SERVER_RETRIES, **timeout("quick"))
@@ -378,31 +379,34 @@ def keep_champion(decision: dict[str, Any], parent: dict[str, str], run: dict[st
 
     from crossfit_mlops.registry.promotion import mark_rejected
 
-    mark_rejected(parent["tracking_uri"], decision["model_name"], decision, actor=_actor(run))
-    logging.getLogger(__name__).warning("challenger v%s not promoted: %s", decision["challenger"]["version"], decision["reason"])
-    return decision
+    verdict = Verdict.from_xcom(decision)
+    mark_rejected(ParentRun.from_xcom(parent).tracking_uri, verdict.model_name, verdict.to_xcom(), actor=RunSpec.from_xcom(run).actor)
+    logging.getLogger(__name__).warning("challenger v%s not promoted: %s", verdict.challenger_version, verdict.reason)
+    return verdict.to_xcom()
 
 
 @task(task_id=T.PROMOTE_APPROVED, outlets=[CHAMPION_MODEL_ASSET], **SERVER_RETRIES, **timeout("quick"))
 @fail_fast_when_full
-def promote_approved(decision: dict[str, Any]) -> dict[str, Any]:
+def promote_approved(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """A person approved the challenger: @champion moves, recorded as their approval."""
     from crossfit_mlops.registry.promotion import settle_approval
 
+    verdict = Verdict.from_xcom(decision)
     answer = get_current_context()["ti"].xcom_pull(task_ids=T.AWAIT_APPROVAL, key="approval")
-    outcome = settle_approval(task_settings().mlflow_tracking_uri, decision["model_name"], decision, answer)
-    get_current_context()["outlet_events"][CHAMPION_MODEL_ASSET].extra = {"model_version": decision["challenger"]["version"]}
+    outcome = settle_approval(ParentRun.from_xcom(parent).tracking_uri, verdict.model_name, verdict.to_xcom(), answer)
+    get_current_context()["outlet_events"][CHAMPION_MODEL_ASSET].extra = {"model_version": verdict.challenger_version}
     return outcome
 
 
 @task(task_id=T.RECORD_REJECTION, **SERVER_RETRIES, **timeout("quick"))
 @fail_fast_when_full
-def record_rejection(decision: dict[str, Any]) -> dict[str, Any]:
+def record_rejection(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """A person rejected the challenger, or nobody answered in time: it is rejected, and says so."""
     from crossfit_mlops.registry.promotion import settle_approval
 
+    verdict = Verdict.from_xcom(decision)
     answer = get_current_context()["ti"].xcom_pull(task_ids=T.AWAIT_APPROVAL, key="approval")
-    return settle_approval(task_settings().mlflow_tracking_uri, decision["model_name"], decision, answer)
+    return settle_approval(ParentRun.from_xcom(parent).tracking_uri, verdict.model_name, verdict.to_xcom(), answer)
 
 
 @task(task_id=T.FINISH, trigger_rule="none_failed_min_one_success", **SERVER_RETRIES, **timeout("quick"))
@@ -413,7 +417,8 @@ def finish_mlflow_run(decision: dict[str, Any], parent: dict[str, str]) -> dict[
 
     outcomes = get_current_context()["ti"].xcom_pull(task_ids=[T.PROMOTE, T.KEEP, T.PROMOTE_APPROVED, T.RECORD_REJECTION])
     final = next((o for o in outcomes if o), decision)
-    return close_parent_run(parent["tracking_uri"], parent["parent_run_id"], final)
+    mlflow_parent = ParentRun.from_xcom(parent)
+    return close_parent_run(mlflow_parent.tracking_uri, mlflow_parent.parent_run_id, final)
 
 
 def await_approval() -> ApprovalBranch:
@@ -464,7 +469,7 @@ def crossfit_training_pipeline():
     decision = judge_challenger(register_challenger(results, run, parent), training_sets, run, parent)
     approval = await_approval()
     outcomes = [promote_challenger(decision, parent, run), keep_champion(decision, parent, run)]
-    approved = [promote_approved(decision), record_rejection(decision)]
+    approved = [promote_approved(decision, parent), record_rejection(decision, parent)]
     gate(decision, run) >> [*outcomes, approval]
     approval >> approved
     [*outcomes, *approved] >> finish_mlflow_run(decision, parent)
