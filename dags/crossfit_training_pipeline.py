@@ -34,11 +34,9 @@ from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from crossfit_mlops.contract import (
-    APPROVAL_MODES,
     APPROVE,
     CHAMPION_MODEL,
     DAG_RUN_TIMEOUT,
-    MAX_GENERATED_ROWS,
     ONLINE_FEATURES,
     REJECT,
     SERVER_RETRIES,
@@ -46,19 +44,15 @@ from crossfit_mlops.contract import (
     TRAINING_QUEUE,
     approval_timeout,
     param_schemas,
-    rows_schema,
-    snapshot_schema,
     timeout,
 )
 from crossfit_mlops.contract import TrainingTasks as T
-from crossfit_mlops.data.vocabulary import FULL_SIZE
 from crossfit_mlops.features.specs import FEATURE_SETS
 from crossfit_mlops.payloads import Challenger, ParentRun, RunSpec, Verdict
 from crossfit_mlops.registry.gate import GatePolicy
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.tracking import fail_fast_when_full
-from crossfit_mlops.training.grid import DEFAULT_GRID, MAX_GRID_ENTRIES
-from crossfit_mlops.training.run_request import MAX_SEED
+from crossfit_mlops.training.run_request import training_param_schemas
 
 VERSIONS = list(FEATURE_SETS)
 # CPU niceness of the compute-heavy task processes (0 = normal priority, 19 = idle only). The
@@ -72,56 +66,8 @@ MATERIALIZE_NICENESS = 19
 ONLINE_FEATURES_ASSET = ONLINE_FEATURES.as_asset()
 CHAMPION_MODEL_ASSET = CHAMPION_MODEL.as_asset()
 
-PARAMS = {
-    "snapshot": Param(**snapshot_schema("ISO date of the raw snapshot; empty = the DAG run's date (UTC).")),
-    "rows": Param(
-        **rows_schema(FULL_SIZE, "Used only when the snapshot does not exist yet and no athletes.csv is provided.")
-    ),
-    "seed": Param(42, type="integer", minimum=0, maximum=MAX_SEED, title="Generator and sampling seed"),
-    "sample_size": Param(
-        0,
-        type="integer",
-        minimum=0,
-        maximum=MAX_GENERATED_ROWS,
-        title="Athletes to train on",
-        description="0 = every clean athlete; otherwise a deterministic sample of that many.",
-    ),
-    # items of type object: the trigger form shows a JSON editor (a plain array is a one-string-per-
-    # line box, which renders these entries as "[object Object]")
-    "grid": Param(
-        DEFAULT_GRID,
-        type="array",
-        items={"type": "object"},
-        minItems=1,
-        maxItems=MAX_GRID_ENTRIES,
-        title="Training grid",
-        description="One task per entry: {model: random_forest|lightgbm, feature_version: v1|v2, params: {...}}.",
-    ),
-    "cv_folds": Param(
-        0,
-        type="integer",
-        minimum=0,
-        maximum=10,
-        title="Cross-validation folds of the chosen configuration",
-        description="0 = off; k >= 2: a k-fold report (by athlete, on train + validation) on the parent run.",
-    ),
-    "approval": Param(
-        "automatic",
-        type="string",
-        enum=list(APPROVAL_MODES),
-        title="Gate mode",
-        description="automatic: the gate promotes; human: a challenger the gate passes waits for a person to "
-        "Approve or Reject it in the Airflow UI (Required actions), and is rejected when nobody answers in time.",
-    ),
-    # the gate's thresholds: defaults and bounds come from GatePolicy
-    **{name: Param(**schema) for name, schema in param_schemas(GatePolicy).items()},
-    "codecarbon_country": Param(
-        None,
-        type=["null", "string"],
-        title="CodeCarbon country (ISO 3166 alpha-3)",
-        description="Empty = CROSSFIT_CODECARBON_COUNTRY (default USA).",
-    ),
-}
+# the trigger form: the same bounds resolve_run checks, the gate's from GatePolicy
+PARAMS = {name: Param(**schema) for name, schema in training_param_schemas(param_schemas(GatePolicy)).items()}
 
 
 def _lineage_tags(run: RunSpec) -> dict[str, str]:

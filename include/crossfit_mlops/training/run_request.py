@@ -13,8 +13,15 @@ import difflib
 import functools
 from typing import Any
 
-from crossfit_mlops.contract import MAX_GENERATED_ROWS, MIN_GENERATED_ROWS
-from crossfit_mlops.training.grid import parse_grid
+from crossfit_mlops.contract import (
+    APPROVAL_MODES,
+    MAX_GENERATED_ROWS,
+    MIN_GENERATED_ROWS,
+    rows_schema,
+    snapshot_schema,
+)
+from crossfit_mlops.data.vocabulary import FULL_SIZE
+from crossfit_mlops.training.grid import DEFAULT_GRID, MAX_GRID_ENTRIES, parse_grid
 
 MAX_SEED = 2**32 - 1  # numpy's and pandas' random_state bound
 
@@ -75,3 +82,40 @@ def checked_inputs(conf: dict[str, Any], params: dict[str, Any], declared: set[s
         "grid": [c.as_dict() for c in parse_grid(params["grid"])],
         "country": check_country(params["codecarbon_country"] or default_country, country_setting),
     }
+
+
+def training_param_schemas(gate: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The training DAG's Params as ``{name: {"default": ..., <JSON schema>}}`` (the DAG turns each
+    into ``Param(**schema)``), with the bounds :func:`checked_inputs` enforces; ``gate``: the gate
+    policy's own (``contract.param_schemas(GatePolicy)``), shown after the gate mode."""
+    return {
+        "snapshot": snapshot_schema("ISO date of the raw snapshot; empty = the DAG run's date (UTC)."),
+        "rows": rows_schema(FULL_SIZE, "Used only when the snapshot does not exist yet and no athletes.csv is provided."),
+        "seed": {"default": 42, "type": "integer", "minimum": 0, "maximum": MAX_SEED, "title": "Generator and sampling seed"},
+        "sample_size": {
+            "default": 0, "type": "integer", "minimum": 0, "maximum": MAX_GENERATED_ROWS, "title": "Athletes to train on",
+            "description": "0 = every clean athlete; otherwise a deterministic sample of that many.",
+        },
+        # items of type object: the trigger form shows a JSON editor (a plain array is a one-string-
+        # per-line box, which renders these entries as "[object Object]")
+        "grid": {
+            "default": DEFAULT_GRID, "type": "array", "items": {"type": "object"}, "minItems": 1,
+            "maxItems": MAX_GRID_ENTRIES, "title": "Training grid",
+            "description": "One task per entry: {model: random_forest|lightgbm, feature_version: v1|v2, params: {...}}.",
+        },
+        "cv_folds": {
+            "default": 0, "type": "integer", "minimum": 0, "maximum": 10,
+            "title": "Cross-validation folds of the chosen configuration",
+            "description": "0 = off; k >= 2: a k-fold report (by athlete, on train + validation) on the parent run.",
+        },
+        "approval": {
+            "default": "automatic", "type": "string", "enum": list(APPROVAL_MODES), "title": "Gate mode",
+            "description": "automatic: the gate promotes; human: a challenger the gate passes waits for a person to "
+            "Approve or Reject it in the Airflow UI (Required actions), and is rejected when nobody answers in time.",
+        },
+        **gate,
+        "codecarbon_country": {
+            "default": None, "type": ["null", "string"], "title": "CodeCarbon country (ISO 3166 alpha-3)",
+            "description": "Empty = CROSSFIT_CODECARBON_COUNTRY (default USA).",
+        },
+    }  # fmt: skip
