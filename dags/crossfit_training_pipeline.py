@@ -59,8 +59,7 @@ VERSIONS = list(FEATURE_SETS)
 # parallel training tasks saturate every core of a small machine; the MLflow server and Airflow's
 # API (which the tasks call, and the UIs use) answer promptly only if they get the CPU first.
 # materialize_online_store is off the training path and runs beside the fan-out: at 19 it takes only
-# the CPU the training tasks leave (at 10 it took about a fifth of the 2 cores from them; full-size
-# trigger -> gate 59.5 s before, 44.6 s after, with the slot fix of the Airflow services, 2026-12-02).
+# the CPU the training tasks leave (the measurement: docs/benchmarks.md, "niceness 19, not 10").
 TRAINING_NICENESS = 5
 MATERIALIZE_NICENESS = 19
 ONLINE_FEATURES_ASSET = ONLINE_FEATURES.as_asset()
