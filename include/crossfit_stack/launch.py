@@ -1,4 +1,4 @@
-"""What supervisord runs for each service: ``python -m crossfit_mlops.ops.launch NAME RECORD -- ARGV``.
+"""What supervisord runs for each service: ``python -m crossfit_stack.launch NAME RECORD -- ARGV``.
 
 supervisord restarts a program that exits, and ``stopasgroup``/``killasgroup`` end its process
 group when *it* stops the program. It does nothing about the processes a program leaves behind
@@ -146,7 +146,7 @@ def run(name: str, record: Path, argv: list[str], grace: float) -> int:
 
 def main(args: list[str]) -> int:
     if len(args) < 4 or args[2] != "--":
-        _say("usage: python -m crossfit_mlops.ops.launch NAME RECORD -- ARGV...")
+        _say("usage: python -m crossfit_stack.launch NAME RECORD -- ARGV...")
         return 2
     grace = float(os.environ.get("CROSSFIT_STOP_GRACE_S") or 10)
     started = time.monotonic()

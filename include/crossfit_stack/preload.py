@@ -28,13 +28,13 @@ import time
 log = logging.getLogger(__name__)
 
 LOCAL_SETTINGS = """\
-# Generated from crossfit_mlops.ops.preload: warm the task imports in the processes whose forks run
+# Generated from crossfit_stack.preload: warm the task imports in the processes whose forks run
 # the tasks: the scheduler (LocalExecutor) and a Celery worker (its prefork pool). Other Airflow
 # processes are left alone.
 import sys
 
 if sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] == ["celery", "worker"]:
-    from crossfit_mlops.ops.preload import preload
+    from crossfit_stack.preload import preload
 
     preload()
 """
