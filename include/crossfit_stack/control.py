@@ -93,7 +93,10 @@ def _port_in_use(host: str, port: int) -> bool:
 
 # --- the supervisor and its programs --------------------------------------------------------------
 def supervisor(cfg: StackConfig) -> Supervisor:
-    return Supervisor(run_dir=cfg.run_dir, log_dir=cfg.log_dir, project_root=cfg.settings.project_root, bin_dir=cfg.bin_dir)
+    return Supervisor(
+        run_dir=cfg.run_dir, log_dir=cfg.log_dir, project_root=cfg.settings.project_root, bin_dir=cfg.bin_dir,
+        launch_grace_s=cfg.stop_grace_s,
+    )
 
 
 def ensure_supervisor(cfg: StackConfig, env: dict[str, str] | None = None) -> str:
@@ -307,7 +310,7 @@ def up(cfg: StackConfig) -> dict[str, str]:
 def _up(cfg: StackConfig) -> dict[str, str]:
     provision.ensure_databases(cfg)
     # the preload warms the scheduler, whose forks run the tasks under the LocalExecutor only
-    if service_env(cfg).get("CROSSFIT_PRELOAD", "1") != "0" and not cfg.celery:
+    if cfg.preload and not cfg.celery:
         provision.write_local_settings(cfg)
     status = {"supervisor": ensure_supervisor(cfg)}
     status["mlflow"], mlflow_names = _launch_mlflow(cfg)

@@ -112,7 +112,8 @@ class Supervisor:
     def _program(self, program: Program) -> list[str]:
         launcher = [
             str(self.bin_dir / "python"), "-m", "crossfit_stack.launch",
-            program.name, str(self.launch_record(program.name)), "--", *program.argv,
+            program.name, str(self.launch_record(program.name)), "--grace", f"{self.launch_grace_s:g}",
+            "--", *program.argv,
         ]
         lines = [
             f"[program:{program.name}]",
