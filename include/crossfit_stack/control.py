@@ -141,8 +141,9 @@ def warm_execution_api(cfg: StackConfig) -> bool:
     """Answer the api-server's first Execution API request now, not in the first task.
 
     The api-server builds its Execution API (the versioned app every task talks to) on the first
-    request that reaches it: 3.8 s on this machine (2026-12-02), which the first task of the first
-    run paid (resolve_run 3.9 s, 0.3 s in the run after). Its health endpoint needs no token."""
+    request that reaches it, which the first task of the first run would otherwise pay for (the
+    measurement: docs/decisions/0101-local-stack-airflow-latency.md). Its health endpoint needs no
+    token."""
     return http_ok(f"{cfg.airflow_url}/execution/health", timeout=60)
 
 

@@ -53,21 +53,19 @@ def client_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
     return env
 
 
-# Latency and idle-CPU settings of the stack's Airflow (README, Configuration). Each is Airflow's own
-# variable, and one set in the environment of start-all.sh wins.
+# Latency and idle-CPU settings of the stack's Airflow (the measurements behind them:
+# docs/decisions/0101-local-stack-airflow-latency.md). Each is Airflow's own variable, and one set in
+# the environment of start-all.sh wins.
 AIRFLOW_TUNING: dict[str, str] = {
-    # a DAG file is parsed again when its mtime changes (file_parsing_sort_mode modified_time, the
-    # default), so an edit is still parsed within seconds; the periodic re-parse of unchanged files
-    # was half of an idle stack's CPU (dag-processor 2.7 of 5.7 core-s a minute, 2026-12-02)
+    # an unchanged DAG file is re-parsed rarely: its periodic re-parse was most of an idle stack's
+    # CPU. An edited one is still parsed within seconds (file_parsing_sort_mode modified_time, the
+    # default, queues a file whose mtime is newer than its last parse)
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
     # the scheduler's sleep when a loop found nothing to do (Airflow: 1 s): the next task of a chain
-    # starts sooner (a 5,000-row run's trigger -> gate 24.4 s -> 17.5 s) for 4.1 instead of 1.4
-    # core-s a minute of an idle scheduler (2026-12-02)
+    # starts sooner, for some more CPU of an idle scheduler
     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
-    # A task's supervisor waits up to this long (5 s by default) in one select() between
-    # heartbeats, and notices that its task process has exited only when it wakes: a finished task
-    # then kept its executor slot (LocalExecutor worker, Celery slot) for up to 5 s more. Measured
-    # in two 5,000-row runs, 2026-12-02: 7 and 6 of 24 tasks held their slot 5.0-5.1 s after they ended.
+    # a task's supervisor notices that its task process has exited only between heartbeats (5 s by
+    # default): until then a finished task keeps its executor slot (LocalExecutor worker, Celery slot)
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
 }
 
