@@ -7,5 +7,5 @@ never imports it (tests/unit/test_architecture.py). Modules, bottom up: ``config
 profiles), ``hostnames``, ``supervisor`` and ``launch`` (the daemon and its per-service launcher),
 ``programs`` (each service's command line, environment, health), ``provision`` (secrets,
 databases, bucket), ``control`` (up/down/status), ``airflow_rest`` and ``follow`` (Airflow's REST
-API, following a run), ``log_server`` and ``preload`` (what runs inside Airflow), ``cli``.
+API, following a run), ``log_server`` and ``preload`` (what runs inside Airflow), ``commands`` (the command line).
 """

@@ -1,5 +1,5 @@
 import sys
 
-from crossfit_stack.cli import main
+from crossfit_stack.commands import main
 
 sys.exit(main())

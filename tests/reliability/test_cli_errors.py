@@ -14,7 +14,7 @@ import time
 import pytest
 
 from crossfit_mlops.ops import cli as ml_cli
-from crossfit_stack import cli as stack_cli
+from crossfit_stack import commands as stack_cli
 from tests.support.services import free_port
 
 

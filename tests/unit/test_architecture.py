@@ -41,7 +41,7 @@ STACK_FLOORS: list[set[str]] = [
     {"programs"},
     {"provision"},
     {"control"},
-    {"cli"},
+    {"commands"},
 ]
 
 

@@ -3,7 +3,7 @@ from the shell. The local stack and the runs it carries have their own command l
 (``python -m crossfit_stack``, which imports this package, never the other way round).
 
 Each data command prints a JSON result on stdout; logs go to stderr. Every command fails through
-:mod:`crossfit_mlops.ops.command`: one line ``error: ...``.
+:mod:`crossfit_mlops.ops.console`: one line ``error: ...``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from crossfit_mlops.data.vocabulary import FULL_SIZE
 from crossfit_mlops.features.specs import FEATURE_SETS
-from crossfit_mlops.ops.command import CommandError, emit, main_of, require_server
+from crossfit_mlops.ops.console import CommandError, emit, main_of, require_server
 
 MLFLOW_SETTING = "MLFLOW_TRACKING_URI or CROSSFIT_MLFLOW_PORT"
 VERSIONS = list(FEATURE_SETS)

@@ -4,7 +4,7 @@
 ``pipeline`` and ``monitor`` trigger the training and monitoring DAGs through Airflow's REST API and
 follow them; ``registry`` is ``python -m crossfit_mlops registry`` with the stack's profile and
 MLflow credential. Failures take the ML command line's one error path
-(:mod:`crossfit_mlops.ops.command`): one line ``error: ...``, exit 2.
+(:mod:`crossfit_mlops.ops.console`): one line ``error: ...``, exit 2.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 
 from crossfit_mlops.contract import BATCH_DAG, MONITORING_DAG, TRAINING_DAG
 from crossfit_mlops.ops.cli import add_registry_command, registry_command
-from crossfit_mlops.ops.command import CommandError, main_of, require_server
+from crossfit_mlops.ops.console import CommandError, main_of, require_server
 from crossfit_stack import control, provision
 from crossfit_stack.config import StackConfig, config_from_env
 

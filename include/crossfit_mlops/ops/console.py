@@ -1,6 +1,7 @@
-"""The one error path of both command lines (``python -m crossfit_mlops`` and the stack's
-``python -m crossfit_stack``): a known failure is one line ``error: ...`` and exit 2, an
-unexpected one is one line and exit 1 (``-v`` shows its traceback), and never a silent fallback.
+"""How a command of either command line (``python -m crossfit_mlops``, the stack's
+``python -m crossfit_stack``) meets the console: its result as JSON on stdout (:func:`emit`), and
+its one error path (:func:`run_command`): a known failure is one line ``error: ...`` and exit 2,
+an unexpected one is one line and exit 1 (``-v`` shows its traceback), never a silent fallback.
 """
 
 from __future__ import annotations
