@@ -12,12 +12,9 @@ Services (names for :func:`start_service`, :func:`stop_service`, :func:`running_
 ``object-store`` (cluster profile), ``mlflow``, ``airflow-api-server``, ``airflow-scheduler``,
 ``airflow-dag-processor``, ``airflow-triggerer``, ``airflow-worker-1`` ... (CeleryExecutor), ``api``.
 
-Knobs (environment): ``CROSSFIT_PROFILE`` (local | cluster: defaults in
-:mod:`crossfit_stack.config`), ``CROSSFIT_MLFLOW_PORT`` (5000), ``CROSSFIT_AIRFLOW_PORT``
-(8080), ``CROSSFIT_API_PORT`` (8000), ``CROSSFIT_BIND_HOST`` (127.0.0.1),
-``CROSSFIT_MLFLOW_BACKEND_URI``, ``CROSSFIT_AIRFLOW_DB_URI``, ``CROSSFIT_AIRFLOW_PARALLELISM`` (4),
-``CROSSFIT_MLFLOW_AUTH`` (0), ``CROSSFIT_AIRFLOW_EXECUTOR``, ``CROSSFIT_CELERY_*``,
-``CROSSFIT_OBJECT_STORE``, ``CROSSFIT_ARTIFACTS_DESTINATION``, ``CROSSFIT_S3_PORT`` (8333).
+Knobs: the ``CROSSFIT_*`` variables of :class:`crossfit_stack.config.StackSettings` (ports, bind
+host, backends, executor, Celery, object store, ...), with the defaults of ``CROSSFIT_PROFILE``
+(local | cluster) filled in first.
 """
 
 from __future__ import annotations
