@@ -31,3 +31,19 @@ def test_the_stacks_airflow_tuning_is_set_and_the_users_own_value_wins(tmp_path,
     assert env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.25"
     monkeypatch.setenv("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "1")
     assert stack_programs.airflow_env(cfg, secrets)["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "1"
+
+
+def test_the_hostname_callables_named_to_airflow_exist(tmp_path):
+    """Airflow imports AIRFLOW__CORE__HOSTNAME_CALLABLE by its dotted path in every process: a
+    path left behind by a move would only show in a live stack."""
+    import importlib
+
+    from crossfit_stack import config
+    from crossfit_stack import programs as stack_programs
+
+    secrets = {"fernet_key": "f", "jwt_secret": "j"}
+    for executor in ("LocalExecutor", "CeleryExecutor"):
+        env = {"CROSSFIT_STATE_DIR": str(tmp_path), "CROSSFIT_AIRFLOW_EXECUTOR": executor}
+        path = stack_programs.airflow_env(config.config_from_env(env), secrets)["AIRFLOW__CORE__HOSTNAME_CALLABLE"]
+        module, name = path.rsplit(".", 1)
+        assert isinstance(getattr(importlib.import_module(module), name)(), str), path
