@@ -14,4 +14,4 @@ RUN pip install --no-cache-dir --no-deps -e .
 # Warm the task imports in the scheduler, whose forks run the tasks (same file as the local stack).
 # A finished task frees its worker slot within 1 s, not 5 (its supervisor notices the exit between heartbeats).
 ENV AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1
-RUN mkdir -p config && python -c "from crossfit_mlops.ops.preload import LOCAL_SETTINGS; open('config/airflow_local_settings.py', 'w').write(LOCAL_SETTINGS)"
+RUN mkdir -p config && python -c "from crossfit_stack.preload import LOCAL_SETTINGS; open('config/airflow_local_settings.py', 'w').write(LOCAL_SETTINGS)"

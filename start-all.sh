@@ -4,7 +4,7 @@
 #   1. create the virtualenv if missing (scripts/ensure-env.sh)
 #   2. start (or reuse) supervisord (one per state directory), which runs and restarts the MLflow
 #      server (:5000) and Airflow's scheduler, dag-processor, triggerer and api-server (:8080),
-#      LocalExecutor, as processes of this machine (logs in .state/logs, `stack status` shows them)
+#      LocalExecutor, as processes of this machine (logs in .state/logs, `python -m crossfit_stack status` shows them)
 #   3. apply the Feast definitions, set the Variables of airflow_settings.yaml
 #   4. unpause and trigger crossfit_training_pipeline through the REST API, show progress,
 #      print the leaderboard, the gate's decision and the URLs
@@ -28,7 +28,7 @@ fi
 bash scripts/ensure-env.sh
 PY="$ROOT/.venv/bin/python"
 export MLFLOW_DISABLE_TELEMETRY=true FEAST_USAGE=False PYTHONWARNINGS="ignore::FutureWarning,ignore::DeprecationWarning"
-"$PY" -m crossfit_mlops stack up
+"$PY" -m crossfit_stack up
 if [ "${CROSSFIT_TRIGGER:-1}" = "0" ]; then
   echo "CROSSFIT_TRIGGER=0: stack is up, no pipeline run triggered"
   exit 0
@@ -38,5 +38,5 @@ args=()
 [ -n "${CROSSFIT_SNAPSHOT:-}" ] && args+=(--snapshot "$CROSSFIT_SNAPSHOT")
 [ -n "${CROSSFIT_SAMPLE_SIZE:-}" ] && args+=(--sample-size "$CROSSFIT_SAMPLE_SIZE")
 [ -n "${CROSSFIT_PIPELINE_CONF:-}" ] && args+=(--conf "$CROSSFIT_PIPELINE_CONF")
-"$PY" -m crossfit_mlops pipeline "${args[@]}"
+"$PY" -m crossfit_stack pipeline "${args[@]}"
 echo "stop everything with ./stop-all.sh"

@@ -12,4 +12,4 @@ if [ ! -x "$ROOT/.venv/bin/python" ]; then
   echo "no virtualenv: start-all.sh never ran here, nothing to stop"
   exit 0
 fi
-"$ROOT/.venv/bin/python" -m crossfit_mlops stack down
+"$ROOT/.venv/bin/python" -m crossfit_stack down

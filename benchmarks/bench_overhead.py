@@ -31,9 +31,9 @@ def logged_runs(training_sets: dict[str, dict], grid: list[dict], tracking_uri: 
     work itself; the rest of the pipeline's overhead is orchestration and contention."""
     import mlflow
 
-    from crossfit_mlops.ops.preload import preload
     from crossfit_mlops.training.grid import parse_grid
     from crossfit_mlops.training.train import RunContext, train_candidate
+    from crossfit_stack.preload import preload
 
     preload()
     client = mlflow.MlflowClient(tracking_uri)

@@ -209,17 +209,17 @@ def main() -> None:
     }
     os.environ.update({**quiet, "CROSSFIT_STATE_DIR": str(state), "CROSSFIT_MLFLOW_PORT": "5072"})
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from crossfit_mlops.ops import stack
-    from crossfit_mlops.ops.stack import wait_for_url
+    from crossfit_stack import config, control
+    from crossfit_stack.control import wait_for_url
 
     load_before = round(os.getloadavg()[0], 2)
-    cfg = stack.config_from_env()
+    cfg = config.config_from_env()
     # this process talks to MLflow through explicit clients (settings.mlflow_tracking_uri); the
     # server, the API and the helper processes get the URI in their own environment
     settings = cfg.settings
     child_env = {**os.environ, **settings.as_env()}
     procs: list[subprocess.Popen] = []
-    stack.start_mlflow(cfg, {**child_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    control.start_mlflow(cfg, {**child_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         snapshot = date.today().isoformat()
         t0 = time.perf_counter()
@@ -291,7 +291,7 @@ def main() -> None:
                 proc.wait(timeout=30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        stack.stop_service(cfg, "mlflow")
+        control.stop_service(cfg, "mlflow")
 
     c = args.concurrency
     ratio = runs[f"api_c{c}"]["throughput_rps"] / runs[f"two-hop_c{c}"]["throughput_rps"]

@@ -267,7 +267,7 @@ def _parse_args() -> argparse.Namespace:
 
 
 def _start_api(env: dict, state: Path, port: int) -> subprocess.Popen:
-    from crossfit_mlops.ops.stack import wait_for_url
+    from crossfit_stack.control import wait_for_url
 
     log = state / "api.log"
     api = subprocess.Popen(
@@ -296,15 +296,15 @@ def main() -> None:
     for name in ("MLFLOW_TRACKING_URI", "CROSSFIT_FEAST_DIR", "CROSSFIT_FEAST_REGISTRY", "CROSSFIT_FEAST_ONLINE_STORE",
                  "CROSSFIT_FEAST_REDIS", "CROSSFIT_FEAST_REGISTRY_URI", "CROSSFIT_RAW_FILE"):  # fmt: skip
         os.environ.pop(name, None)
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import config, control
 
-    cfg = stack.config_from_env()
+    cfg = config.config_from_env()
     # this process talks to MLflow through explicit clients (settings.mlflow_tracking_uri); the
     # server, the API and the helper processes get the URI in their own environment
     settings = cfg.settings
     child_env = {**os.environ, **settings.as_env()}
     procs: list[subprocess.Popen] = []
-    stack.start_mlflow(cfg, {**child_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    control.start_mlflow(cfg, {**child_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         snapshot = date.today().isoformat()
         started = time.perf_counter()
@@ -330,7 +330,7 @@ def main() -> None:
         print_phase("switch + rematerialization", during)
     finally:
         _end(procs)
-        stack.stop_service(cfg, "mlflow")
+        control.stop_service(cfg, "mlflow")
     result = {
         "rows": args.rows, "athletes": len(athletes), "clients": args.clients, "seconds_per_phase": args.seconds,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu_burners": os.cpu_count(),

@@ -198,16 +198,16 @@ def main() -> None:
     })  # fmt: skip
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from crossfit_mlops.data.ingest import ingest_snapshot
-    from crossfit_mlops.ops import stack
     from crossfit_mlops.storage import Catalog
     from crossfit_mlops.training.grid import DEFAULT_GRID
+    from crossfit_stack import config, control
 
-    cfg = stack.config_from_env()
+    cfg = config.config_from_env()
     t0 = time.perf_counter()
     raw = ingest_snapshot(SNAPSHOT, rows=args.rows, settings=cfg.settings)
     generation_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    client = stack.up_and_connect(cfg, DAG)
+    client = control.up_and_connect(cfg, DAG)
     stack_start_s = time.perf_counter() - t0
     try:
         run_id, run, tis = run_pipeline(client, args.rows)
@@ -220,7 +220,7 @@ def main() -> None:
         floor = timeline(*run_pipeline(client, FLOOR_ROWS, FLOOR_SNAPSHOT, floor_grid(DEFAULT_GRID))[1:])
     finally:
         if not args.keep_stack:
-            stack.down(cfg)
+            control.down(cfg)
     script = plain_script(Catalog(cfg.settings).raw_file(raw.snapshot_id), DEFAULT_GRID)
     redis = redis_materialize(cfg.settings)
     times = timeline(run, tis)

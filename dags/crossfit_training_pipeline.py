@@ -196,7 +196,7 @@ def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
     """Load each athlete's newest features up to the snapshot into the online store; updates the
     Asset `crossfit_online_features` (with the snapshot id), which schedules batch inference."""
     from crossfit_mlops.features.store import materialize_snapshot
-    from crossfit_mlops.ops.process import lower_cpu_priority
+    from crossfit_mlops.ops.priority import lower_cpu_priority
     from crossfit_mlops.storage import snapshot_time
 
     snapshot_id = RunSpec.from_xcom(run).snapshot_id
@@ -229,7 +229,7 @@ def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> l
 @fail_fast_when_full
 def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets)."""
-    from crossfit_mlops.ops.process import lower_cpu_priority
+    from crossfit_mlops.ops.priority import lower_cpu_priority
     from crossfit_mlops.training.train import RunContext
     from crossfit_mlops.training.train import train_candidate as train
 

@@ -29,7 +29,7 @@ POSTGRES_CONN_ID = "crossfit_postgres"
 @task(task_id=T.MLFLOW, **timeout("quick"))
 def check_mlflow() -> dict:
     """MLflow tracking server: health endpoint and the experiments API."""
-    from crossfit_mlops.ops.checks import check_mlflow as check
+    from crossfit_mlops.ops.connections import check_mlflow as check
 
     return check(task_settings().mlflow_tracking_uri)
 
@@ -37,7 +37,7 @@ def check_mlflow() -> dict:
 @task(task_id=T.FEAST, **timeout("quick"))
 def check_feast() -> dict:
     """Feast: the registry loads and the feature views / services are registered."""
-    from crossfit_mlops.ops.checks import check_feast as check
+    from crossfit_mlops.ops.connections import check_feast as check
 
     return check(task_settings())
 
@@ -48,7 +48,7 @@ def check_postgres() -> dict:
     from airflow.sdk import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
 
-    from crossfit_mlops.ops.checks import check_postgres as check
+    from crossfit_mlops.ops.connections import check_postgres as check
 
     try:
         conn = Connection.get(POSTGRES_CONN_ID)

@@ -47,7 +47,14 @@ def _type(field) -> str:
     return {str: "text", bool: "`0` / `1`", int: "whole number", float: "number", Path: "path"}.get(annotation, str(annotation))
 
 
-def _default(field) -> str:
+def _default(section, name: str, field) -> str:
+    plain = _plain_default(field)
+    variable = section.variable(name)
+    others = [f"{profile}: `{values[variable]}`" for profile, values in getattr(section, "profiles", {}).items() if variable in values]
+    return "; ".join([plain, *others])
+
+
+def _plain_default(field) -> str:
     from pydantic_core import PydanticUndefined
 
     value = field.default
@@ -63,7 +70,7 @@ def render() -> str:
     for section in _sections():
         lines.append(f"| **{section.title}** (`{section.__module__}.{section.__name__}`) | | | |")
         for name, field in section.model_fields.items():
-            lines.append(f"| `{section.variable(name)}` | {_type(field)} | {_default(field)} | {field.description or ''} |")
+            lines.append(f"| `{section.variable(name)}` | {_type(field)} | {_default(section, name, field)} | {field.description or ''} |")
     return "\n".join([*lines, "", END])
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from crossfit_mlops.contract import TRAINING_DAG, TrainingTasks
-from crossfit_mlops.ops.airflow_client import AirflowClient
+from crossfit_stack.airflow_rest import AirflowClient
 from tests.support.pipeline import GRID
 from tests.support.services import ROOT, free_port
 

@@ -156,7 +156,7 @@ def test_compute_tasks_lower_their_cpu_priority_without_stacking(tmp_path):
     """Training and materialize run below the servers they call; in one process (``dag.test()``)
     repeated tasks keep the level instead of adding up, and a lower level never raises it back."""
     probe = (
-        "import os; import crossfit_training_pipeline as m; from crossfit_mlops.ops.process import lower_cpu_priority as lower; "
+        "import os; import crossfit_training_pipeline as m; from crossfit_mlops.ops.priority import lower_cpu_priority as lower; "
         "level = lambda: os.getpriority(os.PRIO_PROCESS, 0); start = level(); "
         "lower(m.TRAINING_NICENESS); lower(m.TRAINING_NICENESS); a = level(); "
         "lower(m.MATERIALIZE_NICENESS); lower(m.TRAINING_NICENESS); b = level(); "

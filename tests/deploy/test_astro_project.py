@@ -85,6 +85,18 @@ def test_onbuild_inputs_exist_and_install_before_the_context_arrives():
     assert not [line for line in raw if line.strip().startswith(("-e", "./", "../", "file:"))]
 
 
+def test_the_image_installs_both_packages_and_what_its_build_imports_exists():
+    """`pip install -e .` in the Dockerfile installs what pyproject finds: the ML package and the
+    stack, whose preload the image's build writes into airflow_local_settings.py."""
+    import importlib.util
+    import re
+
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {"crossfit_mlops*", "crossfit_stack*"} <= set(found), found
+    imported = re.findall(r"from (crossfit_\w+(?:\.\w+)*) import", (ROOT / "Dockerfile").read_text())
+    assert imported and all(importlib.util.find_spec(name) for name in imported), imported
+
+
 def test_the_image_requirements_do_not_pin_airflow():
     lines = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     assert not [line for line in lines if astro.AIRFLOW_PIN_REFUSED.fullmatch(line)]
@@ -115,7 +127,8 @@ def test_the_project_lands_in_the_image():
     needed = {"Dockerfile", "pyproject.toml", "README.md", astro.PROJECT_MARKER, *astro.ONBUILD_FILES,
               "include/feast/repo/feature_repo/feature_store.yaml", "include/feast/repo/feature_repo/feature_definitions.py",
               ".astro/test_dag_integrity_default.py", "plugins/README.md", ".state/.gitkeep"}
-    needed |= {p for p in _tracked() if p.startswith(("dags/", "include/crossfit_mlops/", "tests/"))}
+    # both packages: the image's scheduler preload is the stack's (Dockerfile)
+    needed |= {p for p in _tracked() if p.startswith(("dags/", "include/crossfit_mlops/", "include/crossfit_stack/", "tests/"))}
     assert needed - context == set(), "left out of the build context"
     assert not {p for p in context if p.startswith(("docs/screenshots/", "benchmarks/results/"))}
 

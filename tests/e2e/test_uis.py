@@ -35,7 +35,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from crossfit_mlops.ops import stack as localstack
+    from crossfit_stack import config, control, provision
 
     base = tmp_path_factory.mktemp("e2e")
     env = {
@@ -50,12 +50,12 @@ def stack(tmp_path_factory):
     os.environ.update(env)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("AIRFLOW_HOME", None)
-    cfg = localstack.config_from_env()
+    cfg = config.config_from_env()
     try:
-        client = localstack.up_and_connect(cfg, DAG)
-        yield {"cfg": cfg, "client": client, "password": localstack.ensure_secrets(cfg)["admin_password"]}
+        client = control.up_and_connect(cfg, DAG)
+        yield {"cfg": cfg, "client": client, "password": provision.ensure_secrets(cfg)["admin_password"]}
     finally:
-        localstack.down(cfg)
+        control.down(cfg)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

@@ -89,7 +89,7 @@ def cluster(tmp_path_factory):
     """The cluster stack on this test's own databases, Redis databases, ports and bucket, and one
     training run on it, during which the MLflow server is killed (``kill -9``) right after the
     trigger: the fault tests below read what that did, the others what the run left."""
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import control
 
     state = tmp_path_factory.mktemp("cluster") / "state"
     bucket = f"crossfit-test-{uuid.uuid4().hex[:8]}"
@@ -107,7 +107,7 @@ def cluster(tmp_path_factory):
                 mp.setenv(name, value)
             client.unpause(TRAINING_DAG)
             run_id = client.trigger(TRAINING_DAG, {"rows": 5000, "snapshot": "2026-11-04", "grid": GRID, "r2_floor": 0.0})
-            killed = stack.running_pid(cfg, "mlflow")
+            killed = control.running_pid(cfg, "mlflow")
             os.kill(killed, signal.SIGKILL)  # the fault: MLflow dies as the run starts
             _wait_back(cfg, "mlflow", killed, f"{cfg.mlflow_url}/health")
             run = client.wait_for_run(TRAINING_DAG, run_id, timeout=1200, poll=3.0)
@@ -119,23 +119,24 @@ def cluster(tmp_path_factory):
 
 
 def _wait_back(cfg, name: str, old_pid: int, url: str | None, timeout: float = 180) -> int:
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import control
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pid = stack.running_pid(cfg, name)
-        if pid and pid != old_pid and (url is None or stack.http_ok(url)):
+        pid = control.running_pid(cfg, name)
+        if pid and pid != old_pid and (url is None or control.http_ok(url)):
             return pid
         time.sleep(0.5)
-    raise AssertionError(f"{name} did not come back: {stack.describe(cfg)}")
+    raise AssertionError(f"{name} did not come back: {control.describe(cfg)}")
 
 
 def test_training_on_the_cluster_profile(cluster):
-    from crossfit_mlops.ops import services, stack
+    from crossfit_stack import control
+    from crossfit_stack import programs as stack_programs
 
     cfg, client, run_id, run = cluster["cfg"], cluster["client"], cluster["run_id"], cluster["run"]
     assert cfg.executor == "CeleryExecutor" and cfg.celery_workers == 2 and cfg.mlflow_auth
-    assert not set(S3_CREDENTIALS) & set(stack.stack_environment(cfg)), "services and tasks get no S3 key"
+    assert not set(S3_CREDENTIALS) & set(control.stack_environment(cfg)), "services and tasks get no S3 key"
     assert run["state"] == "success", f"{run}; logs in {cfg.airflow_home / 'logs'}"
 
     # every training task ran on a Celery worker, taken from the training queue; both workers ran tasks
@@ -168,9 +169,9 @@ def test_training_on_the_cluster_profile(cluster):
     assert redis.Redis(host="127.0.0.1", port=6379, db=cluster["feast_redis_db"]).dbsize() > 100
 
     # the prediction API serves the champion
-    assert stack.start_api(cfg) in {"started", "reused"}
+    assert control.start_api(cfg) in {"started", "reused"}
     _check_api_serves(cfg)
-    assert services.OBJECT_STORE in stack.service_names(cfg)
+    assert stack_programs.OBJECT_STORE in control.service_names(cfg)
 
 
 def test_mlflow_killed_as_the_run_started_was_restarted_and_the_run_rode_it_out(cluster):
@@ -184,7 +185,7 @@ def test_without_the_credential_nobody_moves_the_champion(cluster, monkeypatch):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from crossfit_mlops.ops.checks import ServiceCheckError, check_mlflow
+    from crossfit_mlops.ops.connections import ServiceCheckError, check_mlflow
 
     cfg = cluster["cfg"]
     name = cfg.settings.registered_model_name
@@ -208,22 +209,22 @@ def test_without_the_credential_nobody_moves_the_champion(cluster, monkeypatch):
 
 
 def test_killed_api_server_and_prediction_api_are_restarted(cluster):
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import control
 
     cfg = cluster["cfg"]
-    assert stack.start_api(cfg) in {"started", "reused"}
-    api_server = stack.running_pid(cfg, "airflow-api-server")
+    assert control.start_api(cfg) in {"started", "reused"}
+    api_server = control.running_pid(cfg, "airflow-api-server")
     os.kill(api_server, signal.SIGKILL)
-    api = stack.running_pid(cfg, "api")
-    os.kill(stack.supervisor(cfg).info("api")["pid"], signal.SIGKILL)  # its launcher: the API is orphaned
+    api = control.running_pid(cfg, "api")
+    os.kill(control.supervisor(cfg).info("api")["pid"], signal.SIGKILL)  # its launcher: the API is orphaned
     _wait_back(cfg, "airflow-api-server", api_server, f"{cfg.airflow_url}/api/v2/monitor/health")
     _wait_back(cfg, "api", api, f"{cfg.api_url}/ready")
     assert "exited: api (terminated by SIGKILL; not expected)" in _supervisord_log(cfg)
     assert "launch[api]: ending 1 processes left by the previous instance" in (cfg.log_dir / "api.log").read_text()
     assert not psutil.pid_exists(api), "the orphaned API process should have been ended"
-    assert {row["state"] for row in stack.describe(cfg)} == {"RUNNING"}, stack.describe(cfg)
+    assert {row["state"] for row in control.describe(cfg)} == {"RUNNING"}, control.describe(cfg)
     # the restarted api-server answers the REST API (a fresh login), and the API serves the champion
-    assert stack.airflow_client(cfg).dag_run(TRAINING_DAG, cluster["run_id"])["state"] == "success"
+    assert control.airflow_client(cfg).dag_run(TRAINING_DAG, cluster["run_id"])["state"] == "success"
     _check_api_serves(cfg)
 
 
@@ -245,13 +246,13 @@ def _celery_queues(cfg) -> dict[str, list[str]]:
     import subprocess
     import sys
 
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import control
 
     code = (
         "import json; from airflow.providers.celery.executors.celery_executor import app; "
         "print('QUEUES=' + json.dumps({n: [q['name'] for q in qs] for n, qs in (app.control.inspect(timeout=10).active_queues() or {}).items()}))"
     )
-    done = subprocess.run([sys.executable, "-c", code], env=stack.service_env(cfg), capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], env=control.service_env(cfg), capture_output=True, text=True, timeout=120)
     line = next((x for x in done.stdout.splitlines() if x.startswith("QUEUES=")), None)
     assert line, done.stdout[-2000:] + done.stderr[-2000:]
     return json.loads(line.removeprefix("QUEUES="))
@@ -262,8 +263,8 @@ def _check_champion_in_object_store(cfg, bucket: str) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    from crossfit_mlops.ops import stack
     from crossfit_mlops.tracking import fluent
+    from crossfit_stack import provision
 
     name = cfg.settings.registered_model_name
     version = MlflowClient(cfg.mlflow_url).get_model_version_by_alias(name, "champion")
@@ -271,7 +272,7 @@ def _check_champion_in_object_store(cfg, bucket: str) -> None:
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     assert model.metadata is not None
     model_id = version.model_id or version.source.removeprefix("models:/")
-    secrets = stack.ensure_secrets(cfg)
+    secrets = provision.ensure_secrets(cfg)
     s3 = boto3.client(
         "s3", endpoint_url=cfg.s3_endpoint, region_name="us-east-1",
         aws_access_key_id=secrets["s3_access_key"], aws_secret_access_key=secrets["s3_secret_key"],

@@ -26,9 +26,9 @@ def _sessions(state_dir) -> dict[str, int]:
 
 
 def _service_pids(env) -> dict[str, int | None]:
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import config, control
 
-    return stack.status(stack.config_from_env(env))
+    return control.status(config.config_from_env(env))
 
 
 def _session_members(sid: int) -> list[int]:

@@ -14,7 +14,7 @@ APPROVAL_TIMEOUT_S = 20
 
 @pytest.fixture(scope="package")
 def pipeline_stack(tmp_path_factory):
-    from crossfit_mlops.ops import stack as local_stack
+    from crossfit_stack import config, control
 
     state = tmp_path_factory.mktemp("faults") / "state"
     env = {
@@ -36,10 +36,10 @@ def pipeline_stack(tmp_path_factory):
             mp.setenv(name, value)
         for name in ("MLFLOW_TRACKING_URI", "AIRFLOW_HOME", "CROSSFIT_MLFLOW_BACKEND_URI", "CROSSFIT_AIRFLOW_DB_URI"):
             mp.delenv(name, raising=False)
-        cfg = local_stack.config_from_env()  # a down MLflow is restarted only by the test itself
+        cfg = config.config_from_env()  # a down MLflow is restarted only by the test itself
         try:
-            client = local_stack.up_and_connect(cfg, TRAINING_DAG)
+            client = control.up_and_connect(cfg, TRAINING_DAG)
             client.unpause(TRAINING_DAG)
-            yield {"cfg": cfg, "client": client, "uri": cfg.settings.mlflow_tracking_uri, "module": local_stack}
+            yield {"cfg": cfg, "client": client, "uri": cfg.settings.mlflow_tracking_uri, "module": control}
         finally:
-            local_stack.down(cfg)
+            control.down(cfg)

@@ -33,15 +33,15 @@ UNKNOWN = 987_654_321
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from crossfit_mlops.ops import stack
     from crossfit_mlops.settings import get_settings
+    from crossfit_stack import config, control
 
     base = tmp_path_factory.mktemp("api-faults")
     mlflow_env = {**os.environ, **QUIET_ENV, "CROSSFIT_STATE_DIR": str(base / "mlflow_state"),
                   "CROSSFIT_MLFLOW_PORT": str(free_port())}  # fmt: skip
     mlflow_env.pop("MLFLOW_TRACKING_URI", None)
-    cfg = stack.config_from_env(mlflow_env)
-    start_mlflow = lambda: stack.start_mlflow(cfg, {**mlflow_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # noqa: E731
+    cfg = config.config_from_env(mlflow_env)
+    start_mlflow = lambda: control.start_mlflow(cfg, {**mlflow_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # noqa: E731
     start_mlflow()
     try:
         env = {**os.environ, **QUIET_ENV, "CROSSFIT_STATE_DIR": str(base / "state"), "MLFLOW_TRACKING_URI": cfg.mlflow_url}
@@ -57,7 +57,7 @@ def world(tmp_path_factory):
         assert "cache_ttl_seconds: 1\n" in (repo / "feature_store.yaml").read_text()
         yield {"cfg": cfg, "start_mlflow": start_mlflow, "env": env, "base": base, "repo": repo, **facts}
     finally:
-        stack.stop_service(cfg, "mlflow")
+        control.stop_service(cfg, "mlflow")
 
 
 def _state_copy(world, name: str) -> dict[str, str]:
@@ -170,14 +170,14 @@ def test_registry_down_at_start_and_while_serving(world):
     """Down while serving: still ready, still answering, the refresh error reported. Down at the
     start: the port answers at once, and both /ready and /predict blame the registry, not a
     missing champion. MLflow back: both serve, without a restart."""
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import control
 
     athlete = world["serving"][0]
     serving = _serve(world, world["env"], "registry-down-serving")
     starting = None
     try:
         serving.wait_ready()
-        stack.stop_service(world["cfg"], "mlflow")  # the fault: the registry's server is gone
+        control.stop_service(world["cfg"], "mlflow")  # the fault: the registry's server is gone
         try:
             ready = _eventually(lambda: serving.get("/ready"), lambda r: "refresh_error" in r.json())
             assert ready.status_code == 200 and "unreachable" in ready.json()["refresh_error"], ready.text

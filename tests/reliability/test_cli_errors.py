@@ -1,5 +1,6 @@
-"""Every CLI command, given a bad argument, a missing object or a server that is down, ends with
-exit 2 and one line ``error: ...`` naming what is wrong: never a Python traceback.
+"""Every command of both command lines (``python -m crossfit_mlops``, ``python -m crossfit_stack``),
+given a bad argument, a missing object or a server that is down, ends with exit 2 and one line
+``error: ...`` naming what is wrong: never a Python traceback.
 
 The servers are "down" because the settings point at a port nobody listens on; the missing
 objects live in a real (empty, then hand-made) MLflow registry on SQLite, without a server.
@@ -12,7 +13,8 @@ import time
 
 import pytest
 
-from crossfit_mlops.ops.cli import build_parser, main
+from crossfit_mlops.ops import cli as ml_cli
+from crossfit_stack import commands as stack_cli
 from tests.support.services import free_port
 
 
@@ -31,6 +33,9 @@ def cli(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
     def run(*argv: str) -> tuple[int, float]:
+        """``argv`` for ``python -m crossfit_mlops``; ``"stack:", *argv`` for ``python -m crossfit_stack``."""
+        main = stack_cli.main if argv[:1] == (STACK,) else ml_cli.main
+        argv = argv[1:] if argv[:1] == (STACK,) else argv
         start = time.monotonic()
         try:
             status = main(list(argv))
@@ -54,22 +59,31 @@ def _assert_one_line_error(capsys, status, *words: str) -> str:
     return lines[0]
 
 
+STACK = "stack:"  # the first word of an argv for the stack's command line
+
 BAD_ARGUMENTS = [
     (["registry", "card", "x"], ["whole number", "'x'"]),
     (["registry", "lineage", "-3"], ["whole number", "'-3'"]),
     (["registry", "card"], ["needs a version number"]),
     (["registry", "uses"], ["needs a feature view name"]),
-    (["pipeline", "--conf", "[1]"], ["--conf must be a JSON object", "list"]),
-    (["pipeline", "--conf", "{nope"], ["--conf is not valid JSON"]),
-    (["monitor", "--snapshot", "2026-01-01", "--conf", "3"], ["--conf must be a JSON object"]),
-    (["monitor", "--snapshot", "2026-13-45"], ["2026-13-45"]),
+    ([STACK, "pipeline", "--conf", "[1]"], ["--conf must be a JSON object", "list"]),
+    ([STACK, "pipeline", "--conf", "{nope"], ["--conf is not valid JSON"]),
+    ([STACK, "monitor", "--snapshot", "2026-01-01", "--conf", "3"], ["--conf must be a JSON object"]),
+    ([STACK, "monitor", "--snapshot", "2026-13-45"], ["2026-13-45"]),
+    ([STACK, "registry", "card", "x"], ["whole number", "'x'"]),
     (["ingest", "--snapshot", "2026-13-45"], ["2026-13-45"]),
     (["prepare", "--snapshot", "2026-13-45"], ["2026-13-45"]),
     (["ingest", "--snapshot", "2026-02-01", "--seed", "-1", "--rows", "5000"], ["seed", "-1"]),
     (["generate", "--out", "x.csv", "--rows", "1000000000000"], ["rows must be between 10 and 2000000"]),
     (["validate", "--snapshot", "../etc"], ["../etc"]),
     (["features", "--snapshot", "2026-01-01"], ["2026-01-01"]),
-    (["stack", "start", "nosuch"], ["nosuch"]),
+    ([STACK, "start", "nosuch"], ["nosuch"]),
+    ([STACK, "stop", "nosuch"], ["nosuch"]),
+    # the commands that moved say where, and run nothing
+    (["stack", "up"], ["moved", "python -m crossfit_stack up"]),
+    (["stack", "start", "mlflow"], ["moved", "python -m crossfit_stack start mlflow"]),
+    (["pipeline", "--rows", "5000"], ["moved", "python -m crossfit_stack pipeline --rows 5000"]),
+    (["monitor", "--snapshot", "2026-01-01"], ["moved", "python -m crossfit_stack monitor --snapshot 2026-01-01"]),
     (["serve", "--port", "99999"], ["99999"]),
     (["serve", "--port", "0"], ["port 0"]),
     (["serve", "--refresh-seconds", "-1"], ["-1"]),
@@ -90,9 +104,10 @@ SERVER_DOWN = [
     ["registry", "card", "3"],
     ["registry", "lineage", "3"],
     ["registry", "uses", "athlete_features_v2"],
-    ["pipeline"],
-    ["pipeline", "--conf", '{"sample_size": 300}'],
-    ["monitor", "--snapshot", "2026-01-01"],
+    [STACK, "pipeline"],
+    [STACK, "pipeline", "--conf", '{"sample_size": 300}'],
+    [STACK, "monitor", "--snapshot", "2026-01-01"],
+    [STACK, "registry", "show"],
     ["predict-two-hop", "--athlete-id", "1"],
 ]
 
@@ -105,16 +120,26 @@ def test_with_mlflow_and_airflow_down_every_command_fails_fast_naming_the_server
     assert seconds < 5, f"{argv} took {seconds:.1f} s to say the server is down"
 
 
-def test_the_walk_covers_every_subcommand():
-    """A new subcommand must be added to the walks above."""
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    walked = {argv[0] for argv, _ in BAD_ARGUMENTS} | {argv[0] for argv in SERVER_DOWN} | set(COVERED_ELSEWHERE)
-    assert set(sub.choices) <= walked, sorted(set(sub.choices) - walked)
+def _walked(stack: bool) -> set[str]:
+    """The subcommands of one command line that the walks above and COVERED_ELSEWHERE reach."""
+    argvs = [argv for argv, _ in BAD_ARGUMENTS] + SERVER_DOWN
+    words = {argv[1] if stack else argv[0] for argv in argvs if (argv[0] == STACK) == stack}
+    return words | {name.removeprefix(STACK) for name in COVERED_ELSEWHERE if name.startswith(STACK) == stack}
 
 
-# walked by their own tests below (and stack up / down in tests/reliability/test_stack_supervision.py:
-# ports taken, bad settings)
+@pytest.mark.parametrize(("stack", "cli_module"), [(False, ml_cli), (True, stack_cli)], ids=["crossfit_mlops", "crossfit_stack"])
+def test_the_walk_covers_every_subcommand(stack, cli_module):
+    """A new subcommand of either command line must be added to the walks above."""
+    sub = next(a for a in cli_module.build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) <= _walked(stack), sorted(set(sub.choices) - _walked(stack))
+
+
+# walked by their own tests below, and the stack's up / down / status in
+# tests/reliability/test_stack_supervision.py (ports taken, bad settings, a service that cannot start)
 COVERED_ELSEWHERE = {
+    STACK + "up": "test_stack_supervision.py::test_bad_settings_are_refused_naming_the_variable",
+    STACK + "down": "test_stack_supervision.py::test_a_port_held_by_another_program_is_named",
+    STACK + "status": "test_stack_supervision.py::test_a_service_that_cannot_start_is_reported_with_its_log",
     "settings": "test_bad_settings_are_one_error_line",
     "generate": "test_generate_refuses_what_is_not_a_regular_file",
     "materialize": "test_materialize_before_feast_apply_says_to_apply",

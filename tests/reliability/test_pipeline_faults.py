@@ -112,7 +112,7 @@ def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(
 def test_a_full_artifact_store_fails_the_task_at_once_and_says_so(pipeline_stack):
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    from crossfit_mlops.ops.services import artifacts_destination
+    from crossfit_stack.programs import artifacts_destination
 
     store = Path(artifacts_destination(pipeline_stack["cfg"]))
     store.mkdir(parents=True, exist_ok=True)  # MLflow makes it at the first artifact

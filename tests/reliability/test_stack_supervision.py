@@ -22,9 +22,9 @@ from tests.support.services import QUIET_ENV, stack_env
 
 
 def _cfg(tmp_path, **overrides):
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import config
 
-    return stack.config_from_env(stack_env(tmp_path / "state", **overrides))
+    return config.config_from_env(stack_env(tmp_path / "state", **overrides))
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -32,14 +32,15 @@ def test_generated_configuration_is_what_supervisord_reads(tmp_path):
     from supervisor.datatypes import RestartUnconditionally
     from supervisor.options import ServerOptions
 
-    from crossfit_mlops.ops import services, stack
+    from crossfit_stack import control, provision
+    from crossfit_stack import programs as stack_programs
 
     cfg = _cfg(tmp_path, CROSSFIT_PROFILE="cluster", CROSSFIT_S3_PORT="21000")
-    sup = stack.supervisor(cfg)
+    sup = control.supervisor(cfg)
     cfg.run_dir.mkdir(parents=True)
     cfg.log_dir.mkdir(parents=True)
     conf = sup.conf_path
-    conf.write_text(sup.render(services.programs(cfg, stack.ensure_secrets(cfg))))
+    conf.write_text(sup.render(stack_programs.programs(cfg, provision.ensure_secrets(cfg))))
     options = ServerOptions()
     options.realize(["-c", str(conf)])
     programs = {group.name: group.process_configs[0] for group in options.process_group_configs}
@@ -54,12 +55,12 @@ def test_generated_configuration_is_what_supervisord_reads(tmp_path):
         assert program.autorestart is RestartUnconditionally and program.stopasgroup and program.killasgroup, name
         assert program.stopsignal == signal.SIGTERM and program.stopwaitsecs >= 20, name
         assert program.stdout_logfile == str(cfg.log_dir / f"{name}.log") and program.redirect_stderr, name
-        assert program.command.split()[1:4] == ["-m", "crossfit_mlops.ops.launch", name], program.command
+        assert program.command.split()[1:4] == ["-m", "crossfit_stack.launch", name], program.command
     assert options.umask == 0o077
     # the object store's key pair only in the MLflow server's environment, never in the shared one
-    secrets = stack.ensure_secrets(cfg)
+    secrets = provision.ensure_secrets(cfg)
     assert programs["mlflow"].environment["AWS_SECRET_ACCESS_KEY"] == secrets["s3_secret_key"]
-    assert not any(secrets["s3_secret_key"] in v for v in stack.stack_environment(cfg).values())
+    assert not any(secrets["s3_secret_key"] in v for v in control.stack_environment(cfg).values())
     assert programs["airflow-worker-2"].environment["CROSSFIT_WORKER_NAME"] == "worker2"
     assert "--queues default,training" in programs["airflow-worker-1"].command
     assert stat.S_IMODE(cfg.secrets_path.stat().st_mode) == 0o600
@@ -89,14 +90,14 @@ def test_profile_defaults_yield_to_the_environment(tmp_path):
 
 
 def test_secrets_are_generated_once_owner_only_and_completed(tmp_path):
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import provision
 
     cfg = _cfg(tmp_path)
-    first = stack.ensure_secrets(cfg)
+    first = provision.ensure_secrets(cfg)
     assert stat.S_IMODE(cfg.secrets_path.stat().st_mode) == 0o600
     old = {k: v for k, v in first.items() if k != "flask_secret_key"}  # as an older version wrote it
     cfg.secrets_path.write_text(json.dumps(old))
-    again = stack.ensure_secrets(cfg)
+    again = provision.ensure_secrets(cfg)
     assert {k: again[k] for k in old} == old and again["flask_secret_key"]
     assert stat.S_IMODE(cfg.secrets_path.stat().st_mode) == 0o600
 
@@ -107,7 +108,7 @@ TREE = "sleep 300 & sleep 300 & wait"
 
 def _launch(record, *argv):
     return subprocess.Popen(
-        [sys.executable, "-m", "crossfit_mlops.ops.launch", "test", str(record), "--", *argv],
+        [sys.executable, "-m", "crossfit_stack.launch", "test", str(record), "--", *argv],
         stderr=subprocess.PIPE, text=True, start_new_session=True,  # a group of its own, as supervisord gives
     )
 
@@ -155,19 +156,19 @@ def test_launcher_passes_a_stop_on_and_ends_the_rest(tmp_path):
 
 # --- supervisord itself ---------------------------------------------------------------------------
 def test_a_running_stack_with_other_settings_is_not_reused(tmp_path):
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import config, control
 
     env = stack_env(tmp_path / "state")
-    cfg = stack.config_from_env(env)
+    cfg = config.config_from_env(env)
     try:
-        assert stack.ensure_supervisor(cfg) == "started"
-        assert stack.ensure_supervisor(cfg) == "reused"
-        other = stack.config_from_env({**env, "CROSSFIT_MLFLOW_AUTH": "1"})
-        with pytest.raises(stack.StackError, match=r"started with other settings \(.*MLFLOW_TRACKING_PASSWORD.*\): stop it first"):
-            stack.ensure_supervisor(other)
+        assert control.ensure_supervisor(cfg) == "started"
+        assert control.ensure_supervisor(cfg) == "reused"
+        other = config.config_from_env({**env, "CROSSFIT_MLFLOW_AUTH": "1"})
+        with pytest.raises(control.StackError, match=r"started with other settings \(.*MLFLOW_TRACKING_PASSWORD.*\): stop it first"):
+            control.ensure_supervisor(other)
     finally:
-        stack.down(cfg)
-    assert not stack.supervisor(cfg).is_running()
+        control.down(cfg)
+    assert not control.supervisor(cfg).is_running()
 
 
 @contextmanager
@@ -180,48 +181,49 @@ def _held_port():
 
 
 def test_a_port_held_by_another_program_is_named(tmp_path):
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import control
 
     with _held_port() as port:
         cfg = _cfg(tmp_path, CROSSFIT_MLFLOW_PORT=str(port))
         try:
-            with pytest.raises(stack.StackError, match=f"port {port} \\(mlflow\\) is used by another program: stop it or set CROSSFIT_MLFLOW_PORT"):
-                stack.start_mlflow(cfg)
+            with pytest.raises(control.StackError, match=f"port {port} \\(mlflow\\) is used by another program: stop it or set CROSSFIT_MLFLOW_PORT"):
+                control.start_mlflow(cfg)
         finally:
-            stack.down(cfg)
+            control.down(cfg)
 
 
 def test_a_service_that_cannot_start_is_reported_with_its_log(tmp_path):
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import control
 
     cfg = _cfg(tmp_path, CROSSFIT_MLFLOW_BACKEND_URI="bogus://nowhere")
     env = {**os.environ, **QUIET_ENV}
     try:
-        with pytest.raises(stack.StackError, match=r"mlflow exited while starting \(.*\); see .*mlflow\.log") as failure:
-            stack.start_mlflow(cfg, env)
+        with pytest.raises(control.StackError, match=r"mlflow exited while starting \(.*\); see .*mlflow\.log") as failure:
+            control.start_mlflow(cfg, env)
         assert len(str(failure.value).splitlines()) > 3, "the end of its log is shown"
         # not left restarting: supervisord gave up, or the stack stopped it
-        assert [row["state"] for row in stack.describe(cfg) if row["service"] == "mlflow"] in (["FATAL"], ["STOPPED"])
+        assert [row["state"] for row in control.describe(cfg) if row["service"] == "mlflow"] in (["FATAL"], ["STOPPED"])
     finally:
-        stack.down(cfg)
+        control.down(cfg)
 
 
 # --- the task-log server and two starts at once ------------------------------------------------------
 def test_the_task_log_server_listens_on_the_stack_host_only(tmp_path):
     """Airflow's scheduler started its own log server on 0.0.0.0 and [::]; the stack runs the
     scheduler with --skip-serve-logs and Airflow's log app on the bind host instead."""
-    from crossfit_mlops.ops import services, stack
+    from crossfit_stack import control, provision
+    from crossfit_stack import programs as stack_programs
     from tests.support.services import free_port
 
     cfg = _cfg(tmp_path)
-    programs = {p.name: p for p in services.programs(cfg, stack.ensure_secrets(cfg))}
+    programs = {p.name: p for p in stack_programs.programs(cfg, provision.ensure_secrets(cfg))}
     assert "--skip-serve-logs" in programs["airflow-scheduler"].argv
-    argv = programs[services.LOG_SERVER].argv
+    argv = programs[stack_programs.LOG_SERVER].argv
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
-    assert services.airflow_env(cfg, stack.ensure_secrets(cfg))["CROSSFIT_LOG_SERVER_HOST"] == "127.0.0.1"
+    assert stack_programs.airflow_env(cfg, provision.ensure_secrets(cfg))["CROSSFIT_LOG_SERVER_HOST"] == "127.0.0.1"
     port = free_port()
     argv[argv.index("--port") + 1] = str(port)
-    server = subprocess.Popen(argv, env={**os.environ, **stack.service_env(cfg)})
+    server = subprocess.Popen(argv, env={**os.environ, **control.service_env(cfg)})
     try:
         deadline, listening = time.monotonic() + 60, []
         while not listening and time.monotonic() < deadline:
@@ -235,17 +237,18 @@ def test_the_task_log_server_listens_on_the_stack_host_only(tmp_path):
 
 
 def test_a_task_log_port_held_by_another_program_is_named(tmp_path):
-    from crossfit_mlops.ops import services, stack
+    from crossfit_stack import control
+    from crossfit_stack import programs as stack_programs
 
     with _held_port() as port:
         cfg = _cfg(tmp_path, CROSSFIT_WORKER_LOG_PORT=str(port))
         try:
-            stack.ensure_supervisor(cfg)
+            control.ensure_supervisor(cfg)
             message = f"port {port} \\(airflow-log-server\\) is used by another program: stop it or set CROSSFIT_WORKER_LOG_PORT"
-            with pytest.raises(stack.StackError, match=message):
-                stack._launch(cfg, [services.LOG_SERVER])
+            with pytest.raises(control.StackError, match=message):
+                control._launch(cfg, [stack_programs.LOG_SERVER])
         finally:
-            stack.down(cfg)
+            control.down(cfg)
 
 
 def test_two_starts_at_once_run_one_after_the_other(tmp_path, monkeypatch):
@@ -253,7 +256,7 @@ def test_two_starts_at_once_run_one_after_the_other(tmp_path, monkeypatch):
     running and reuses it) instead of starting a second supervisord and failing."""
     import threading
 
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import control
 
     cfg = _cfg(tmp_path)
     spans = []
@@ -264,8 +267,8 @@ def test_two_starts_at_once_run_one_after_the_other(tmp_path, monkeypatch):
         spans.append((began, time.monotonic()))
         return {}
 
-    monkeypatch.setattr(stack, "_up", slow_start)
-    starts = [threading.Thread(target=stack.up, args=(cfg,)) for _ in range(2)]
+    monkeypatch.setattr(control, "_up", slow_start)
+    starts = [threading.Thread(target=control.up, args=(cfg,)) for _ in range(2)]
     for thread in starts:
         thread.start()
     for thread in starts:

@@ -48,22 +48,22 @@ def free_port_block(size: int) -> int:
 @contextmanager
 def mlflow_server(state_dir: Path) -> Iterator[str]:
     """A real ``mlflow server`` (SQLite + local artifacts) on a free port, stopped with its workers."""
-    from crossfit_mlops.ops import stack
+    from crossfit_stack import config, control
 
     env = {**os.environ, **QUIET_ENV, "CROSSFIT_STATE_DIR": str(state_dir), "CROSSFIT_MLFLOW_PORT": str(free_port())}
     for name in ("MLFLOW_TRACKING_URI", "CROSSFIT_PROFILE", "CROSSFIT_MLFLOW_AUTH", "CROSSFIT_OBJECT_STORE"):
         env.pop(name, None)
-    cfg = stack.config_from_env(env)
-    stack.start_mlflow(cfg, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    cfg = config.config_from_env(env)
+    control.start_mlflow(cfg, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     try:
         yield cfg.mlflow_url
     finally:
-        stack.stop_service(cfg, "mlflow")
+        control.stop_service(cfg, "mlflow")
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     """Wait until ``url`` answers; fail with the process's log if it exits or times out."""
-    from crossfit_mlops.ops.stack import wait_for_url
+    from crossfit_stack.control import wait_for_url
 
     wait_for_url(url, proc, log, timeout)
 
@@ -182,7 +182,7 @@ def empty_redis_db() -> Iterator[int]:
     raise RuntimeError("no empty Redis database (1-15) on 127.0.0.1:6379")
 
 
-# --- the supervised stack (crossfit_mlops.ops.stack) for a test ---------------------------------
+# --- the supervised stack (crossfit_stack.control) for a test ---------------------------------
 def stack_env(state_dir: Path, **overrides: str) -> dict[str, str]:
     """The environment of a test's own stack: its state directory and free ports, quiet clients,
     nothing inherited that points elsewhere (a tracking URI, an Airflow home, a profile)."""
@@ -203,25 +203,26 @@ def stack_env(state_dir: Path, **overrides: str) -> dict[str, str]:
 
 @contextmanager
 def running_stack(env: dict[str, str], dag_id: str) -> Iterator[tuple[object, object]]:
-    """The stack of ``env`` started (:func:`crossfit_mlops.ops.stack.up_and_connect`), with the
+    """The stack of ``env`` started (:func:`crossfit_stack.control.up_and_connect`), with the
     REST client; stopped afterwards whatever happened, and checked to leave no process."""
-    from crossfit_mlops.ops import stack
-    from crossfit_mlops.ops.supervisor import session_members
+    from crossfit_stack import config, control
+    from crossfit_stack.supervisor import session_members
 
-    cfg = stack.config_from_env(env)
+    cfg = config.config_from_env(env)
     sid = None
     try:
-        client = stack.up_and_connect(cfg, dag_id)
-        sid = stack.supervisor(cfg).record().get("sid")
+        client = control.up_and_connect(cfg, dag_id)
+        sid = control.supervisor(cfg).record().get("sid")
         yield cfg, client
     finally:
-        sid = sid or stack.supervisor(cfg).record().get("sid")
-        stack.down(cfg)
-    assert not session_members(sid), f"processes left after stack.down: {session_members(sid)}"
+        sid = sid or control.supervisor(cfg).record().get("sid")
+        control.down(cfg)
+    assert not session_members(sid), f"processes left after control.down: {session_members(sid)}"
 
 
 def mlflow_credentials(cfg) -> dict[str, str]:
     """The MLflow client variables the stack gives its services (credentials when auth is on)."""
-    from crossfit_mlops.ops import services, stack
+    from crossfit_stack import programs as stack_programs
+    from crossfit_stack import provision
 
-    return services.client_env(cfg, stack.ensure_secrets(cfg))
+    return stack_programs.client_env(cfg, provision.ensure_secrets(cfg))

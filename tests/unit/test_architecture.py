@@ -1,5 +1,7 @@
-"""The package's shape, checked from its source: floors, one MLflow floor, one publishing idiom,
-one place that spells task ids, and functions short enough to read."""
+"""The packages' shape, checked from their source: floors (in ``crossfit_mlops`` and in
+``crossfit_stack``), the ML package never importing the stack nor managing a process, no import
+cycle in the stack, one MLflow floor, one publishing idiom, one place that spells task ids, and
+functions short enough to read."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from crossfit_mlops.contract import (
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "include" / "crossfit_mlops"
+STACK = ROOT / "include" / "crossfit_stack"
 MAX_FUNCTION_LINES = 60
 
 # Bottom up. A module may import its own floor's modules (within its subpackage) and lower floors.
@@ -29,53 +32,166 @@ FLOORS: list[set[str]] = [
     {"training", "registry", "serving", "monitoring"},  # siblings: none imports another
     {"ops"},
 ]
+SIBLINGS = 4  # the floor whose modules import none of each other
+
+# The stack, bottom up (it may import any of crossfit_mlops; crossfit_mlops never imports it).
+STACK_FLOORS: list[set[str]] = [
+    {"config", "hostnames", "launch", "log_server", "preload", "airflow_rest"},
+    {"supervisor", "follow"},
+    {"programs"},
+    {"provision"},
+    {"control"},
+    {"commands"},
+]
 
 
-def _modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py"))
+def _modules(package: Path = PACKAGE) -> list[Path]:
+    return sorted(p for p in package.rglob("*.py"))
 
 
-def _top(path: Path) -> str:
-    """``crossfit_mlops/<top>/...`` or ``crossfit_mlops/<top>.py`` -> ``top``."""
-    part = path.relative_to(PACKAGE).parts[0]
+def _top(path: Path, package: Path = PACKAGE) -> str:
+    """``<package>/<top>/...`` or ``<package>/<top>.py`` -> ``top``."""
+    part = path.relative_to(package).parts[0]
     return part.removesuffix(".py")
 
 
-def _floor(top: str) -> int | None:
-    return next((i for i, names in enumerate(FLOORS) if top in names), None)
+def _floor(top: str, floors: list[set[str]] = FLOORS) -> int | None:
+    return next((i for i, names in enumerate(floors) if top in names), None)
 
 
-def _imports(path: Path) -> list[str]:
-    """Every ``crossfit_mlops.<top>`` a module imports (at any depth: lazy imports count too)."""
+def _imported_names(path: Path) -> list[str]:
+    """Every dotted name a module imports, at any depth (lazy and TYPE_CHECKING imports count
+    too): ``from a.b import c`` gives ``a.b`` and ``a.b.c``."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "crossfit_mlops" and len(parts) > 1:
-                found.append(parts[1])
+            found += [a.name for a in node.names]
     return found
 
 
-def test_no_module_imports_upward_or_sideways():
+def _imports(path: Path, package: str = "crossfit_mlops") -> list[str]:
+    """Every ``<package>.<top>`` a module imports (at any depth: lazy imports count too)."""
+    found = []
+    for name in _imported_names(path):
+        parts = name.split(".")
+        if parts[0] == package and len(parts) > 1:
+            found.append(parts[1])
+    return found
+
+
+@pytest.mark.parametrize(("package", "floors"), [(PACKAGE, FLOORS), (STACK, STACK_FLOORS)], ids=["crossfit_mlops", "crossfit_stack"])
+def test_no_module_imports_upward_or_sideways(package, floors):
     offences = []
-    for path in _modules():
-        top = _top(path)
+    for path in _modules(package):
+        top = _top(path, package)
         if top in {"__init__", "__main__"}:
             continue
-        mine = _floor(top)
-        assert mine is not None, f"{path} is on no floor: add it to FLOORS"
-        for imported in set(_imports(path)):
-            theirs = _floor(imported)
+        mine = _floor(top, floors)
+        assert mine is not None, f"{path} is on no floor: add it to the floors of {package.name}"
+        for imported in set(_imports(path, package.name)):
+            theirs = _floor(imported, floors)
             if imported == top or theirs is None:
                 continue
-            if theirs > mine or (theirs == mine and mine == 4):
-                offences.append(f"{path.relative_to(ROOT)} imports crossfit_mlops.{imported}")
+            if theirs > mine or (theirs == mine and mine == SIBLINGS and floors is FLOORS):
+                offences.append(f"{path.relative_to(ROOT)} imports {package.name}.{imported}")
     assert not offences, offences
+
+
+# --- the ML package and the stack ----------------------------------------------------------------
+def test_the_ml_package_never_imports_the_stack():
+    """At any depth (a lazy import inside a function counts), nor by a dotted name in a string
+    (``importlib.import_module("crossfit_stack...")``, an Airflow callable's path)."""
+    import re
+
+    dotted = re.compile(r"^crossfit_stack(\.\w+)*$")
+    offences = []
+    for path in _modules():
+        tree = ast.parse(path.read_text())
+        offences += [f"{path.relative_to(ROOT)} imports {n}" for n in _imported_names(path) if n.split(".")[0] == "crossfit_stack"]
+        offences += [
+            f"{path.relative_to(ROOT)}:{node.lineno} names {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and dotted.match(node.value)
+        ]
+    assert not offences, offences
+
+
+# Process management is the stack's: starting a process that outlives the call, signalling or
+# waiting for other processes, or driving a supervisor. The ML package may run a bounded one-shot
+# command and read its output (``subprocess.run(..., timeout=...)``: ``git rev-parse``), no more.
+PROCESS_MODULES = {"signal", "psutil", "supervisor", "multiprocessing", "crossfit_stack"}
+PROCESS_CALLS = {
+    "kill", "killpg", "fork", "forkpty", "setsid", "setpgid", "setpgrp", "wait", "waitpid", "wait3", "wait4",
+    "waitid", "pidfd_open", "posix_spawn", "posix_spawnp", "system", "popen",
+    "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe",
+    "execl", "execle", "execlp", "execlpe", "execv", "execve", "execvp", "execvpe",
+}  # fmt: skip
+ONE_SHOT = {"run", "check_output"}
+
+
+def _process_management(path: Path) -> list[str]:
+    found = [f"imports {n}" for n in _imported_names(path) if n.split(".")[0] in PROCESS_MODULES]
+    found += [f"imports {n}" for n in _imported_names(path) if n.startswith("subprocess.") and n.split(".")[1] in {"Popen", "call"}]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)):
+            continue
+        owner, attr = node.func.value.id, node.func.attr
+        if owner == "os" and attr in PROCESS_CALLS:
+            found.append(f"{node.lineno}: os.{attr}")
+        bounded = attr in ONE_SHOT and any(k.arg == "timeout" for k in node.keywords)
+        if owner == "subprocess" and not bounded:
+            found.append(f"{node.lineno}: subprocess.{attr} (only run/check_output with a timeout)")
+    return found
+
+
+def test_the_ml_package_manages_no_process():
+    offences = {str(p.relative_to(ROOT)): found for p in _modules() if (found := _process_management(p))}
+    assert not offences, offences
+
+
+def test_the_process_management_check_catches_what_it_names(tmp_path):
+    """The check above is not empty: it flags each kind of process control it names."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os, signal, subprocess\nfrom crossfit_stack import control\n"
+        "def f(pid):\n    import psutil\n    os.kill(pid, 9)\n    subprocess.Popen(['x'])\n"
+        "    subprocess.run(['git'])\n    subprocess.run(['git'], timeout=5)\n"
+    )
+    found = _process_management(sample)
+    assert {"imports signal", "imports psutil", "imports crossfit_stack"} <= set(found), found
+    assert [f for f in found if "os.kill" in f] and [f for f in found if "subprocess.Popen" in f], found
+    assert len([f for f in found if "subprocess.run" in f]) == 1, found  # the one without a timeout
+
+
+def _stack_graph() -> dict[str, set[str]]:
+    """Module -> the stack modules it imports, at any depth (TYPE_CHECKING and lazy imports count)."""
+    modules = {p.stem for p in _modules(STACK)}
+    graph = {}
+    for path in _modules(STACK):
+        names = {n.split(".")[1] for n in _imported_names(path) if n.startswith("crossfit_stack.")}
+        graph[path.stem] = {n for n in names if n in modules and n != path.stem}
+    return graph
+
+
+def test_the_stack_has_no_import_cycle_not_even_at_type_level():
+    graph, done, path = _stack_graph(), set(), []
+
+    def visit(module: str) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(module):], module]))
+        if module in done:
+            return
+        path.append(module)
+        for imported in sorted(graph[module]):
+            visit(imported)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    assert graph["control"] and "config" in graph["programs"], graph  # the walk saw the real imports
 
 
 def test_serving_registry_and_monitoring_stand_on_the_tracking_floor_not_on_training():
@@ -115,7 +231,7 @@ def _sets_process_uri(node: ast.AST) -> bool:
 def test_the_process_wide_tracking_uri_is_set_in_one_helper_only():
     """Everything else passes the URI explicitly (``tracking.client(uri)``, ``fluent(uri)`` for a
     block, a child process's own environment): the package, the DAGs and the benchmarks."""
-    files = [*_modules(), *(ROOT / "dags").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    files = [*_modules(), *_modules(STACK), *(ROOT / "dags").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
     users = sorted({p for p in files if any(_sets_process_uri(n) for n in ast.walk(ast.parse(p.read_text())))})
     assert users == [PACKAGE / "tracking" / "__init__.py"], users
 
@@ -139,9 +255,9 @@ def test_write_then_rename_exists_once():
     assert not offences, offences
 
 
-def test_no_function_in_the_package_is_longer_than_60_lines():
+def test_no_function_in_the_packages_is_longer_than_60_lines():
     long = []
-    for path in _modules():
+    for path in [*_modules(), *_modules(STACK)]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 lines = node.end_lineno - node.lineno + 1

@@ -2,7 +2,7 @@
 
 import sqlite3
 
-from crossfit_mlops.ops.stack import sqlite_wal
+from crossfit_stack.provision import sqlite_wal
 
 
 def test_sqlite_backend_is_put_in_wal_mode_before_the_server_opens_it(tmp_path):
@@ -18,15 +18,32 @@ def test_other_backends_are_left_alone():
 
 
 def test_the_stacks_airflow_tuning_is_set_and_the_users_own_value_wins(tmp_path, monkeypatch):
-    from crossfit_mlops.ops import services, stack
+    from crossfit_stack import config
+    from crossfit_stack import programs as stack_programs
 
-    for name in services.AIRFLOW_TUNING:
+    for name in stack_programs.AIRFLOW_TUNING:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CROSSFIT_STATE_DIR", str(tmp_path / "state"))
-    cfg = stack.config_from_env()
+    cfg = config.config_from_env()
     secrets = {"fernet_key": "f", "jwt_secret": "j"}
-    env = services.airflow_env(cfg, secrets)
+    env = stack_programs.airflow_env(cfg, secrets)
     assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"  # a finished task frees its slot within 1 s
     assert env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.25"
     monkeypatch.setenv("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "1")
-    assert services.airflow_env(cfg, secrets)["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "1"
+    assert stack_programs.airflow_env(cfg, secrets)["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "1"
+
+
+def test_the_hostname_callables_named_to_airflow_exist(tmp_path):
+    """Airflow imports AIRFLOW__CORE__HOSTNAME_CALLABLE by its dotted path in every process: a
+    path left behind by a move would only show in a live stack."""
+    import importlib
+
+    from crossfit_stack import config
+    from crossfit_stack import programs as stack_programs
+
+    secrets = {"fernet_key": "f", "jwt_secret": "j"}
+    for executor in ("LocalExecutor", "CeleryExecutor"):
+        env = {"CROSSFIT_STATE_DIR": str(tmp_path), "CROSSFIT_AIRFLOW_EXECUTOR": executor}
+        path = stack_programs.airflow_env(config.config_from_env(env), secrets)["AIRFLOW__CORE__HOSTNAME_CALLABLE"]
+        module, name = path.rsplit(".", 1)
+        assert isinstance(getattr(importlib.import_module(module), name)(), str), path

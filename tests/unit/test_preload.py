@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from crossfit_mlops.ops.preload import preload
+from crossfit_stack.preload import preload
 
 
 def test_a_failing_preload_is_a_warning_not_an_error(caplog):
-    with caplog.at_level(logging.WARNING, logger="crossfit_mlops.ops.preload"):
+    with caplog.at_level(logging.WARNING, logger="crossfit_stack.preload"):
         seconds = preload(("crossfit_mlops_no_such_module",))
     assert seconds >= 0
     failed = [r for r in caplog.records if "crossfit_mlops_no_such_module" in r.getMessage()]

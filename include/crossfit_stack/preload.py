@@ -3,11 +3,11 @@
 LocalExecutor's workers are forked from the scheduler, and each task process is forked from a
 worker. Importing the heavy libraries the tasks use (MLflow, Feast, scikit-learn, LightGBM,
 CodeCarbon, pandas, matplotlib) once in the scheduler means every task starts with them already
-loaded (shared copy-on-write), instead of spending 3-5 s of CPU importing them again. It also runs
-CodeCarbon's hardware probe once (about 2 s per tracker otherwise: cpuinfo, TDP lookup), whose
-result CodeCarbon caches per process, and draws one figure (fonts, glyph caches). Nothing here leaves a thread running or a connection open
-(forking a process with live threads or an initialized OpenMP pool is unsafe); :func:`preload`
-checks that and says so.
+loaded (shared copy-on-write), instead of importing them again. It also runs CodeCarbon's hardware
+probe once (cpuinfo, TDP lookup), whose result CodeCarbon caches per process, and draws one figure
+(fonts, glyph caches). Nothing here leaves a thread running or a connection open (forking a process
+with live threads or an initialized OpenMP pool is unsafe); :func:`preload` checks that and says
+so. What each of these saves a task: docs/decisions/0102-scheduler-preload.md.
 
 A Celery worker's pool processes are forked from the ``airflow celery worker`` process, and each
 task process from a pool process: the same preload there spares every Celery task the imports.
@@ -28,13 +28,13 @@ import time
 log = logging.getLogger(__name__)
 
 LOCAL_SETTINGS = """\
-# Generated from crossfit_mlops.ops.preload: warm the task imports in the processes whose forks run
+# Generated from crossfit_stack.preload: warm the task imports in the processes whose forks run
 # the tasks: the scheduler (LocalExecutor) and a Celery worker (its prefork pool). Other Airflow
 # processes are left alone.
 import sys
 
 if sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] == ["celery", "worker"]:
-    from crossfit_mlops.ops.preload import preload
+    from crossfit_stack.preload import preload
 
     preload()
 """
@@ -52,7 +52,7 @@ MODULES: tuple[str, ...] = (
     "mlflow.data.pandas_dataset",
     "codecarbon",
     "feast",
-    # imported lazily by a training run's first MLflow calls (about 0.1 s per task): start_run's git
+    # imported lazily by a training run's first MLflow calls: start_run's git
     # context (GitPython), log_model's pyfunc load (tracing, OpenTelemetry), dataset handling
     "git",
     "mlflow.tracing.processor.base_mlflow",
@@ -72,14 +72,14 @@ def preload(modules: tuple[str, ...] = MODULES) -> float:
         except Exception:  # noqa: BLE001 - a preload must never stop the scheduler; tasks import it themselves
             log.warning("preload of %s failed (each task imports it itself: slower, same result)", name, exc_info=True)
     try:
-        # MLflow maps installed packages to modules on the first log_model (about 1.2 s, cached per
-        # process); build the map once here. Private API: skipped if it moves.
+        # MLflow maps installed packages to modules on the first log_model (cached per process);
+        # build the map once here. Private API: skipped if it moves.
         from mlflow.utils import requirements_utils
 
         requirements_utils._init_modules_to_packages_map()
         requirements_utils._init_packages_to_modules_map()
     except Exception:  # noqa: BLE001 - private API: a change in it must not stop the scheduler
-        log.warning("MLflow requirements map not preloaded (each log_model builds it: about 1.2 s)", exc_info=True)
+        log.warning("MLflow requirements map not preloaded (each task's first log_model builds it)", exc_info=True)
     warm_codecarbon()
     warm_matplotlib()
     extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
@@ -109,7 +109,7 @@ def warm_codecarbon() -> bool:
 
 def warm_matplotlib() -> bool:
     """Draw each kind of per-run plot once, small: loads the fonts, glyph caches and layout code each
-    task would load on its first plots (about 0.4 s per task)."""
+    task would load on its first plots."""
     try:
         import io
 

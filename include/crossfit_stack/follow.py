@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from crossfit_mlops.contract import MONITORING_DAG, TRAINING_DAG, MonitoringTasks, TrainingTasks
-from crossfit_mlops.ops.airflow_client import AirflowApiError, AirflowClient
+from crossfit_stack.airflow_rest import AirflowApiError, AirflowClient
 
 log = logging.getLogger(__name__)
 

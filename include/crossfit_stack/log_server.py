@@ -7,7 +7,7 @@ not be served). The stack runs the scheduler with ``--skip-serve-logs`` and this
 Airflow's own log-serving app, bound to ``--host``; supervisord starts it after a port check,
 like the other services.
 
-    python -m crossfit_mlops.ops.log_server --host 127.0.0.1 --port 8793
+    python -m crossfit_stack.log_server --host 127.0.0.1 --port 8793
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import argparse
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="python -m crossfit_mlops.ops.log_server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m crossfit_stack.log_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)

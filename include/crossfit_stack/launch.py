@@ -1,4 +1,5 @@
-"""What supervisord runs for each service: ``python -m crossfit_mlops.ops.launch NAME RECORD -- ARGV``.
+"""What supervisord runs for each service:
+``python -m crossfit_stack.launch NAME RECORD [--grace SECONDS] -- ARGV``.
 
 supervisord restarts a program that exits, and ``stopasgroup``/``killasgroup`` end its process
 group when *it* stops the program. It does nothing about the processes a program leaves behind
@@ -11,13 +12,15 @@ nothing more; restarting, backoff, logs and stop timeouts stay supervisord's.
   below it even when the parent in between dies, including Airflow's task processes, which move to
   their own process groups (so ``killasgroup`` alone would miss them).
 - When the service exits, for any reason, it ends every remaining descendant (SIGTERM, then SIGKILL
-  after ``CROSSFIT_STOP_GRACE_S``, default 10 s) and exits with the service's status, so
+  after ``--grace`` seconds, default 10: the stack passes its ``CROSSFIT_STOP_GRACE_S``, and adds
+  it to supervisord's stop wait) and exits with the service's status, so
   supervisord sees the crash and restarts a clean service.
 - A stop signal (TERM/INT/QUIT/HUP) is passed on to the service, which shuts down as it does.
 - If the launcher itself was killed with SIGKILL, the next one first ends what the previous one left
   in its process group (recorded in ``RECORD``: pid and start time).
 
-Only the standard library and psutil are imported: it starts in about 50 ms.
+Only the standard library and psutil are imported (not the stack's settings: the stack validates
+the grace and passes it on the command line), so it starts at once.
 """
 
 from __future__ import annotations
@@ -144,14 +147,39 @@ def run(name: str, record: Path, argv: list[str], grace: float) -> int:
     return 128 - code if code < 0 else code
 
 
+USAGE = "usage: python -m crossfit_stack.launch NAME RECORD [--grace SECONDS] -- ARGV..."
+DEFAULT_GRACE_S = 10.0
+
+
+def _grace(text: str) -> float | None:
+    """A finite number of seconds greater than 0, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 < value < float("inf") else None
+
+
+def parse(args: list[str]) -> tuple[str, Path, float, list[str]] | None:
+    """``NAME RECORD [--grace SECONDS] -- ARGV...`` -> (name, record, grace, argv); None if malformed."""
+    if "--" not in args:
+        return None
+    head, argv = args[: args.index("--")], args[args.index("--") + 1 :]
+    if not argv or len(head) not in (2, 4) or (len(head) == 4 and head[2] != "--grace"):
+        return None
+    grace = _grace(head[3]) if len(head) == 4 else DEFAULT_GRACE_S
+    return None if grace is None else (head[0], Path(head[1]), grace, argv)
+
+
 def main(args: list[str]) -> int:
-    if len(args) < 4 or args[2] != "--":
-        _say("usage: python -m crossfit_mlops.ops.launch NAME RECORD -- ARGV...")
+    parsed = parse(args)
+    if parsed is None:
+        _say(USAGE)
         return 2
-    grace = float(os.environ.get("CROSSFIT_STOP_GRACE_S") or 10)
+    name, record, grace, argv = parsed
     started = time.monotonic()
-    code = run(args[0], Path(args[1]), args[3:], grace)
-    _say(f"launch[{args[0]}]: exited {code} after {time.monotonic() - started:.0f}s")
+    code = run(name, record, argv, grace)
+    _say(f"launch[{name}]: exited {code} after {time.monotonic() - started:.0f}s")
     return code
 
 

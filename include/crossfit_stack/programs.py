@@ -1,29 +1,25 @@
-"""The services of the local stack, as supervisord programs, and what each needs before it starts.
+"""The services of the local stack as supervisord programs: each one's command line, environment,
+health URL and port.
 
-Each function takes the stack's configuration (:class:`crossfit_mlops.ops.stack.StackConfig`) and
+Each function takes the stack's configuration (:class:`crossfit_stack.config.StackConfig`) and
 the generated secrets; nothing here starts a process (that is supervisord's, through
-:mod:`crossfit_mlops.ops.stack`).
+:mod:`crossfit_stack.control`) or writes a file (that is :mod:`crossfit_stack.provision`'s).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
-from crossfit_mlops.ops.supervisor import Program, write_private
-
-if TYPE_CHECKING:
-    from crossfit_mlops.ops.stack import StackConfig
+from crossfit_stack.config import StackConfig
+from crossfit_stack.supervisor import Program
 
 log = logging.getLogger(__name__)
 
 OBJECT_STORE = "object-store"
-LOG_SERVER = "airflow-log-server"  # the LocalExecutor's task-log server (ops/log_server.py)
+LOG_SERVER = "airflow-log-server"  # the LocalExecutor's task-log server (log_server.py)
 MLFLOW_ADMIN = "admin"
 
 # MLflow's client retries a failed call 7 times with backoff factor 2 and a 120 s timeout: about 4
@@ -57,21 +53,19 @@ def client_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
     return env
 
 
-# Latency and idle-CPU settings of the stack's Airflow (README, Configuration). Each is Airflow's own
-# variable, and one set in the environment of start-all.sh wins.
+# Latency and idle-CPU settings of the stack's Airflow (the measurements behind them:
+# docs/decisions/0101-local-stack-airflow-latency.md). Each is Airflow's own variable, and one set in
+# the environment of start-all.sh wins.
 AIRFLOW_TUNING: dict[str, str] = {
-    # a DAG file is parsed again when its mtime changes (file_parsing_sort_mode modified_time, the
-    # default), so an edit is still parsed within seconds; the periodic re-parse of unchanged files
-    # was half of an idle stack's CPU (dag-processor 2.7 of 5.7 core-s a minute, 2026-12-02)
+    # an unchanged DAG file is re-parsed rarely: its periodic re-parse was most of an idle stack's
+    # CPU. An edited one is still parsed within seconds (file_parsing_sort_mode modified_time, the
+    # default, queues a file whose mtime is newer than its last parse)
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
     # the scheduler's sleep when a loop found nothing to do (Airflow: 1 s): the next task of a chain
-    # starts sooner (a 5,000-row run's trigger -> gate 24.4 s -> 17.5 s) for 4.1 instead of 1.4
-    # core-s a minute of an idle scheduler (2026-12-02)
+    # starts sooner, for some more CPU of an idle scheduler
     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
-    # A task's supervisor waits up to this long (5 s by default) in one select() between
-    # heartbeats, and notices that its task process has exited only when it wakes: a finished task
-    # then kept its executor slot (LocalExecutor worker, Celery slot) for up to 5 s more. Measured
-    # in two 5,000-row runs, 2026-12-02: 7 and 6 of 24 tasks held their slot 5.0-5.1 s after they ended.
+    # a task's supervisor notices that its task process has exited only between heartbeats (5 s by
+    # default): until then a finished task keeps its executor slot (LocalExecutor worker, Celery slot)
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
 }
 
@@ -100,7 +94,7 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(cfg.worker_log_port),
     }
     if not cfg.celery:
-        env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "crossfit_mlops.ops.profiles.log_server_hostname"
+        env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "crossfit_stack.hostnames.log_server_hostname"
         env["CROSSFIT_LOG_SERVER_HOST"] = cfg.host
     if cfg.celery:
         env.update(
@@ -109,7 +103,7 @@ def airflow_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
                 "AIRFLOW__CELERY__RESULT_BACKEND": cfg.celery_result_backend,
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(cfg.celery_concurrency),
                 "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "default",
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "crossfit_mlops.ops.profiles.worker_hostname",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "crossfit_stack.hostnames.worker_hostname",
             }
         )
     return env
@@ -147,7 +141,7 @@ def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
         Program("airflow-triggerer", [airflow, "triggerer"], priority=40, stop_wait_s=10),
     ]
     if not cfg.celery:
-        argv = [str(cfg.bin_dir / "python"), "-m", "crossfit_mlops.ops.log_server", "--host", cfg.host, "--port", str(cfg.worker_log_port)]
+        argv = [str(cfg.bin_dir / "python"), "-m", "crossfit_stack.log_server", "--host", cfg.host, "--port", str(cfg.worker_log_port)]
         found.append(Program(LOG_SERVER, argv, priority=40, stop_wait_s=10))
     for i in range(1, cfg.celery_workers + 1):
         argv = [
@@ -229,27 +223,6 @@ def mlflow_server_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, st
     return env
 
 
-def prepare_mlflow(cfg: StackConfig, secrets: dict[str, str]) -> None:
-    """basic-auth's configuration (0600): its users database beside the store, the admin user
-    created at the first start with the generated password, READ for users without a grant."""
-    if not cfg.mlflow_auth:
-        return
-    ini = "\n".join(
-        [
-            "[mlflow]",
-            "default_permission = READ",
-            f"database_uri = sqlite:///{cfg.mlflow_dir / 'basic_auth.db'}",
-            f"admin_username = {MLFLOW_ADMIN}",
-            f"admin_password = {secrets['mlflow_admin_password']}",
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-            # each request checks the password with PBKDF2 (about 250 ms here): cache the result
-            "auth_cache_ttl_seconds = 60",
-            "",
-        ]
-    )
-    write_private(cfg.mlflow_dir / "basic_auth.ini", ini)
-
-
 # --- the object store (SeaweedFS, cluster profile) -----------------------------------------------
 OBJECT_STORE_PORTS = 8  # S3, master, volume, filer and their gRPC ports
 
@@ -277,94 +250,6 @@ def object_store_argv(cfg: StackConfig) -> list[str]:
 
 def remove_object_store_sockets(cfg: StackConfig) -> None:
     """SeaweedFS leaves ``/tmp/seaweedfs-<service>-<port>.sock`` behind when it stops."""
-    import tempfile
-
     for port in range(cfg.s3_port, cfg.s3_port + OBJECT_STORE_PORTS):
         for sock in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
             sock.unlink(missing_ok=True)
-
-
-def write_s3_config(cfg: StackConfig, secrets: dict[str, str]) -> Path:
-    (cfg.settings.state_dir / "seaweedfs").mkdir(parents=True, exist_ok=True)
-    identity = {
-        "name": "mlflow",
-        "credentials": [{"accessKey": secrets["s3_access_key"], "secretKey": secrets["s3_secret_key"]}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }
-    path = cfg.run_dir / "s3.json"
-    write_private(path, json.dumps({"identities": [identity]}, indent=1))
-    return path
-
-
-def s3_client(cfg: StackConfig, secrets: dict[str, str]):
-    import boto3
-
-    return boto3.client(
-        "s3", endpoint_url=cfg.s3_endpoint, region_name="us-east-1",
-        aws_access_key_id=secrets["s3_access_key"], aws_secret_access_key=secrets["s3_secret_key"],
-    )
-
-
-def bucket_of(cfg: StackConfig) -> tuple[str, str]:
-    parsed = urlparse(artifacts_destination(cfg))
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
-def ensure_bucket(cfg: StackConfig, secrets: dict[str, str], timeout: float = 90.0) -> str:
-    """Create the artifacts bucket if missing; the S3 gateway answers before its filer is ready,
-    so the first calls are retried until a write succeeds."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, _ = bucket_of(cfg)
-    client, deadline, last = s3_client(cfg, secrets), time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        try:
-            names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-            if bucket not in names:
-                client.create_bucket(Bucket=bucket)
-            client.put_object(Bucket=bucket, Key=".crossfit-ready", Body=b"ok")
-            return bucket
-        except (BotoCoreError, ClientError) as exc:
-            last = exc
-            time.sleep(0.5)
-    raise RuntimeError(f"the object store at {cfg.s3_endpoint} did not accept bucket {bucket!r}: {last}")
-
-
-# --- databases -----------------------------------------------------------------------------------
-def ensure_databases(cfg: StackConfig) -> list[str]:
-    """Create the PostgreSQL databases the settings name, if missing (a fresh machine needs no
-    setup); returns the ones created. Other backends are left alone."""
-    uris = [cfg.mlflow_backend_uri, cfg.airflow_db_uri, cfg.settings.feast_registry_uri]
-    backend = cfg.celery_result_backend.removeprefix("db+") if cfg.celery else ""
-    created = []
-    for uri in {u for u in [*uris, backend] if u.startswith("postgresql")}:
-        if _create_database(uri):
-            created.append(uri.rsplit("/", 1)[-1])
-    return created
-
-
-def _create_database(uri: str) -> bool:
-    import psycopg2
-    from psycopg2 import sql
-
-    parsed = urlparse(uri.replace("postgresql+psycopg2://", "postgresql://"))
-    name = parsed.path.lstrip("/")
-    params = {
-        "host": parsed.hostname, "port": parsed.port or 5432, "user": parsed.username,
-        "password": parsed.password, "dbname": "postgres", "connect_timeout": 5,
-    }
-    try:
-        conn = psycopg2.connect(**params)
-    except psycopg2.Error as exc:
-        raise RuntimeError(f"PostgreSQL at {parsed.hostname}:{parsed.port or 5432} is unreachable: {exc}") from exc
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cur.fetchone():
-                return False
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            log.info("created PostgreSQL database %s", name)
-            return True
-    finally:
-        conn.close()

@@ -1,0 +1,5 @@
+import sys
+
+from crossfit_stack.commands import main
+
+sys.exit(main())
