@@ -100,7 +100,7 @@ def _services_env(path: Path) -> None:
 
 
 def _dag_run(clone: Path, env: dict[str, str], rows: int) -> tuple[float, str]:
-    from crossfit_mlops.contract import TRAINING_DAG
+    from crossfit_mlops.dag_contract import TRAINING_DAG
     from crossfit_stack.airflow_rest import AirflowClient
 
     ports = json.loads(_run([sys.executable, "tests/compose/astro_cli.py", "dev", "ports"], clone, env)[1].splitlines()[-1])

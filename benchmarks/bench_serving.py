@@ -151,7 +151,11 @@ def _prepare(settings, rows: int, snapshot: str) -> dict:
     from crossfit_mlops.data.ingest import ingest_snapshot
     from crossfit_mlops.data.validate import validate_and_clean
     from crossfit_mlops.features.build import build_feature_table
-    from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
+    from crossfit_mlops.features.feast_repo import (
+        apply_definitions,
+        get_store,
+        materialize_snapshot,
+    )
     from crossfit_mlops.features.training_sets import build_training_set
     from crossfit_mlops.registry.promotion import promote, register_challenger
     from crossfit_mlops.storage import snapshot_time

@@ -55,7 +55,7 @@ SAFETY_SECONDS = 300  # a burner or re-materialization still running this long a
 BURNER = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 REMATERIALIZE = (
     "import sys\n"
-    "from crossfit_mlops.features.store import materialize_snapshot\n"
+    "from crossfit_mlops.features.feast_repo import materialize_snapshot\n"
     "from crossfit_mlops.storage import snapshot_time\n"
     "materialize_snapshot(snapshot_time(sys.argv[1]))\n"
 )
@@ -153,7 +153,11 @@ def prepare(settings, rows: int, snapshot: str) -> dict:
     from crossfit_mlops.data.ingest import ingest_snapshot
     from crossfit_mlops.data.validate import validate_and_clean
     from crossfit_mlops.features.build import build_feature_table
-    from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
+    from crossfit_mlops.features.feast_repo import (
+        apply_definitions,
+        get_store,
+        materialize_snapshot,
+    )
     from crossfit_mlops.features.training_sets import build_training_set
     from crossfit_mlops.registry.promotion import promote, register_challenger
     from crossfit_mlops.storage import snapshot_time

@@ -42,8 +42,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from crossfit_mlops.contract import TRAINING_DAG as DAG
-from crossfit_mlops.contract import TrainingTasks as T
+from crossfit_mlops.dag_contract import TRAINING_DAG as DAG
+from crossfit_mlops.dag_contract import TrainingTasks as T
 from crossfit_mlops.data.vocabulary import FULL_SIZE
 
 RESULTS = Path(__file__).parent / "results" / "training_pipeline.json"
@@ -97,7 +97,11 @@ def redis_materialize(settings) -> dict:
 
     import redis
 
-    from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
+    from crossfit_mlops.features.feast_repo import (
+        apply_definitions,
+        get_store,
+        materialize_snapshot,
+    )
     from crossfit_mlops.storage import snapshot_time
     from tests.support.services import empty_redis_db
 

@@ -39,7 +39,7 @@ def _fit(entry: dict) -> dict:
 def prepare(raw: Path, snapshot_id: str) -> dict:
     """Validate, clean, engineer V1/V2 and split: ``{version: (X_train, y_train, X_val, y_val)}``."""
     from crossfit_mlops.data.clean import clean_rows
-    from crossfit_mlops.data.contract import check_rows, read_raw
+    from crossfit_mlops.data.schema import check_rows, read_raw
     from crossfit_mlops.features.engineer import engineer_features
     from crossfit_mlops.features.specs import FEATURE_SETS
     from crossfit_mlops.features.training_sets import split_of

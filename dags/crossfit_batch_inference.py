@@ -24,7 +24,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from crossfit_mlops.contract import (
+from crossfit_mlops.dag_contract import (
     BATCH_DAG,
     CHAMPION_MODEL,
     DAG_RUN_TIMEOUT,
@@ -32,7 +32,7 @@ from crossfit_mlops.contract import (
     SERVER_RETRIES,
     timeout,
 )
-from crossfit_mlops.contract import BatchTasks as T
+from crossfit_mlops.dag_contract import BatchTasks as T
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.tracking import fail_fast_when_full
 
@@ -60,7 +60,7 @@ def score_snapshot(snapshot_id: str | None) -> dict[str, Any]:
     from airflow.exceptions import AirflowSkipException
 
     from crossfit_mlops.serving.batch import score_snapshot as score
-    from crossfit_mlops.tracking.registry import NoChampion
+    from crossfit_mlops.tracking.aliases import NoChampion
 
     context = get_current_context()
     tags = {"airflow.dag_id": context["dag"].dag_id, "airflow.run_id": context["run_id"]}

@@ -31,7 +31,7 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from crossfit_mlops.contract import (
+from crossfit_mlops.dag_contract import (
     DAG_RUN_TIMEOUT,
     MONITORING_DAG,
     RETRAIN_RUN_PREFIX,
@@ -42,7 +42,7 @@ from crossfit_mlops.contract import (
     snapshot_schema,
     timeout,
 )
-from crossfit_mlops.contract import MonitoringTasks as T
+from crossfit_mlops.dag_contract import MonitoringTasks as T
 from crossfit_mlops.monitoring.policy import MonitoringPolicy
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.tracking import fail_fast_when_full
@@ -96,7 +96,7 @@ def find_champion() -> dict[str, Any]:
     from airflow.exceptions import AirflowSkipException
 
     from crossfit_mlops.monitoring.monitor import champion_reference
-    from crossfit_mlops.tracking.registry import NoChampion
+    from crossfit_mlops.tracking.aliases import NoChampion
 
     try:
         return champion_reference(task_settings())

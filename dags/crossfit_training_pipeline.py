@@ -33,7 +33,7 @@ import pendulum
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from crossfit_mlops.contract import (
+from crossfit_mlops.dag_contract import (
     APPROVE,
     CHAMPION_MODEL,
     DAG_RUN_TIMEOUT,
@@ -46,7 +46,7 @@ from crossfit_mlops.contract import (
     param_schemas,
     timeout,
 )
-from crossfit_mlops.contract import TrainingTasks as T
+from crossfit_mlops.dag_contract import TrainingTasks as T
 from crossfit_mlops.features.specs import FEATURE_SETS
 from crossfit_mlops.payloads import Challenger, ParentRun, RunSpec, Verdict
 from crossfit_mlops.registry.gate import GatePolicy
@@ -185,7 +185,7 @@ def engineer_features(cleaned: dict[str, Any], version: str) -> str:
 @fail_fast_when_full
 def apply_feature_store(tables: list[str]) -> list[str]:
     """`feast apply` from code: entity, sources, views, FeatureServices (idempotent)."""
-    from crossfit_mlops.features.store import apply_definitions
+    from crossfit_mlops.features.feast_repo import apply_definitions
 
     return apply_definitions(settings=task_settings())
 
@@ -195,7 +195,7 @@ def apply_feature_store(tables: list[str]) -> list[str]:
 def materialize_online_store(run: dict[str, Any], applied: list[str]) -> str:
     """Load each athlete's newest features up to the snapshot into the online store; updates the
     Asset `crossfit_online_features` (with the snapshot id), which schedules batch inference."""
-    from crossfit_mlops.features.store import materialize_snapshot
+    from crossfit_mlops.features.feast_repo import materialize_snapshot
     from crossfit_mlops.ops.priority import lower_cpu_priority
     from crossfit_mlops.storage import snapshot_time
 
@@ -251,7 +251,7 @@ def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, 
 @fail_fast_when_full
 def register_challenger(results: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """Best run on validation -> new model version with @challenger; leaderboard on the parent run."""
-    from crossfit_mlops.features.store import get_store
+    from crossfit_mlops.features.feast_repo import get_store
     from crossfit_mlops.registry.lineage import tag_lineage
     from crossfit_mlops.registry.promotion import register_challenger as register
     from crossfit_mlops.registry.promotion import registration_key

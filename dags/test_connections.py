@@ -19,8 +19,8 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import dag, task
 
-from crossfit_mlops.contract import CONNECTIONS_DAG, DAG_RUN_TIMEOUT, timeout
-from crossfit_mlops.contract import ConnectionTasks as T
+from crossfit_mlops.dag_contract import CONNECTIONS_DAG, DAG_RUN_TIMEOUT, timeout
+from crossfit_mlops.dag_contract import ConnectionTasks as T
 from crossfit_mlops.settings import task_settings
 
 POSTGRES_CONN_ID = "crossfit_postgres"

@@ -38,7 +38,7 @@ def generated_sample() -> pd.DataFrame:
 def cleaned_sample(generated_sample) -> pd.DataFrame:
     """The sample through the raw contract and the cleaning, as the pipeline does it."""
     from crossfit_mlops.data.clean import clean_rows
-    from crossfit_mlops.data.contract import check_rows
+    from crossfit_mlops.data.schema import check_rows
 
     frame = generated_sample.copy()
     frame.insert(0, "row_number", range(1, len(frame) + 1))

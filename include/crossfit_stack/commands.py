@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 
-from crossfit_mlops.contract import BATCH_DAG, MONITORING_DAG, TRAINING_DAG
+from crossfit_mlops.dag_contract import BATCH_DAG, MONITORING_DAG, TRAINING_DAG
 from crossfit_mlops.ops.cli import add_registry_command, registry_command
 from crossfit_mlops.ops.console import CommandError, main_of, require_server
 from crossfit_stack import control, provision
@@ -25,7 +25,7 @@ AIRFLOW_SETTING = "CROSSFIT_AIRFLOW_PORT"
 # --- the stack ------------------------------------------------------------------------------------
 def _start_api_if_champion(cfg: StackConfig) -> str:
     """The prediction API needs a champion to serve: start it once one exists."""
-    from crossfit_mlops.tracking.registry import NoChampion, champion_version
+    from crossfit_mlops.tracking.aliases import NoChampion, champion_version
 
     control.use_stack_clients(cfg)
     name = cfg.settings.registered_model_name

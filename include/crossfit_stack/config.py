@@ -27,7 +27,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
-from crossfit_mlops.contract import TRAINING_QUEUE
+from crossfit_mlops.dag_contract import TRAINING_QUEUE
 from crossfit_mlops.settings import EnvSection, Port, Settings, get_settings
 
 PREFIX = "CROSSFIT_"

@@ -315,7 +315,7 @@ def _up(cfg: StackConfig) -> dict[str, str]:
     status["airflow"], airflow_names = _launch_airflow(cfg)
     _finish_mlflow(cfg, mlflow_names)
     _await(cfg, airflow_names, timeout=180)
-    from crossfit_mlops.features.store import apply_definitions
+    from crossfit_mlops.features.feast_repo import apply_definitions
 
     warm = threading.Thread(target=warm_execution_api, args=(cfg,), daemon=True)
     warm.start()

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from crossfit_mlops.contract import MONITORING_DAG, TRAINING_DAG, MonitoringTasks, TrainingTasks
+from crossfit_mlops.dag_contract import MONITORING_DAG, TRAINING_DAG, MonitoringTasks, TrainingTasks
 from crossfit_stack.airflow_rest import AirflowApiError, AirflowClient
 
 log = logging.getLogger(__name__)

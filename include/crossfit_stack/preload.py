@@ -58,7 +58,7 @@ MODULES: tuple[str, ...] = (
     "mlflow.tracing.processor.base_mlflow",
     "narwhals",
     "crossfit_mlops.training.train",
-    "crossfit_mlops.features.store",
+    "crossfit_mlops.features.feast_repo",
     "crossfit_mlops.registry.promotion",
 )
 

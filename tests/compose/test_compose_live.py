@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from crossfit_mlops.contract import TRAINING_DAG, TrainingTasks
+from crossfit_mlops.dag_contract import TRAINING_DAG, TrainingTasks
 from crossfit_stack.airflow_rest import AirflowClient
 from tests.support.pipeline import GRID
 from tests.support.services import ROOT, free_port

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from crossfit_mlops.contract import BatchTasks as B
-from crossfit_mlops.contract import ConnectionTasks as C
-from crossfit_mlops.contract import MonitoringTasks as M
-from crossfit_mlops.contract import TrainingTasks as T
+from crossfit_mlops.dag_contract import BatchTasks as B
+from crossfit_mlops.dag_contract import ConnectionTasks as C
+from crossfit_mlops.dag_contract import MonitoringTasks as M
+from crossfit_mlops.dag_contract import TrainingTasks as T
 from tests.support.services import ROOT, airflow_env
 
 PROBE = r"""
@@ -174,7 +174,7 @@ def test_compute_tasks_lower_their_cpu_priority_without_stacking(tmp_path):
 
 def test_the_contract_names_exactly_the_tasks_of_each_dag(parsed):
     """Every task id the rest of the code reads through the contract exists, and nothing is unnamed."""
-    from crossfit_mlops.contract import (
+    from crossfit_mlops.dag_contract import (
         BATCH_DAG,
         CONNECTIONS_DAG,
         MONITORING_DAG,
@@ -188,7 +188,7 @@ def test_the_contract_names_exactly_the_tasks_of_each_dag(parsed):
 
 def test_gate_and_monitoring_params_come_from_the_policies(parsed):
     """One source for defaults and bounds: the DAG's Params are the policy dataclasses' fields."""
-    from crossfit_mlops.contract import param_schemas
+    from crossfit_mlops.dag_contract import param_schemas
     from crossfit_mlops.monitoring.policy import MonitoringPolicy
     from crossfit_mlops.registry.gate import GatePolicy
 
@@ -210,7 +210,7 @@ def test_every_task_and_every_run_has_a_timeout(parsed):
 def test_the_training_fan_out_goes_to_the_training_queue(parsed):
     """On the CeleryExecutor the training tasks go to the workers of the `training` queue; every
     other task stays on the default queue (the LocalExecutor ignores queues)."""
-    from crossfit_mlops.contract import TRAINING_QUEUE
+    from crossfit_mlops.dag_contract import TRAINING_QUEUE
 
     tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
     assert tasks[T.TRAIN]["queue"] == TRAINING_QUEUE

@@ -33,8 +33,8 @@ import psutil
 import pytest
 import requests
 
-from crossfit_mlops.contract import TRAINING_DAG
-from crossfit_mlops.contract import TrainingTasks as T
+from crossfit_mlops.dag_contract import TRAINING_DAG
+from crossfit_mlops.dag_contract import TrainingTasks as T
 from tests.support.services import (
     database_left_to_create,
     empty_redis_db,

@@ -14,7 +14,7 @@ import pytest
 
 from crossfit_mlops.data.ingest import ingest_snapshot
 from crossfit_mlops.data.validate import validate_and_clean
-from crossfit_mlops.features import store as feast_glue
+from crossfit_mlops.features import feast_repo as feast_glue
 from crossfit_mlops.features.build import build_feature_table
 from crossfit_mlops.features.specs import FEATURE_SETS, FEATURE_TTL
 from crossfit_mlops.settings import get_settings

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from crossfit_mlops.contract import MonitoringTasks as M
+from crossfit_mlops.dag_contract import MonitoringTasks as M
 from tests.support.services import airflow_env, dag_test, mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

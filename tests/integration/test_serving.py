@@ -61,7 +61,11 @@ def _prepare_world(settings, uri: str) -> dict:
     from crossfit_mlops.data.ingest import ingest_snapshot
     from crossfit_mlops.data.validate import validate_and_clean
     from crossfit_mlops.features.build import build_feature_table
-    from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
+    from crossfit_mlops.features.feast_repo import (
+        apply_definitions,
+        get_store,
+        materialize_snapshot,
+    )
     from crossfit_mlops.features.training_sets import build_training_set
     from crossfit_mlops.storage import snapshot_time
     from crossfit_mlops.tracking.runs import ensure_experiment, finish_run, start_parent_run
@@ -168,7 +172,7 @@ def _reference(world, athlete_ids: list[int], version: str) -> list[float]:
     import mlflow
     import pandas as pd
 
-    from crossfit_mlops.features.store import historical_features
+    from crossfit_mlops.features.feast_repo import historical_features
     from crossfit_mlops.storage import snapshot_time
     from crossfit_mlops.tracking import client
 
@@ -218,7 +222,7 @@ def test_predict_batch_keeps_the_order(world, api):
 
 
 def test_predict_features_in_the_body_matches_the_store_path(world, api):
-    from crossfit_mlops.features.store import online_features
+    from crossfit_mlops.features.feast_repo import online_features
 
     athlete = world["serving"][1]
     row = online_features([athlete], "v2", settings=world["settings"]).drop(columns=["athlete_id"]).iloc[0]
@@ -393,7 +397,7 @@ def test_batch_dag_scores_every_athlete_like_the_api(world, api):
 # --- under attack: bad input, oversized input, the one error shape, the documentation ------------
 def _features_of(world, athlete: int) -> dict:
     """The athlete's V2 features from the online store, as a client would send them."""
-    from crossfit_mlops.features.store import online_features
+    from crossfit_mlops.features.feast_repo import online_features
 
     row = online_features([athlete], "v2", settings=world["settings"]).drop(columns=["athlete_id"]).iloc[0]
     return {k: (int(v) if float(v).is_integer() else float(v)) for k, v in row.items()}

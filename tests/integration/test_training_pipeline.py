@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from crossfit_mlops.contract import TrainingTasks as T
-from crossfit_mlops.tracking.registry import CHALLENGER, CHAMPION
+from crossfit_mlops.dag_contract import TrainingTasks as T
+from crossfit_mlops.tracking.aliases import CHALLENGER, CHAMPION
 from crossfit_mlops.training.grid import DEFAULT_GRID
 from tests.support.services import airflow_env, dag_test, mlflow_server
 
@@ -207,7 +207,7 @@ def test_lineage_resolves_both_ways(stack, first_run):
     -> the versions that use it."""
     import os
 
-    from crossfit_mlops.features.store import get_store
+    from crossfit_mlops.features.feast_repo import get_store
     from crossfit_mlops.registry.lineage import lineage, versions_using
     from crossfit_mlops.settings import get_settings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from crossfit_mlops.contract import TRAINING_DAG
+from crossfit_mlops.dag_contract import TRAINING_DAG
 from tests.support.services import QUIET_ENV, free_port
 
 APPROVAL_TIMEOUT_S = 20

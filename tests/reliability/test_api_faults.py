@@ -137,7 +137,11 @@ def test_feast_registry_deleted_makes_ready_and_predict_503_never_500(world):
 
 
 def test_online_store_missing_at_start_is_not_ready_and_424_until_materialized(world):
-    from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
+    from crossfit_mlops.features.feast_repo import (
+        apply_definitions,
+        get_store,
+        materialize_snapshot,
+    )
     from crossfit_mlops.settings import get_settings
     from crossfit_mlops.storage import snapshot_time
 

@@ -15,8 +15,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from crossfit_mlops.data.contract import RawFileError
 from crossfit_mlops.data.ingest import ingest_snapshot
+from crossfit_mlops.data.schema import RawFileError
 from crossfit_mlops.data.validate import ValidationFloorError, validate_and_clean
 from crossfit_mlops.features.build import build_feature_table
 from crossfit_mlops.features.specs import FEATURE_SETS, feature_set
@@ -32,7 +32,7 @@ ROWS = 5_000  # about 340 clean athletes: above the default minimum of 200
 @pytest.fixture
 def built(settings):
     """A snapshot validated "ok", with both feature tables and a V1 training set built on it."""
-    from crossfit_mlops.features.store import apply_definitions
+    from crossfit_mlops.features.feast_repo import apply_definitions
 
     ingest_snapshot(SNAPSHOT, rows=ROWS, seed=3, settings=settings)
     validate_and_clean(SNAPSHOT, settings=settings)

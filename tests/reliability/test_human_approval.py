@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from crossfit_mlops.contract import APPROVE, REJECT, TRAINING_DAG
-from crossfit_mlops.contract import TrainingTasks as T
+from crossfit_mlops.dag_contract import APPROVE, REJECT, TRAINING_DAG
+from crossfit_mlops.dag_contract import TrainingTasks as T
 from tests.reliability.conftest import APPROVAL_TIMEOUT_S
 from tests.support.pipeline import champion, trigger, wait
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from crossfit_mlops.contract import TRAINING_DAG
-from crossfit_mlops.contract import TrainingTasks as T
+from crossfit_mlops.dag_contract import TRAINING_DAG
+from crossfit_mlops.dag_contract import TrainingTasks as T
 from tests.reliability.test_data_disk_full import fill
 from tests.support import pipeline as P
 from tests.support.pipeline import GRID, MODEL
@@ -157,7 +157,7 @@ def test_feast_deleted_then_two_runs_at_once_both_finish_with_one_champion(pipel
     assert champion.version == (promoted[-1]["challenger"]["version"] if promoted else champion.version)
 
     assert settings.feast_registry_path.is_file(), "apply_feature_store re-created the registry"
-    from crossfit_mlops.features.store import online_features
+    from crossfit_mlops.features.feast_repo import online_features
     from crossfit_mlops.serving.features import example_athlete
 
     row = online_features([example_athlete(settings)], "v1", settings=settings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crossfit_mlops.contract import TRAINING_DAG
+from crossfit_mlops.dag_contract import TRAINING_DAG
 
 MODEL = "crossfit_total_lift"
 ROWS = 4000
@@ -53,7 +53,7 @@ def versions(stack, model: str = MODEL) -> list:
 
 
 def champion(stack, model: str = MODEL) -> str | None:
-    from crossfit_mlops.tracking.registry import champion_version
+    from crossfit_mlops.tracking.aliases import champion_version
 
     return champion_version(stack["uri"], model)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crossfit_mlops.contract import (
+from crossfit_mlops.dag_contract import (
     BatchTasks,
     ConnectionTasks,
     MonitoringTasks,
@@ -25,7 +25,7 @@ MAX_FUNCTION_LINES = 60
 
 # Bottom up. A module may import its own floor's modules (within its subpackage) and lower floors.
 FLOORS: list[set[str]] = [
-    {"settings", "contract", "storage", "metrics", "payloads"},
+    {"settings", "dag_contract", "storage", "metrics", "payloads"},
     {"tracking"},
     {"data"},
     {"features"},
@@ -270,14 +270,14 @@ TASK_IDS = {tid for tasks in (TrainingTasks, MonitoringTasks, BatchTasks, Connec
 # The only string equal to a task id outside the DAG files and the contract: the registry's name
 # for the namespace of the gate's version tags (gate.decision, gate.reason ...), which the API's
 # /model and `registry show` print under that key. It is not a reference to the task.
-ALLOWED = {(PACKAGE / "tracking" / "registry.py", TrainingTasks.GATE)}
+ALLOWED = {(PACKAGE / "tracking" / "aliases.py", TrainingTasks.GATE)}
 
 
 @pytest.mark.parametrize("folder", ["include", "tests", "benchmarks", "scripts", "notebooks"])
 def test_no_task_id_is_spelled_outside_the_dags_and_the_contract(folder):
     offences = []
     for path in sorted((ROOT / folder).rglob("*.py")):
-        if path == PACKAGE / "contract.py":
+        if path == PACKAGE / "dag_contract.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and node.value in TASK_IDS and (path, node.value) not in ALLOWED:
@@ -302,3 +302,16 @@ def test_the_docs_name_only_files_that_exist(page):
     missing = sorted(n for n in named if not n.startswith(generated) and not any((b / n).exists() for b in bases))
     missing += sorted(n for n in linked if not (page.parent / n).exists())
     assert not missing, missing
+
+
+def test_no_module_name_collides_with_another():
+    """A module's name says what it holds and is its own: no two modules of the two packages share
+    a name, and none is named like a subpackage (``serving/features.py`` beside ``features/``)."""
+    from collections import Counter
+
+    modules = [p for p in (*PACKAGE.rglob("*.py"), *(ROOT / "include" / "crossfit_stack").rglob("*.py"))
+               if p.stem not in {"__init__", "__main__"}]  # fmt: skip
+    counts = Counter(p.stem for p in modules)
+    subpackages = {p.parent.name for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
+    assert not [name for name, n in counts.items() if n > 1], sorted(p.relative_to(ROOT).as_posix() for p in modules if counts[p.stem] > 1)
+    assert not [p for p in modules if p.stem in subpackages], [p.relative_to(ROOT).as_posix() for p in modules if p.stem in subpackages]

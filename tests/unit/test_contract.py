@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from crossfit_mlops.data.contract import ATHLETE_ID_RANGE_RULE, RawFileError, check_rows, read_raw
 from crossfit_mlops.data.ingest import ingest_snapshot
+from crossfit_mlops.data.schema import ATHLETE_ID_RANGE_RULE, RawFileError, check_rows, read_raw
 from crossfit_mlops.data.validate import ValidationFloorError, check_contract, validate_and_clean
 from crossfit_mlops.data.vocabulary import RAW_COLUMNS
 from crossfit_mlops.storage import CLEAN_FILE, QUARANTINE_FILE, REPORT_FILE, Catalog, sha256_of
@@ -364,7 +364,7 @@ def test_rules_that_pass_nulls_themselves_give_pandas_defaults_verdicts(generate
     quarantine of a generated snapshot (nulls and junk everywhere) is the same, row for row."""
     import pandera.pandas as pa
 
-    from crossfit_mlops.data import contract
+    from crossfit_mlops.data import schema as contract
 
     frame = generated_sample.copy()
     frame.insert(0, "row_number", range(1, len(frame) + 1))

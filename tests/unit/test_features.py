@@ -93,7 +93,7 @@ def test_slug_is_stable():
 def test_feast_views_and_services_are_built_from_the_specs(settings):
     from datetime import timedelta
 
-    from crossfit_mlops.features.store import feast_definitions
+    from crossfit_mlops.features.feast_repo import feast_definitions
 
     definitions = feast_definitions(settings)
     assert definitions.entity.join_key == "athlete_id"

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crossfit_mlops.contract import MAX_GENERATED_ROWS
+from crossfit_mlops.dag_contract import MAX_GENERATED_ROWS
 from crossfit_mlops.data.vocabulary import (
     DECLINE,
     FULL_SIZE,

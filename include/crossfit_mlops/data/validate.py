@@ -7,7 +7,7 @@ rule, with the rule and value), ``rejected.parquet`` (valid rows the cleaning le
 rule and detail), ``validation_report.json`` (counts per rule, rows in/out, status).
 
 A failed validation leaves nothing downstream that a later step could mistake for good: when the
-raw file is unusable (:class:`~crossfit_mlops.data.contract.RawFileError`, including bytes that
+raw file is unusable (:class:`~crossfit_mlops.data.schema.RawFileError`, including bytes that
 changed since ingest), when the valid share falls below the floor, or when too few athletes are
 left to train on, the report (status "failed", with the reason) and the quarantine are published,
 no cleaned data or labels are, the snapshot's feature tables and training sets are removed, and
@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from crossfit_mlops.data.clean import CleanResult, clean_rows
-from crossfit_mlops.data.contract import ATHLETE_ID_RANGE_RULE, RawFileError, check_rows, read_raw
+from crossfit_mlops.data.schema import ATHLETE_ID_RANGE_RULE, RawFileError, check_rows, read_raw
 from crossfit_mlops.settings import Settings, check_min_rows, check_share, get_settings
 from crossfit_mlops.storage import (
     CLEAN_FILE,

@@ -134,7 +134,7 @@ def _profile_bounds() -> dict[str, Bounds]:
     """Bounds of the profile features, from the raw data contract's plausibility rules: a row
     outside them is quarantined before it becomes features, so no model ever saw such a value."""
     # imported here: the contract pulls in pandas and pandera, and DAG files import this module
-    from crossfit_mlops.data.contract import AGE_RANGE, HEIGHT_RANGE_EXCLUSIVE, WEIGHT_RANGE
+    from crossfit_mlops.data.schema import AGE_RANGE, HEIGHT_RANGE_EXCLUSIVE, WEIGHT_RANGE
 
     (h_low, h_high), (w_low, w_high) = HEIGHT_RANGE_EXCLUSIVE, WEIGHT_RANGE
     # BMI of the extreme heights and weights, widened to the 4 decimals it is rounded to

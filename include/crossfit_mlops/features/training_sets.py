@@ -121,7 +121,7 @@ def build_training_set(
 def _build_training_set(
     snapshot_id: str, version: str, sample_size: int, seed: int, settings: Settings, store
 ) -> TrainingSet:
-    from crossfit_mlops.features.store import historical_features
+    from crossfit_mlops.features.feast_repo import historical_features
 
     catalog = Catalog(settings)
     spec = feature_set(version)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crossfit_mlops.contract import RetrainConf
+from crossfit_mlops.dag_contract import RetrainConf
 from crossfit_mlops.monitoring.policy import MonitoringPolicy, RetrainDecision, decide
 from crossfit_mlops.settings import Settings, get_settings
 from crossfit_mlops.storage import TARGET, Catalog, check_snapshot_id, publishing
@@ -45,7 +45,7 @@ def run_dir(settings: Settings, snapshot_id: str, run_key: str) -> Path:
 def champion_reference(settings: Settings | None = None) -> dict[str, Any]:
     """What ``@champion`` was trained and judged on. Raises NoChampion when there is none."""
     from crossfit_mlops.tracking import client
-    from crossfit_mlops.tracking.registry import require_champion
+    from crossfit_mlops.tracking.aliases import require_champion
 
     settings = settings or get_settings()
     uri, name = settings.mlflow_tracking_uri, settings.registered_model_name
@@ -89,7 +89,7 @@ def prepare_snapshot(
     from crossfit_mlops.data.validate import validate_and_clean
     from crossfit_mlops.data.vocabulary import FULL_SIZE
     from crossfit_mlops.features.build import build_feature_table
-    from crossfit_mlops.features.store import apply_definitions
+    from crossfit_mlops.features.feast_repo import apply_definitions
     from crossfit_mlops.features.training_sets import build_training_set
 
     settings = settings or get_settings()
@@ -144,7 +144,7 @@ def score_test_sets(settings: Settings, reference: dict[str, Any], current: dict
     from crossfit_mlops.features.training_sets import load_split
     from crossfit_mlops.metrics import regression_metrics
     from crossfit_mlops.monitoring.drift import PREDICTION
-    from crossfit_mlops.tracking.registry import load_version
+    from crossfit_mlops.tracking.aliases import load_version
 
     champion = load_version(settings.mlflow_tracking_uri, settings.registered_model_name, reference["version"])
     columns = list(champion.columns)

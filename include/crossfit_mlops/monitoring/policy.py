@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from crossfit_mlops.contract import bounded, check_bounds
+from crossfit_mlops.dag_contract import bounded, check_bounds
 
 
 class PolicyError(ValueError):

@@ -84,13 +84,13 @@ def _cmd_features(args: argparse.Namespace) -> None:
 
 
 def _cmd_feast_apply(args: argparse.Namespace) -> None:
-    from crossfit_mlops.features.store import apply_definitions
+    from crossfit_mlops.features.feast_repo import apply_definitions
 
     emit({"applied": apply_definitions()})
 
 
 def _cmd_materialize(args: argparse.Namespace) -> None:
-    from crossfit_mlops.features.store import materialize_snapshot
+    from crossfit_mlops.features.feast_repo import materialize_snapshot
     from crossfit_mlops.storage import snapshot_time
 
     materialize_snapshot(snapshot_time(args.snapshot), versions=tuple(args.version))
@@ -102,7 +102,11 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     from crossfit_mlops.data.ingest import ingest_snapshot
     from crossfit_mlops.data.validate import validate_and_clean
     from crossfit_mlops.features.build import build_feature_table
-    from crossfit_mlops.features.store import apply_definitions, get_store, materialize_snapshot
+    from crossfit_mlops.features.feast_repo import (
+        apply_definitions,
+        get_store,
+        materialize_snapshot,
+    )
     from crossfit_mlops.settings import get_settings
     from crossfit_mlops.storage import snapshot_time
 
@@ -172,7 +176,7 @@ def registry_command(args: argparse.Namespace, settings=None) -> None:
 
         emit(history(uri, name))
     elif args.action == "lineage":
-        from crossfit_mlops.features.store import get_store
+        from crossfit_mlops.features.feast_repo import get_store
         from crossfit_mlops.registry.lineage import lineage
 
         emit(lineage(uri, name, args.target, store=get_store(settings)))

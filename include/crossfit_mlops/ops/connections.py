@@ -44,8 +44,8 @@ def check_mlflow(tracking_uri: str, timeout: float = 10.0) -> dict[str, Any]:
 
 def check_feast(settings: Settings) -> dict[str, Any]:
     """The registry loads and holds the views and services of the specs (applying them if needed)."""
+    from crossfit_mlops.features.feast_repo import apply_definitions, get_store
     from crossfit_mlops.features.specs import FEATURE_SETS
-    from crossfit_mlops.features.store import apply_definitions, get_store
 
     store = get_store(settings)
     apply_definitions(settings, store)

@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict, is_dataclass
 from urllib.parse import urlsplit
 
-from crossfit_mlops.data.contract import RawFileError
+from crossfit_mlops.data.schema import RawFileError
 
 
 def emit(result: object) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from crossfit_mlops.contract import bounded, check_bounds
+from crossfit_mlops.dag_contract import bounded, check_bounds
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from crossfit_mlops.features.specs import FEATURE_SETS, feature_set
 from crossfit_mlops.tracking import client
-from crossfit_mlops.tracking.registry import CHALLENGER, CHAMPION, GATE_TAGS, model_uri
+from crossfit_mlops.tracking.aliases import CHALLENGER, CHAMPION, GATE_TAGS, model_uri
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,14 @@ from crossfit_mlops.registry.card import write_card
 from crossfit_mlops.registry.gate import GatePolicy, decide
 from crossfit_mlops.storage import ENTITY_KEY
 from crossfit_mlops.tracking import client
-from crossfit_mlops.tracking.history import cli_actor, record
-from crossfit_mlops.tracking.registry import (
+from crossfit_mlops.tracking.aliases import (
     CHALLENGER,
     CHAMPION,
     GATE_TAGS,
     current_version,
     load_version,
 )
+from crossfit_mlops.tracking.history import cli_actor, record
 
 log = logging.getLogger(__name__)
 

@@ -353,7 +353,7 @@ def build_app(settings=None, refresh_seconds: float | None = None, max_batch: in
     (see :func:`crossfit_mlops.serving.edge.limits_from_env`) and ``CROSSFIT_SERVING_STARTUP_WAIT_S``
     (10); a bad value is a ValueError naming the variable.
     """
-    from crossfit_mlops.features.store import get_store
+    from crossfit_mlops.features.feast_repo import get_store
     from crossfit_mlops.serving.features import KnownAthletes
     from crossfit_mlops.settings import get_settings
 

@@ -25,7 +25,7 @@ from crossfit_mlops.serving.features import available_snapshots
 from crossfit_mlops.settings import Settings, get_settings
 from crossfit_mlops.storage import ENTITY_KEY, EVENT_TIMESTAMP, Catalog, publishing, snapshot_time
 from crossfit_mlops.tracking import fluent
-from crossfit_mlops.tracking.registry import require_champion
+from crossfit_mlops.tracking.aliases import require_champion
 from crossfit_mlops.tracking.runs import ensure_experiment
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def predict_snapshot(settings: Settings, champion: Champion, snapshot_id: str, t
     """Every athlete of the table, scored point in time through the champion's FeatureService."""
     import pandas as pd
 
-    from crossfit_mlops.features.store import get_store, historical_features
+    from crossfit_mlops.features.feast_repo import get_store, historical_features
 
     ids = pd.read_parquet(table, columns=[ENTITY_KEY])[ENTITY_KEY].drop_duplicates().sort_values()
     entity_df = pd.DataFrame({ENTITY_KEY: ids.to_numpy(), EVENT_TIMESTAMP: snapshot_time(snapshot_id)})

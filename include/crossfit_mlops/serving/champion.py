@@ -21,8 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crossfit_mlops.features.specs import Bounds, check_model_inputs, feature_bounds
-from crossfit_mlops.tracking.history import champion_since
-from crossfit_mlops.tracking.registry import (
+from crossfit_mlops.tracking.aliases import (
     CHAMPION,
     GATE_TAGS,
     NoChampion,
@@ -31,7 +30,8 @@ from crossfit_mlops.tracking.registry import (
     champion_version,
     model_uri,
 )
-from crossfit_mlops.tracking.registry import load_version as load_registered
+from crossfit_mlops.tracking.aliases import load_version as load_registered
+from crossfit_mlops.tracking.history import champion_since
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from crossfit_mlops.serving.edge import MAX_ERRORS, Limits
-from crossfit_mlops.tracking.registry import NoChampion
+from crossfit_mlops.tracking.aliases import NoChampion
 
 _EXAMPLE_TRIES = 25  # athletes tried (spread over the index) to find two with fresh online rows
 _RETRY_SECONDS = 30.0  # a document without live examples is rebuilt after this long

@@ -12,7 +12,7 @@ from typing import Any
 
 from crossfit_mlops.serving.features import KnownAthletes, OnlineFeatureReader
 from crossfit_mlops.settings import Settings, get_settings
-from crossfit_mlops.tracking.registry import input_schema, model_uri, require_champion
+from crossfit_mlops.tracking.aliases import input_schema, model_uri, require_champion
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class TwoHopClient:
     def __init__(self, endpoint: str, settings: Settings | None = None, inputs: ChampionInputs | None = None):
         import requests
 
-        from crossfit_mlops.features.store import get_store
+        from crossfit_mlops.features.feast_repo import get_store
 
         self.settings = settings or get_settings()
         self.endpoint = endpoint.rstrip("/")

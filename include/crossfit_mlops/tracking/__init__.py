@@ -8,7 +8,7 @@ process-wide URI is never relied on. The few library calls that only exist in th
 that URI for the block and restores what was there before.
 
 - :mod:`crossfit_mlops.tracking.runs`: experiments, parent and child runs, lineage.
-- :mod:`crossfit_mlops.tracking.registry`: ``CHAMPION`` / ``CHALLENGER``, ``champion_version()``,
+- :mod:`crossfit_mlops.tracking.aliases`: ``CHAMPION`` / ``CHALLENGER``, ``champion_version()``,
   ``NoChampion``, loading a registered version.
 """
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from crossfit_mlops.tracking import client
-from crossfit_mlops.tracking.registry import CHAMPION
+from crossfit_mlops.tracking.aliases import CHAMPION
 from crossfit_mlops.tracking.runs import ensure_experiment
 
 log = logging.getLogger(__name__)

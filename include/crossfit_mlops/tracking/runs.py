@@ -135,7 +135,7 @@ def git_commit(root: Path) -> str:
 
 def close_parent_run(tracking_uri: str, parent_run_id: str, decision: dict[str, Any]) -> dict[str, Any]:
     """Record the gate's outcome (a judged decision) on the DAG run's parent run and finish it."""
-    from crossfit_mlops.tracking.registry import GATE_TAGS
+    from crossfit_mlops.tracking.aliases import GATE_TAGS
 
     c = client(tracking_uri)
     c.set_tag(parent_run_id, f"{GATE_TAGS}.decision", decision["decision"])

@@ -13,7 +13,7 @@ import difflib
 import functools
 from typing import Any
 
-from crossfit_mlops.contract import (
+from crossfit_mlops.dag_contract import (
     APPROVAL_MODES,
     MAX_GENERATED_ROWS,
     MIN_GENERATED_ROWS,

@@ -5,7 +5,7 @@ crossfit_mlops.features.specs (the single source of truth for V1 and V2), so thi
 editing when a feature changes. Source paths come from the project settings (CROSSFIT_STATE_DIR).
 """
 
-from crossfit_mlops.features.store import feast_definitions
+from crossfit_mlops.features.feast_repo import feast_definitions
 
 _definitions = feast_definitions()
 
