@@ -238,4 +238,13 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> StackConfig:
     )
 
 
-SECTIONS = (StackSettings,)  # the configuration page's table (scripts/config_reference.py)
+class ProcessSettings(EnvSection):
+    """What the stack sets in its own processes' environment for Airflow's hostname callables
+    (:mod:`crossfit_stack.hostnames`); not for users to set."""
+
+    title: ClassVar[str] = "Set by the stack for its own processes"
+    worker_name: str = Field("", description="a Celery worker's name (`worker1` ...) in its tasks' `hostname`")
+    log_server_host: str = Field("", description="the task-log server's address (the bind host) in a LocalExecutor task's `hostname`")
+
+
+SECTIONS = (StackSettings, ProcessSettings)  # the configuration page's table (scripts/config_reference.py)

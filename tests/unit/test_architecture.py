@@ -315,3 +315,47 @@ def test_no_module_name_collides_with_another():
     subpackages = {p.parent.name for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE}
     assert not [name for name, n in counts.items() if n > 1], sorted(p.relative_to(ROOT).as_posix() for p in modules if counts[p.stem] > 1)
     assert not [p for p in modules if p.stem in subpackages], [p.relative_to(ROOT).as_posix() for p in modules if p.stem in subpackages]
+
+
+SETTINGS_MODULES = {PACKAGE / "settings.py", ROOT / "include" / "crossfit_stack" / "config.py"}
+
+
+def _crossfit_variable_reads(path: Path, root: Path = ROOT) -> list[str]:
+    """``CROSSFIT_*`` variables read in ``path``: ``x.get("CROSSFIT_...")``, ``getenv(...)``,
+    ``environ["CROSSFIT_..."]``, or a helper called with an environment and the name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        key = None
+        if isinstance(node, ast.Call) and node.args:
+            func, args = node.func, node.args
+            if (isinstance(func, ast.Attribute) and func.attr in {"get", "getenv", "pop", "setdefault"}) or (
+                isinstance(func, ast.Name) and func.id == "getenv"
+            ):
+                key = args[0]
+            elif len(args) >= 2 and (
+                (isinstance(args[0], ast.Name) and args[0].id in {"env", "environ"})
+                or (isinstance(args[0], ast.Attribute) and args[0].attr == "environ")
+            ):
+                key = args[1]
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            key = node.slice
+        if isinstance(key, ast.Constant) and isinstance(key.value, str) and key.value.startswith("CROSSFIT_"):
+            found.append(f"{path.relative_to(root)}:{node.lineno} {key.value}")
+    return found
+
+
+def test_crossfit_variables_are_read_only_by_the_settings_modules():
+    """Every ``CROSSFIT_*`` variable is read, typed and validated in one place per package
+    (``crossfit_mlops/settings.py``, ``crossfit_stack/config.py``), never by hand elsewhere."""
+    sources = [*PACKAGE.rglob("*.py"), *(ROOT / "include" / "crossfit_stack").rglob("*.py")]
+    reads = [r for p in sorted(sources) if p not in SETTINGS_MODULES for r in _crossfit_variable_reads(p)]
+    assert not reads, reads
+
+
+def test_the_variable_check_finds_each_way_of_reading(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        'import os\nos.environ.get("CROSSFIT_A")\nos.getenv("CROSSFIT_B")\nos.environ["CROSSFIT_C"]\n'
+        '_number(env, "CROSSFIT_D", 1)\nos.environ["CROSSFIT_E"] = "1"\n'
+    )
+    assert [r.split(" ")[1] for r in _crossfit_variable_reads(probe, tmp_path)] == ["CROSSFIT_A", "CROSSFIT_B", "CROSSFIT_C", "CROSSFIT_D"]
