@@ -51,7 +51,7 @@ from crossfit_mlops.serving.edge import (
     error_response,
     limits_from_env,
 )
-from crossfit_mlops.serving.features import (
+from crossfit_mlops.serving.online import (
     FeatureStoreUnavailable,
     FeaturesUnavailable,
     OnlineFeatureReader,
@@ -354,7 +354,7 @@ def build_app(settings=None, refresh_seconds: float | None = None, max_batch: in
     (10); a bad value is a ValueError naming the variable.
     """
     from crossfit_mlops.features.store import get_store
-    from crossfit_mlops.serving.features import KnownAthletes
+    from crossfit_mlops.serving.online import KnownAthletes
     from crossfit_mlops.settings import get_settings
 
     env = os.environ if env is None else env

@@ -124,7 +124,7 @@ def responses(model_name: str, limits: Limits) -> dict[str, dict[int, dict[str, 
 
 def _live_examples(champion, reader) -> dict[str, Any] | None:
     """Two athletes with fresh online rows, their features and the champion's predictions."""
-    from crossfit_mlops.serving.features import FeatureStoreUnavailable
+    from crossfit_mlops.serving.online import FeatureStoreUnavailable
 
     ids = sorted(reader.known.get(champion.feature_version))
     found = []
