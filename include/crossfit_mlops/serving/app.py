@@ -98,7 +98,7 @@ def create_app(
     app.state.holder, app.state.reader, app.state.limits = holder, reader, limits
     app.add_middleware(RequestGuard, limits=limits)
     add_error_handlers(app)
-    for router in (status.router, model_info.router, predict.router):
+    for router in (predict.router, status.router, model_info.router):  # the hot routes are matched first
         app.include_router(router)
     app.openapi = openapi_with_live_examples(app)
     return app
