@@ -32,7 +32,7 @@ def _not_a_boolean(value: object) -> object:
     return value
 
 
-AthleteId = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=INT64_MAX)]
+AthleteId = Annotated[int, Field(ge=0, le=INT64_MAX), BeforeValidator(_not_a_boolean)]  # bounds first: in the schema
 # the champion decides which names and ranges are valid: the schema says "numbers by name"
 FeatureRow = Annotated[
     dict[str, Any],
