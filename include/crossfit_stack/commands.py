@@ -119,7 +119,7 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     if api.startswith("skipped"):
         print(f"prediction API: {api}")
         return
-    from crossfit_mlops.serving.features import example_athlete
+    from crossfit_mlops.serving.online import example_athlete
 
     athlete = example_athlete(cfg.settings) or 2554
     print(

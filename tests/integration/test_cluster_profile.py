@@ -233,7 +233,7 @@ def _supervisord_log(cfg) -> str:
 
 
 def _check_api_serves(cfg) -> None:
-    from crossfit_mlops.serving.features import example_athlete
+    from crossfit_mlops.serving.online import example_athlete
 
     answer = requests.post(f"{cfg.api_url}/predict", json={"athlete_id": example_athlete(cfg.settings)}, timeout=30)
     assert answer.status_code == 200, answer.text

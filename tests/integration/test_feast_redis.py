@@ -37,7 +37,7 @@ def test_materialize_and_read_through_redis_match_sqlite(tmp_path, monkeypatch, 
         materialize_snapshot,
     )
     from crossfit_mlops.features.specs import feature_set
-    from crossfit_mlops.serving.features import KnownAthletes, OnlineFeatureReader, UnknownAthletes
+    from crossfit_mlops.serving.online import KnownAthletes, OnlineFeatureReader, UnknownAthletes
     from crossfit_mlops.storage import snapshot_time
 
     monkeypatch.setenv("CROSSFIT_STATE_DIR", str(tmp_path / "state"))

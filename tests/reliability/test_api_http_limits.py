@@ -139,7 +139,7 @@ def test_a_body_at_one_byte_a_second_is_dropped_at_its_deadline(server):
 def test_a_boolean_is_not_an_athlete_id():
     from pydantic import ValidationError
 
-    from crossfit_mlops.serving.app import PredictRequest
+    from crossfit_mlops.serving.schemas import PredictRequest
 
     for body in ({"athlete_id": True}, {"athlete_ids": [1, False]}):
         with pytest.raises(ValidationError, match="not a boolean"):

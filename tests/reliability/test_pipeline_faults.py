@@ -158,7 +158,7 @@ def test_feast_deleted_then_two_runs_at_once_both_finish_with_one_champion(pipel
 
     assert settings.feast_registry_path.is_file(), "apply_feature_store re-created the registry"
     from crossfit_mlops.features.feast_repo import online_features
-    from crossfit_mlops.serving.features import example_athlete
+    from crossfit_mlops.serving.online import example_athlete
 
     row = online_features([example_athlete(settings)], "v1", settings=settings)
     assert row.drop(columns=["athlete_id"]).notna().all(axis=None), "materialize re-filled the online store"

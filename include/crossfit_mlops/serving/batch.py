@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from crossfit_mlops.features.specs import feature_set
 from crossfit_mlops.serving.champion import Champion, load_version
-from crossfit_mlops.serving.features import available_snapshots
+from crossfit_mlops.serving.online import available_snapshots
 from crossfit_mlops.settings import Settings, get_settings
 from crossfit_mlops.storage import ENTITY_KEY, EVENT_TIMESTAMP, Catalog, publishing, snapshot_time
 from crossfit_mlops.tracking import fluent

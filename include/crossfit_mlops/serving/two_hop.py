@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crossfit_mlops.serving.features import KnownAthletes, OnlineFeatureReader
+from crossfit_mlops.serving.online import KnownAthletes, OnlineFeatureReader
 from crossfit_mlops.settings import Settings, get_settings
 from crossfit_mlops.tracking.aliases import input_schema, model_uri, require_champion
 

@@ -1,0 +1,1 @@
+"""The API's routers, one per resource: predictions, the process's status, the model that serves."""
