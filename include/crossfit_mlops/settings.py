@@ -45,6 +45,7 @@ Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), Must("a number 
 Port = Annotated[int, Field(ge=1, le=65535, strict=False), Must("a port number (1-65535)")]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False), Must("a number of seconds greater than 0")]
 Count = Annotated[int, Field(ge=1), Must("a whole number of at least 1")]
+Wait = Annotated[float, Field(ge=0, allow_inf_nan=False), Must("a number of seconds, 0 or more")]
 
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("crossfit_environ", default=None)
 
@@ -132,7 +133,7 @@ class ServingSettings(EnvSection):
     serving_max_batch: Count = Field(100, description="athletes per request (413 above)")
     serving_max_body_bytes: Count | None = Field(None, description="request body limit (default: 1 MiB, or twice the largest valid request)")
     serving_max_items: Count | None = Field(None, description="JSON keys per request (default: 10,000, or twice the largest valid request)")
-    serving_startup_wait_s: Seconds = Field(10.0, description="how long a request waits for the first champion load at start")
+    serving_startup_wait_s: Wait = Field(10.0, description="how long a request waits for the first champion load at start")
 
 
 S = TypeVar("S", bound=EnvSection)

@@ -31,20 +31,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import threading
-from collections.abc import Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from crossfit_mlops.features.specs import FEATURE_SETS
 from crossfit_mlops.serving.champion import ChampionHolder
-from crossfit_mlops.serving.edge import Limits, RequestGuard, limits_from_env
+from crossfit_mlops.serving.edge import Limits, RequestGuard, request_limits
 from crossfit_mlops.serving.errors import add_error_handlers
 from crossfit_mlops.serving.live_examples import openapi_with_live_examples
 from crossfit_mlops.serving.online import OnlineFeatureReader
 from crossfit_mlops.serving.routes import model_info, predict, status
+from crossfit_mlops.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +56,12 @@ def _warm_index(reader: OnlineFeatureReader) -> None:
             log.exception("could not index the %s feature tables", version)
 
 
-def default_limits(max_batch: int = 100, env: Mapping[str, str] | None = None) -> Limits:
-    return limits_from_env({} if env is None else env, max_batch, [s.names for s in FEATURE_SETS.values()])
+def default_limits(max_batch: int = 100, serving: ServingSettings | None = None) -> Limits:
+    """The request limits for ``max_batch`` athletes; ``serving``: the configured body and key limits."""
+    names = [s.names for s in FEATURE_SETS.values()]
+    if serving is None:
+        return request_limits(max_batch, names)
+    return request_limits(max_batch, names, serving.serving_max_body_bytes, serving.serving_max_items)
 
 
 def create_app(
@@ -104,35 +107,24 @@ def create_app(
     return app
 
 
-def _env_seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}={raw!r}: give a number of seconds >= 0")
-    return value
-
-
 def build_app(settings=None, refresh_seconds: float | None = None, max_batch: int | None = None, env=None) -> FastAPI:
     """The app wired to the settings' MLflow registry and Feast store (what ``serve`` runs).
 
-    Besides the settings it reads ``CROSSFIT_SERVING_MAX_BODY_BYTES``, ``CROSSFIT_SERVING_MAX_ITEMS``
-    (see :func:`crossfit_mlops.serving.edge.limits_from_env`) and ``CROSSFIT_SERVING_STARTUP_WAIT_S``
-    (10); a bad value is a ValueError naming the variable.
+    Besides the settings it uses the serving section (:class:`crossfit_mlops.settings.ServingSettings`:
+    the body and key limits, the startup wait) read from ``env``; a bad value is a ValueError naming
+    the variable.
     """
     from crossfit_mlops.features.feast_repo import get_store
     from crossfit_mlops.serving.online import KnownAthletes
-    from crossfit_mlops.settings import get_settings
+    from crossfit_mlops.settings import get_settings, read_section
 
-    env = os.environ if env is None else env
-    settings = settings or get_settings()
+    serving = read_section(ServingSettings, env)
+    settings = settings or get_settings(env)
     refresh = refresh_seconds if refresh_seconds is not None else settings.serving_refresh_seconds
     if not math.isfinite(refresh) or refresh <= 0:
         raise ValueError(f"CROSSFIT_SERVING_REFRESH_S={refresh}: give a number of seconds > 0")
-    limits = default_limits(max_batch if max_batch is not None else settings.serving_max_batch, env)
-    startup_wait = _env_seconds(env, "CROSSFIT_SERVING_STARTUP_WAIT_S", 10.0)
+    limits = default_limits(max_batch if max_batch is not None else settings.serving_max_batch, serving)
+    startup_wait = serving.serving_startup_wait_s
     holder = ChampionHolder(settings.mlflow_tracking_uri, settings.registered_model_name, refresh_seconds=refresh)
     reader = OnlineFeatureReader(get_store(settings), KnownAthletes(settings))
     return create_app(holder, reader, max_batch=limits.max_batch, limits=limits, startup_wait=startup_wait)

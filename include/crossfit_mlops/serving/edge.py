@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,37 +72,31 @@ def largest_valid_request(max_batch: int, feature_names: list[list[str]]) -> tup
     return len(body), max(body.count(b":"), body.count(b","))
 
 
-def _whole_number(env: Mapping[str, str], name: str, default: int, minimum: int, why: str) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
+def _at_least(value: int | None, default: int, minimum: int, variable: str, why: str) -> int:
+    if value is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from None
     if value < minimum:
-        raise ValueError(f"{name}={value} is below {minimum}: {why}")
+        raise ValueError(f"{variable}={value} is below {minimum}: {why}")
     return value
 
 
-def limits_from_env(env: Mapping[str, str] | None, max_batch: int, feature_names: list[list[str]]) -> Limits:
-    """The limits of ``CROSSFIT_SERVING_MAX_BODY_BYTES`` and ``CROSSFIT_SERVING_MAX_ITEMS``.
+def request_limits(max_batch: int, feature_names: list[list[str]], max_body_bytes: int | None = None,
+                   max_items: int | None = None) -> Limits:  # fmt: skip
+    """The limits for ``max_batch`` athletes a request, with ``CROSSFIT_SERVING_MAX_BODY_BYTES`` and
+    ``CROSSFIT_SERVING_MAX_ITEMS`` when they are set (the typed settings read them).
 
     Defaults: 1 MiB and 10,000, or twice the largest valid request if that is more (a larger
     ``CROSSFIT_SERVING_MAX_BATCH``). A value below the largest valid request would refuse valid
     requests: that is a configuration error, raised with the numbers.
     """
-    env = os.environ if env is None else env
     if max_batch < 1:
         raise ValueError(f"CROSSFIT_SERVING_MAX_BATCH={max_batch}: at least one athlete per request")
     size, items = largest_valid_request(max_batch, feature_names)
     why = f"the largest valid request ({max_batch} instances, CROSSFIT_SERVING_MAX_BATCH) needs"
     return Limits(
         max_batch=max_batch,
-        max_body_bytes=_whole_number(
-            env, "CROSSFIT_SERVING_MAX_BODY_BYTES", max(2**20, 2 * size), size, f"{why} {size} bytes"
-        ),
-        max_items=_whole_number(env, "CROSSFIT_SERVING_MAX_ITEMS", max(10_000, 2 * items), items, f"{why} {items} keys"),
+        max_body_bytes=_at_least(max_body_bytes, max(2**20, 2 * size), size, "CROSSFIT_SERVING_MAX_BODY_BYTES", f"{why} {size} bytes"),
+        max_items=_at_least(max_items, max(10_000, 2 * items), items, "CROSSFIT_SERVING_MAX_ITEMS", f"{why} {items} keys"),
     )
 
 
