@@ -176,7 +176,7 @@ def _invalid(loc: list, msg: str, kind: str, **extra: Any) -> dict[str, Any]:
 
 _DOWN = "registry at http://127.0.0.1:5000 unreachable: API request to endpoint /api/2.0/mlflow/registered-models/alias failed"
 _NO_STORE = "the feature store cannot serve v2 features: FileNotFoundError: Registry not found at path \".state/feast/registry.db\""
-_BATCH, _BODY, _ITEMS = 100, 2**20, 10_000  # the default limits (edge.limits_from_env)
+_BATCH, _BODY, _ITEMS = 100, 2**20, 10_000  # the default limits (edge.request_limits)
 UNAVAILABLE = {
     "no_champion": {"error": "no_champion",
                     "detail": f"no version of {_MODEL} has alias @champion yet: run the training pipeline first"},
