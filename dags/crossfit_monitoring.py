@@ -44,6 +44,7 @@ from crossfit_mlops.dag_contract import (
 )
 from crossfit_mlops.dag_contract import MonitoringTasks as T
 from crossfit_mlops.monitoring.policy import MonitoringPolicy
+from crossfit_mlops.payloads import MonitoringRun
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.tracking import fail_fast_when_full
 
@@ -78,15 +79,15 @@ def resolve_run() -> dict[str, Any]:
     params, dag_run = context["params"], context["dag_run"]
     when = dag_run.logical_date or dag_run.run_after
     policy = MonitoringPolicy(**{name: params[name] for name in param_schemas(MonitoringPolicy)})
-    return {
-        "snapshot_id": check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d")),
-        "rows": params["rows"],
-        "seed": params["seed"],
-        "season_shift": float(params["season_shift"]),
-        "policy": policy.as_dict(),
-        "retrain_allowed": bool(params["retrain"]),
-        "tags": {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id},
-    }
+    return MonitoringRun(
+        snapshot_id=check_snapshot_id(params["snapshot"] or when.strftime("%Y-%m-%d")),
+        rows=params["rows"],
+        seed=params["seed"],
+        season_shift=float(params["season_shift"]),
+        policy=policy.as_dict(),
+        retrain_allowed=bool(params["retrain"]),
+        tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id},
+    ).to_xcom()
 
 
 @task(task_id=T.FIND_CHAMPION, **SERVER_RETRIES, **timeout("quick"))
@@ -109,13 +110,14 @@ def prepare_snapshot(run: dict[str, Any], reference: dict[str, Any]) -> dict[str
     """Ingest, validate, clean; the champion's features of every athlete, split like training's."""
     from crossfit_mlops.monitoring.monitor import prepare_snapshot as prepare
 
+    spec = MonitoringRun.from_xcom(run)
     return prepare(
-        run["snapshot_id"],
+        spec.snapshot_id,
         reference,
         settings=task_settings(),
-        rows=run["rows"],
-        seed=run["seed"],
-        season_shift=run["season_shift"],
+        rows=spec.rows,
+        seed=spec.seed,
+        season_shift=spec.season_shift,
     )
 
 
@@ -125,14 +127,15 @@ def measure_drift(run: dict[str, Any], reference: dict[str, Any], current: dict[
     """Evidently drift + the champion's error on both held-out sets; dashboard; the decision."""
     from crossfit_mlops.monitoring.monitor import measure
 
+    spec = MonitoringRun.from_xcom(run)
     return measure(
-        run["snapshot_id"],
+        spec.snapshot_id,
         reference,
         current,
-        run_key=run["tags"]["airflow.run_id"],
-        policy=MonitoringPolicy(**run["policy"]),
+        run_key=spec.run_id,
+        policy=MonitoringPolicy(**spec.policy),
         settings=task_settings(),
-        tags=run["tags"],
+        tags=spec.tags,
     )
 
 
@@ -144,7 +147,7 @@ def decide(run: dict[str, Any], summary: dict[str, Any]) -> str:
     log = logging.getLogger(__name__)
     for reason in summary["reasons"]:
         log.info("%s", reason)
-    if summary["retrain"] and not run["retrain_allowed"]:
+    if summary["retrain"] and not MonitoringRun.from_xcom(run).retrain_allowed:
         log.warning("the policy says retrain, but this run's `retrain` param is off")
         return T.NO_RETRAINING
     return T.TRIGGER_RETRAINING if summary["retrain"] else T.NO_RETRAINING
@@ -153,7 +156,7 @@ def decide(run: dict[str, Any], summary: dict[str, Any]) -> str:
 @task(task_id=T.NO_RETRAINING, **timeout("quick"))
 def no_retraining(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     """@champion stays as it is; why is in the summary (and on its model version's tags)."""
-    suppressed = summary["retrain"] and not run["retrain_allowed"]
+    suppressed = summary["retrain"] and not MonitoringRun.from_xcom(run).retrain_allowed
     return {"decision": "retraining disabled by param" if suppressed else summary["decision"], "reasons": summary["reasons"]}
 
 

@@ -1,4 +1,4 @@
-"""What the training DAG's tasks hand each other, typed.
+"""What the DAGs' tasks hand each other, typed.
 
 XCom carries plain JSON (readable in the Airflow UI, no custom deserializer to allow); each task
 converts at its boundary: ``RunSpec.from_xcom(run)`` on the way in, ``.to_xcom()`` on the way out.
@@ -96,3 +96,20 @@ class Verdict(_Payload):
     @property
     def champion_version(self) -> str | None:
         return str(self.champion["version"]) if self.champion else None
+
+
+@dataclass(frozen=True)
+class MonitoringRun(_Payload):
+    """The monitoring run's inputs, fixed once by its ``resolve_run``."""
+
+    snapshot_id: str
+    rows: int | None  # raw rows to generate when the snapshot does not exist yet
+    seed: int
+    season_shift: float
+    policy: dict[str, Any]  # MonitoringPolicy.as_dict()
+    retrain_allowed: bool  # the `retrain` param: off, the policy's "retrain" only logs
+    tags: dict[str, str]  # airflow.dag_id, airflow.run_id
+
+    @property
+    def run_id(self) -> str:
+        return self.tags["airflow.run_id"]
