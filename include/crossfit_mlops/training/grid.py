@@ -76,9 +76,9 @@ MODEL_FAMILIES: dict[str, dict[str, Hyper]] = {
 
 # The original tutorial's four RandomForest runs (its trees and depths), plus LightGBM with two
 # settings, on V1 and V2. The forests grow leaves of at least 20 athletes, each tree from half of the
-# training rows: the tutorial's unbounded leaves made a depth-20 forest about 300 MB (a leaf per few
-# athletes, memorizing noise), these about 9 MB, with a validation R² as good or better (measured on
-# the full-size snapshot: V2 200 trees depth 20 0.728 -> 0.733, V1 0.576 -> 0.617; README, Benchmarks).
+# training rows: the tutorial's unbounded leaves grow a leaf per few athletes (memorizing noise) and
+# a depth-20 forest of hundreds of MB; bounded, it is a few MB with a validation R² as good or better
+# (the measurement: docs/benchmarks.md, "Training: the forest settings").
 _FOREST = {"min_samples_leaf": 20, "max_samples": 0.5}
 DEFAULT_GRID: list[dict[str, Any]] = [
     {"model": model, "feature_version": version, "params": params}
