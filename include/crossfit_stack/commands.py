@@ -15,7 +15,7 @@ import os
 
 from crossfit_mlops.dag_contract import BATCH_DAG, MONITORING_DAG, TRAINING_DAG
 from crossfit_mlops.ops.cli import add_registry_command, registry_command
-from crossfit_mlops.ops.console import CommandError, main_of, require_server
+from crossfit_mlops.ops.console import CommandError, command_line, main_of, require_server
 from crossfit_stack import control, provision
 from crossfit_stack.config import StackConfig, config_from_env
 
@@ -212,12 +212,7 @@ def _run_commands(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m crossfit_stack", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _stack_commands(sub)
-    _run_commands(sub)
-    return parser
+    return command_line("python -m crossfit_stack", __doc__, _stack_commands, _run_commands)
 
 
 def main(argv: list[str] | None = None) -> int:

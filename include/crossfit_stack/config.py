@@ -204,9 +204,8 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> StackConfig:
     Raises :class:`StackSettingsError` (a ValueError) naming a refused variable."""
     env = with_profile(dict(os.environ if environ is None else environ))
     stack = StackSettings.from_environ(env)
-    # the tracking URI follows the port of the server we start, unless the user points elsewhere
-    if not env.get("MLFLOW_TRACKING_URI"):
-        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{stack.mlflow_port}"
+    # its tracking URI follows CROSSFIT_MLFLOW_PORT, the port of the server the stack starts,
+    # unless MLFLOW_TRACKING_URI points elsewhere (MlflowSettings derives it, for every command)
     settings = get_settings(env)
     state = settings.state_dir
     celery = stack.airflow_executor == "CeleryExecutor"

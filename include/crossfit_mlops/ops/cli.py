@@ -16,7 +16,7 @@ from pathlib import Path
 
 from crossfit_mlops.data.vocabulary import FULL_SIZE
 from crossfit_mlops.features.specs import FEATURE_SETS
-from crossfit_mlops.ops.console import CommandError, emit, main_of, require_server
+from crossfit_mlops.ops.console import CommandError, command_line, emit, main_of, require_server
 
 MLFLOW_SETTING = "MLFLOW_TRACKING_URI or CROSSFIT_MLFLOW_PORT"
 VERSIONS = list(FEATURE_SETS)
@@ -330,13 +330,7 @@ def _model_commands(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m crossfit_mlops", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _data_commands(sub)
-    _moved_commands(sub)
-    _model_commands(sub)
-    return parser
+    return command_line("python -m crossfit_mlops", __doc__, _data_commands, _moved_commands, _model_commands)
 
 
 def main(argv: list[str] | None = None) -> int:

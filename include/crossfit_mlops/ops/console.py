@@ -11,7 +11,9 @@ import json
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from crossfit_mlops.data.schema import RawFileError
@@ -107,6 +109,17 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"error: unexpected {type(exc).__name__}: {first} (run with -v for the traceback)", file=sys.stderr)
         return 1
     return 0
+
+
+def command_line(prog: str, description: str | None, *groups: Callable[[Any], None]) -> argparse.ArgumentParser:
+    """A CLI's parser: ``-v`` (debug logging) and one required subcommand, added by ``groups``
+    (each gets the subparsers object); :func:`main_of` reads ``-v`` and runs the command."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in groups:
+        add(sub)
+    return parser
 
 
 def main_of(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
