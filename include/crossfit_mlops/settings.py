@@ -115,6 +115,16 @@ class FeastSettings(EnvSection):
     feast_registry_uri: str = Field("", description="SQLAlchemy URI: Feast's SQL registry (e.g. PostgreSQL) instead of the file")
 
 
+class StorageSettings(EnvSection):
+    """Where the pipeline's data lives when hosts share no disk (object storage), and the lock
+    that serializes a snapshot's writers across hosts."""
+
+    title: ClassVar[str] = "Object storage"
+    data_url: str = Field("", description="`s3://bucket[/prefix]`: the pipeline's data (raw snapshots, processed data, feature tables, training sets, emissions, predictions, monitoring) in that bucket instead of `<state>/data`; unset: the local state directory")
+    s3_endpoint: str = Field("", description="the S3 endpoint URL (SeaweedFS, MinIO; unset: AWS); the key pair is `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`")
+    lock_uri: str = Field("", description="PostgreSQL URI whose advisory locks serialize a snapshot's writers on every host; required with an `s3://` data URL (`flock` locks one host only)")
+
+
 class DataSettings(EnvSection):
     """The data half's floors and the emissions' country."""
 
@@ -137,7 +147,7 @@ class ServingSettings(EnvSection):
 
 
 S = TypeVar("S", bound=EnvSection)
-SECTIONS: tuple[type[EnvSection], ...] = (PathSettings, MlflowSettings, FeastSettings, DataSettings, ServingSettings)
+SECTIONS: tuple[type[EnvSection], ...] = (PathSettings, MlflowSettings, FeastSettings, StorageSettings, DataSettings, ServingSettings)
 
 
 def read_section(section: type[S], environ: Mapping[str, str] | None = None) -> S:
