@@ -23,6 +23,30 @@ def settings(tmp_path, monkeypatch) -> Settings:
     return get_settings()
 
 
+@pytest.fixture(scope="session")
+def s3_services(tmp_path_factory):
+    """One real SeaweedFS (with a bucket), a PostgreSQL database (locks, Feast's SQL registry) and a
+    Redis database for the session's S3-profile tests; each test takes its own prefix."""
+    from tests.support.services import s3_profile
+
+    with s3_profile(tmp_path_factory.mktemp("s3-services")) as (env, store):
+        yield env, store
+
+
+@pytest.fixture(params=["local", "s3"])
+def profile_settings(request, settings, monkeypatch) -> Settings:
+    """:func:`settings` on each storage profile: the local state directory, or the S3-backed
+    profile (``CROSSFIT_DATA_URL`` under a prefix of its own in the session's bucket)."""
+    if request.param == "local":
+        return settings
+    import uuid
+
+    env, store = request.getfixturevalue("s3_services")
+    for name, value in {**env, **store.env(f"test-{uuid.uuid4().hex[:12]}")}.items():
+        monkeypatch.setenv(name, value)
+    return get_settings()
+
+
 SAMPLE_ROWS = 120_000
 
 

@@ -226,7 +226,7 @@ class Catalog:
             table.unlink(missing_ok=True)
             removed.append(str(table))
         training = self.training_sets_of(snapshot_id)
-        if training.exists():
+        if has_files(training):
             remove_tree(training)
             removed.append(str(training))
         return removed
@@ -391,6 +391,15 @@ def local_copy(folder: Path) -> Iterator[Path]:
                 local.parent.mkdir(parents=True, exist_ok=True)
                 folder.fs.get_file(file.path, str(local))
         yield target
+
+
+def has_files(path: Path) -> bool:
+    """``path`` exists: a local file or folder, or in a bucket an object at or under it (an
+    object store may keep listing an emptied folder, SeaweedFS does, so a prefix is not enough)."""
+    if not is_remote(path):
+        return path.exists()
+    found = path.fs.find(path.path, detail=True)  # s3fs names the prefix itself a "directory"
+    return any(info.get("type") == "file" for info in found.values())
 
 
 def remove_tree(path: Path) -> None:
