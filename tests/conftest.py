@@ -39,9 +39,15 @@ def profile_settings(request, settings, monkeypatch) -> Settings:
     profile (``CROSSFIT_DATA_URL`` under a prefix of its own in the session's bucket)."""
     if request.param == "local":
         return settings
+    return request.getfixturevalue("s3_settings")
+
+
+@pytest.fixture
+def s3_settings(settings, s3_services, monkeypatch) -> Settings:
+    """:func:`settings` on the S3-backed profile, under a prefix of its own in the session's bucket."""
     import uuid
 
-    env, store = request.getfixturevalue("s3_services")
+    env, store = s3_services
     for name, value in {**env, **store.env(f"test-{uuid.uuid4().hex[:12]}")}.items():
         monkeypatch.setenv(name, value)
     return get_settings()

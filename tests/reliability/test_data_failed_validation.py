@@ -58,7 +58,7 @@ def assert_nothing_downstream(catalog: Catalog, status: str = "failed") -> dict:
     assert not has_files(catalog.training_sets_of(SNAPSHOT))
     assert not [p for p in processed.parent.iterdir() if p.name.startswith(".")], "no temporaries"
     if catalog.settings.on_object_storage:  # the failed report's version and the one it replaced, no more
-        assert len([p for p in processed.iterdir() if p.name.startswith("v-")]) <= 2
+        assert len([p for p in processed.iterdir() if p.name.startswith("v-") and has_files(p)]) <= 2
     for version in FEATURE_SETS:
         with pytest.raises(SnapshotNotValidated, match="failed validation"):
             build_feature_table(SNAPSHOT, version, catalog.settings)
