@@ -50,6 +50,10 @@ def client_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
     if cfg.mlflow_auth:
         env["MLFLOW_TRACKING_USERNAME"] = MLFLOW_ADMIN
         env["MLFLOW_TRACKING_PASSWORD"] = secrets["mlflow_admin_password"]
+    if cfg.object_store and cfg.settings.on_object_storage and secrets:  # the pipeline's own key pair
+        env["AWS_ACCESS_KEY_ID"] = secrets["s3_data_access_key"]
+        env["AWS_SECRET_ACCESS_KEY"] = secrets["s3_data_secret_key"]
+        env["AWS_DEFAULT_REGION"] = "us-east-1"
     return env
 
 
