@@ -245,7 +245,9 @@ def object_store_argv(cfg: StackConfig) -> list[str]:
         f"-master.port={p + 1}", f"-master.port.grpc={p + 5}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 6}",
         "-filer", f"-filer.port={p + 3}", f"-filer.port.grpc={p + 7}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=256", "-volume.max=8",
+        # each bucket is a collection that grows 7 volumes at its first write: 8 held one bucket
+        # (MLflow's), 32 hold the pipeline's too with room to grow (volumes are sparse files)
+        "-master.volumeSizeLimitMB=256", "-volume.max=32",
         # a restart on existing data waits out the election timeout (10 s by default) before the
         # first write; the volume server's 10 s pre-stop pause would only slow a stop
         "-master.electionTimeout=2s", "-volume.preStopSeconds=0",

@@ -126,16 +126,14 @@ def test_a_block_that_raises_publishes_nothing(s3_settings):
     final = s3_settings.processed_dir / "result"
     with publishing(final) as tmp:
         (tmp / "a").write_text("first")
-    with pytest.raises(RuntimeError, match="half-way"):
-        with publishing(final) as tmp:
-            (tmp / "a").write_text("second")
-            raise RuntimeError("the step failed half-way")
+    with pytest.raises(RuntimeError, match="half-way"), publishing(final) as tmp:
+        (tmp / "a").write_text("second")
+        raise RuntimeError("the step failed half-way")
     assert (current(final) / "a").read_text() == "first" and len(_versions(final)) == 1
     never = s3_settings.processed_dir / "never"
-    with pytest.raises(RuntimeError):
-        with publishing(never) as tmp:
-            (tmp / "a").write_text("x")
-            raise RuntimeError("before any publish")
+    with pytest.raises(RuntimeError), publishing(never) as tmp:
+        (tmp / "a").write_text("x")
+        raise RuntimeError("before any publish")
     assert not (never / CURRENT_FILE).exists() and not (current(never) / "a").exists()
 
 
