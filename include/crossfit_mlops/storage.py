@@ -507,11 +507,20 @@ def _publishing_remote(final: Path, directory: bool) -> Iterator[Path]:
             yield tmp
         if not tmp.exists():
             raise PublishError(errno.ENOENT, f"nothing was written to publish as {final}")
-        with _disk_errors_explained(final, every_error=True):
+        try:
             if tmp.is_dir():
                 _upload_version(tmp, final)
             else:
                 final.fs.put_file(str(tmp), final.path)
+        except OSError as exc:  # s3fs turns the store's refusals into OSErrors
+            endpoint = final.storage_options.get("endpoint_url", "AWS S3")
+            raise PublishError(
+                exc.errno or errno.EIO,
+                f"could not publish {final}: the object store at {endpoint} refused the upload ({exc}); "
+                "a full or unreachable store, or a key pair without write access to the bucket, ends here. "
+                "Nothing was changed there: the previous result, if any, is still the one read, and "
+                "no partial upload is ever read",
+            ) from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

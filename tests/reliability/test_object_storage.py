@@ -207,3 +207,47 @@ def test_two_ingests_of_one_new_snapshot_write_it_once(s3_settings):
     reused = [err for _, err, _ in results if "reusing it" in err]
     assert len(reused) == 1, "one process generated the snapshot, the other waited and reused it"
     assert len(_versions(s3_settings.raw_dir / f"snapshot={SNAPSHOT}")) == 1
+
+
+# --- a full object store ---------------------------------------------------------------------------
+@pytest.fixture
+def full_store(tmp_path, s3_services, monkeypatch):
+    """A SeaweedFS of its own on a 48 MiB tmpfs (root only), with the session's lock database."""
+    from tests.support.services import object_store
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        with object_store(disk / "state") as store:
+            for name, value in {**s3_services[0], **store.env("full")}.items():
+                monkeypatch.setenv(name, value)
+            yield store
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_a_full_object_store_fails_the_publish_and_keeps_the_previous_result(full_store):
+    from crossfit_mlops.settings import get_settings
+    from crossfit_mlops.storage import PublishError
+
+    final = get_settings().processed_dir / "result"
+    with publishing(final) as tmp:
+        (tmp / "a").write_text("first")
+    fs = full_store.filesystem()
+    with pytest.raises(OSError):  # fill the store: 2 MiB objects until it refuses one
+        for i in range(100):
+            fs.pipe_file(f"{full_store.bucket}/filler/{i}", os.urandom(2 << 20))
+    with pytest.raises(PublishError) as info:
+        with publishing(final) as tmp:
+            (tmp / "a").write_text("second")
+            (tmp / "payload").write_bytes(os.urandom(4 << 20))
+    message = str(info.value)
+    assert f"could not publish {final}" in message and full_store.endpoint in message
+    assert "refused the upload" in message and "previous result" in message
+    assert (current(final) / "a").read_text() == "first", "the previous result is still the one read"
+    assert len(_versions(final)) == 1, "the failed upload left no version behind"
