@@ -91,6 +91,7 @@ LONGEST_FIRST = (
     "tests/compose/test_compose_live.py",
     SHARED_STACK,
     "tests/integration/test_cluster_profile.py",
+    "tests/integration/test_s3_profile.py",
     "tests/integration/test_monitoring.py",
     "tests/e2e/test_uis.py",
     "tests/integration/test_start_stop.py",
@@ -98,6 +99,7 @@ LONGEST_FIRST = (
     "tests/integration/test_serving.py",
     "tests/reliability/test_api_faults.py",
     "tests/reliability/test_api_load.py",
+    "tests/reliability/test_object_storage.py",
 )
 
 
