@@ -251,3 +251,20 @@ def test_a_full_object_store_fails_the_publish_and_keeps_the_previous_result(ful
     assert "refused the upload" in message and "previous result" in message
     assert (current(final) / "a").read_text() == "first", "the previous result is still the one read"
     assert len(_versions(final)) == 1, "the failed upload left no version behind"
+
+
+def test_a_raw_file_dropped_into_the_bucket_is_ingested_byte_for_byte(s3_settings, tmp_path):
+    """On the S3 profile the drop-in path is in the bucket (every host sees it): ingest copies it
+    into the snapshot untouched and records it as provided."""
+    from crossfit_mlops.data.generate import write_snapshot
+    from crossfit_mlops.data.ingest import ingest_snapshot
+    from crossfit_mlops.storage import sha256_of
+
+    local = tmp_path / "athletes.csv"
+    write_snapshot(local, rows=3000, seed=11)
+    drop_in = s3_settings.raw_file_override
+    assert str(drop_in) == f"{s3_settings.data_url}/data/raw/athletes.csv"
+    drop_in.fs.put_file(str(local), drop_in.path)
+    manifest = ingest_snapshot(SNAPSHOT, settings=s3_settings)
+    assert manifest.source == "provided" and manifest.sha256 == sha256_of(local)
+    assert str(drop_in) in manifest.origin
