@@ -130,7 +130,11 @@ def names(cfg: StackConfig) -> list[str]:
 def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
     """Every service of the profile, in start order (supervisord stops in the reverse order)."""
     airflow = str(cfg.bin_dir / "airflow")
-    found = [] if not cfg.object_store else [Program(OBJECT_STORE, object_store_argv(cfg), priority=10, stop_wait_s=25)]
+    # SeaweedFS makes an AWS key pair in its own environment an *admin* identity ("Added admin
+    # identity from AWS environment variables"): the pipeline's pair, which every task gets, would
+    # reach MLflow's bucket too. The object store starts without any (`env -u`)
+    unset = [arg for name in OBJECT_STORE_UNSET for arg in ("-u", name)]
+    found = [] if not cfg.object_store else [Program(OBJECT_STORE, ["env", *unset, *object_store_argv(cfg)], priority=10, stop_wait_s=25)]
     found += [
         Program("mlflow", mlflow_argv(cfg), priority=20, environment=mlflow_server_env(cfg, secrets), stop_wait_s=20),
         Program("airflow-api-server", [airflow, "api-server", "--host", cfg.host, "--port", str(cfg.airflow_port)], priority=30),
@@ -229,6 +233,7 @@ def mlflow_server_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, st
 
 # --- the object store (SeaweedFS, cluster profile) -----------------------------------------------
 OBJECT_STORE_PORTS = 8  # S3, master, volume, filer and their gRPC ports
+OBJECT_STORE_UNSET = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")  # see programs()
 
 
 def object_store_argv(cfg: StackConfig) -> list[str]:

@@ -23,7 +23,6 @@ killed, and both come back (the API's orphaned process ended first) and answer.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -281,14 +280,10 @@ def _check_data_in_the_bucket(cfg, artifacts_bucket: str, env: dict[str, str]) -
     for prefix in (f"data/raw/{snapshot}/v-", f"data/processed/{snapshot}/v-", "data/features/athlete_features_v2/",
                    f"data/training/{snapshot}/", "emissions/"):  # fmt: skip
         assert any(k.startswith(prefix) for k in keys), (prefix, keys[:20])
-    try:  # the pipeline's pair reaches its bucket only
-        listed = s3.list_objects_v2(Bucket=artifacts_bucket)
-        identities = json.loads((cfg.run_dir / "s3.json").read_text())["identities"]
-        pytest.fail(f"the pipeline's key pair listed {artifacts_bucket}: {listed.get('KeyCount')} keys; "
-                    f"identities: {[(i['name'], i['credentials'][0]['accessKey'], i['actions']) for i in identities]}; "
-                    f"key used: {env['AWS_ACCESS_KEY_ID']}")
-    except ClientError as exc:
-        assert "AccessDenied" in str(exc), exc
+    # the pipeline's pair reaches its bucket only (SeaweedFS would make it an admin had the object
+    # store inherited it from the stack's environment: programs() starts it without)
+    with pytest.raises(ClientError, match="AccessDenied"):
+        s3.list_objects_v2(Bucket=artifacts_bucket)
     state = cfg.settings.state_dir
     assert not [p for p in ("data", "emissions", "monitoring", "locks") if (state / p).exists()], sorted(p.name for p in state.iterdir())
 

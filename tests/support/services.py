@@ -272,7 +272,8 @@ def object_store(state_dir: Path, bucket: str = "crossfit-data") -> Iterator[Obj
     provision.write_s3_config(cfg, keys)
     log = state_dir / "seaweedfs.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(programs.object_store_argv(cfg), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        clean = {k: v for k, v in os.environ.items() if k not in programs.OBJECT_STORE_UNSET}  # else an admin identity
+        proc = subprocess.Popen(programs.object_store_argv(cfg), env=clean, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     store = ObjectStore(cfg.s3_endpoint, keys["s3_access_key"], keys["s3_secret_key"], bucket, log)
     try:
         try:  # the stack's own step: the bucket, retried until the store takes a write
