@@ -21,12 +21,17 @@ PUBLISHES = 200
 SNAPSHOT = "2026-05-01"
 
 
-def _publisher(final: str, worker: int, out: str) -> None:
+def _publisher(final: str, worker: int, out: str, env: dict | None = None, publishes: int = PUBLISHES) -> None:
+    """``publishes`` results into ``final`` (a folder, or with ``env`` of the S3 profile an
+    ``s3://`` URL); the failures, whatever they are, written to ``out``."""
+    from crossfit_mlops.storage import location
+
+    os.environ.update(env or {})
     failures = []
-    for i in range(PUBLISHES):
+    for i in range(publishes):
         token = f"{worker}-{i}"
         try:
-            with publishing(Path(final)) as tmp:
+            with publishing(location(final)) as tmp:
                 (tmp / "a").write_text(token)
                 (tmp / "payload").write_bytes(os.urandom(4096))
                 (tmp / "b").write_text(token)

@@ -21,7 +21,7 @@ import pytest
 from crossfit_mlops import storage
 from crossfit_mlops.storage import CURRENT_FILE, current, has_files, publishing, snapshot_lock
 from tests.reliability.test_data_bad_inputs import cli
-from tests.reliability.test_data_concurrency import HOLD, _wait_for
+from tests.reliability.test_data_concurrency import HOLD, _publisher, _wait_for
 
 SNAPSHOT = "2026-05-01"
 PROCESSES, PUBLISHES = 4, 8
@@ -30,24 +30,6 @@ PROCESSES, PUBLISHES = 4, 8
 def _versions(folder) -> list[str]:
     """The versions with files (SeaweedFS lists an emptied folder until its cleanup runs)."""
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("v-") and has_files(p))
-
-
-def _publisher(env: dict, final: str, worker: int, out: str) -> None:
-    os.environ.update(env)
-    from crossfit_mlops.storage import location
-
-    failures = []
-    for i in range(PUBLISHES):
-        token = f"{worker}-{i}"
-        try:
-            with publishing(location(final)) as tmp:
-                (tmp / "a").write_text(token)
-                (tmp / "payload").write_bytes(os.urandom(4096))
-                (tmp / "b").write_text(token)
-        except Exception as exc:  # noqa: BLE001 - every failure counts, whatever it is
-            failures.append(f"{type(exc).__name__}: {exc}")
-    with open(out, "w") as handle:
-        json.dump(failures, handle)
 
 
 def _judge(final) -> str:
@@ -67,7 +49,8 @@ def test_concurrent_publishers_and_readers_see_only_whole_versions(s3_settings, 
         (tmp / "b").write_text("first")
     env = {k: v for k, v in os.environ.items() if k.startswith(("CROSSFIT_", "AWS_"))}
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_publisher, args=(env, str(final), w, str(tmp_path / f"w{w}.json"))) for w in range(PROCESSES)]
+    workers = [ctx.Process(target=_publisher, args=(str(final), w, str(tmp_path / f"w{w}.json"), env, PUBLISHES))
+               for w in range(PROCESSES)]  # fmt: skip
     for w in workers:
         w.start()
     seen: dict[str, int] = {}
@@ -242,10 +225,9 @@ def test_a_full_object_store_fails_the_publish_and_keeps_the_previous_result(ful
     with pytest.raises(OSError):  # fill the store: 2 MiB objects until it refuses one
         for i in range(100):
             fs.pipe_file(f"{full_store.bucket}/filler/{i}", os.urandom(2 << 20))
-    with pytest.raises(PublishError) as info:
-        with publishing(final) as tmp:
-            (tmp / "a").write_text("second")
-            (tmp / "payload").write_bytes(os.urandom(4 << 20))
+    with pytest.raises(PublishError) as info, publishing(final) as tmp:
+        (tmp / "a").write_text("second")
+        (tmp / "payload").write_bytes(os.urandom(4 << 20))
     message = str(info.value)
     assert f"could not publish {final}" in message and full_store.endpoint in message
     assert "refused the upload" in message and "previous result" in message
