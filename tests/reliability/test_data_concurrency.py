@@ -150,20 +150,21 @@ def _env(state: Path) -> dict[str, str]:
     return {**base, "CROSSFIT_STATE_DIR": str(state)}
 
 
-def test_a_validation_waits_while_another_run_holds_the_snapshot(tmp_path):
-    state = tmp_path / "state"
-    assert cli(state, "ingest", "--snapshot", SNAPSHOT, "--rows", "5000", "--seed", "3").returncode == 0
+def validation_waits_for_the_lock(tmp_path: Path, env: dict[str, str], blocked, nothing_written) -> None:
+    """One process holds the snapshot's lock; a validation started meanwhile must wait
+    (``blocked(pid)``), write nothing (``nothing_written()``), then finish once it is released."""
+    assert subprocess.run([sys.executable, "-m", "crossfit_mlops", "ingest", "--snapshot", SNAPSHOT, "--rows", "5000", "--seed", "3"],
+                          env=env, capture_output=True, timeout=600).returncode == 0  # fmt: skip
     held, release = tmp_path / "held", tmp_path / "release"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, SNAPSHOT, str(held), str(release)], env=_env(state))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, SNAPSHOT, str(held), str(release)], env=env)
     try:
         _wait_for(held.exists, "the first process to take the lock")
         waiter = subprocess.Popen(
             [sys.executable, "-m", "crossfit_mlops", "validate", "--snapshot", SNAPSHOT],
-            env=_env(state), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        lock_file = state / "locks" / f"snapshot={SNAPSHOT}.lock"
-        _wait_for(lambda: _blocked_on_lock(waiter.pid, lock_file), "the validation to block on the lock")
-        assert not (state / "data" / "processed" / f"snapshot={SNAPSHOT}").exists(), "it waits before writing"
+        _wait_for(lambda: blocked(waiter.pid), "the validation to block on the lock")
+        assert nothing_written(), "it waits before writing"
         release.touch()
         out, err = waiter.communicate(timeout=300)
         assert waiter.returncode == 0, err
@@ -171,6 +172,15 @@ def test_a_validation_waits_while_another_run_holds_the_snapshot(tmp_path):
     finally:
         release.touch()
         holder.wait(timeout=60)
+
+
+def test_a_validation_waits_while_another_run_holds_the_snapshot(tmp_path):
+    state = tmp_path / "state"
+    lock_file = state / "locks" / f"snapshot={SNAPSHOT}.lock"
+    validation_waits_for_the_lock(
+        tmp_path, _env(state), lambda pid: _blocked_on_lock(pid, lock_file),
+        lambda: not (state / "data" / "processed" / f"snapshot={SNAPSHOT}").exists(),
+    )  # fmt: skip
 
 
 def test_two_ingests_of_one_new_snapshot_write_it_once(tmp_path):

@@ -21,7 +21,12 @@ import pytest
 from crossfit_mlops import storage
 from crossfit_mlops.storage import CURRENT_FILE, current, has_files, publishing, snapshot_lock
 from tests.reliability.test_data_bad_inputs import cli
-from tests.reliability.test_data_concurrency import HOLD, _publisher, _wait_for
+from tests.reliability.test_data_concurrency import (
+    HOLD,
+    _publisher,
+    _wait_for,
+    validation_waits_for_the_lock,
+)
 
 SNAPSHOT = "2026-05-01"
 PROCESSES, PUBLISHES = 4, 8
@@ -135,25 +140,11 @@ def _waiting_for_advisory_lock(lock_uri: str) -> bool:
 
 
 def test_a_validation_on_another_process_waits_for_the_snapshot_lock(s3_settings, tmp_path):
-    env = s3_settings.as_env()
-    assert cli(s3_settings.state_dir, "ingest", "--snapshot", SNAPSHOT, "--rows", "5000", "--seed", "3", **env).returncode == 0
-    held, release = tmp_path / "held", tmp_path / "release"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, SNAPSHOT, str(held), str(release)], env={**os.environ, **env})
-    try:
-        _wait_for(held.exists, "the first process to take the lock")
-        waiter = subprocess.Popen(
-            [sys.executable, "-m", "crossfit_mlops", "validate", "--snapshot", SNAPSHOT],
-            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        _wait_for(lambda: _waiting_for_advisory_lock(s3_settings.lock_uri), "the validation to wait for the lock")
-        assert not (s3_settings.processed_dir / f"snapshot={SNAPSHOT}" / CURRENT_FILE).exists(), "it waits before writing"
-        release.touch()
-        out, err = waiter.communicate(timeout=300)
-        assert waiter.returncode == 0, err
-        assert json.loads(out)["rows_out"] > 200
-    finally:
-        release.touch()
-        holder.wait(timeout=60)
+    processed = s3_settings.processed_dir / f"snapshot={SNAPSHOT}"
+    validation_waits_for_the_lock(
+        tmp_path, {**os.environ, **s3_settings.as_env()}, lambda _pid: _waiting_for_advisory_lock(s3_settings.lock_uri),
+        lambda: not (processed / CURRENT_FILE).exists(),
+    )  # fmt: skip
 
 
 def test_the_lock_is_released_when_its_holder_is_killed(s3_settings, tmp_path):
