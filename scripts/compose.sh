@@ -124,7 +124,7 @@ workers() {
       ensure_env "$env_file" "$EXAMPLE" services/workers.env.example
       compose_cmd
       # the project image, DAGs and include/ baked in: every Airflow container and the API run it
-      docker build -q -t "$CROSSFIT_WORKERS_IMAGE" -f Dockerfile . >/dev/null
+      docker build -q --force-rm -t "$CROSSFIT_WORKERS_IMAGE" -f Dockerfile . >/dev/null   # no container left by a failed step
       "${COMPOSE[@]}" -p "$project" -f services/docker-compose.yaml -f services/docker-compose.workers.yaml \
         --env-file "$env_file" up -d --build --wait --wait-timeout "${CROSSFIT_COMPOSE_WAIT_S:-420}"
       local bind="${CROSSFIT_BIND:-127.0.0.1}"
@@ -136,8 +136,8 @@ workers() {
       [ -f "$env_file" ] || { echo "no $env_file: workers mode was never started here" >&2; exit 0; }
       ensure_env "$env_file" "$EXAMPLE" services/workers.env.example
       compose_cmd
-      local volumes=()
-      [ "$1" = "down" ] || volumes=(--volumes)
+      local volumes=()  # remove: the volumes go too, so no warm shutdown to wait for
+      [ "$1" = "down" ] || volumes=(--volumes --timeout 10)
       "${COMPOSE[@]}" -p "$project" -f services/docker-compose.yaml -f services/docker-compose.workers.yaml \
         --env-file "$env_file" down "${volumes[@]}" --remove-orphans
       ;;

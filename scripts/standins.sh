@@ -102,6 +102,10 @@ case "${1:-build}" in
   build)
     docker info >/dev/null 2>&1 || { echo "error: no Docker engine answers (start dockerd)" >&2; exit 2; }
     mkdir -p "$WORK"
+    # one build at a time on this engine: the compose tests run in parallel, and two builds of one
+    # tag would both debootstrap and race on the tags
+    exec 9>"${TMPDIR:-/tmp}/crossfit-standins.lock"
+    flock 9
     start=$SECONDS
     build_base
     echo "base $BASE ready after $((SECONDS - start)) s" >&2
