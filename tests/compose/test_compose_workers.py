@@ -114,7 +114,10 @@ def workers(tmp_path_factory) -> Workers:
             "CROSSFIT_WORKERS_NETWORK": project, "CROSSFIT_STATE_DIR": str(tmp / "state")}  # fmt: skip
     _run(["bash", "scripts/standins.sh", "build"], env=env, step="stand-in images (missing ones only)", timeout=1800)
     try:
-        _run(["bash", "scripts/compose.sh", "workers", "up"], env=env, step="compose.sh workers up (image build included)", timeout=1800)
+        up = _run(["bash", "scripts/compose.sh", "workers", "up"], env=env, step="compose.sh workers up (image build included)",
+                  timeout=1800, check=False)  # fmt: skip
+        if up.returncode != 0:
+            pytest.fail(f"compose.sh workers up exited {up.returncode}:\n{up.stderr[-2000:]}\n{_failed_logs(project)}")
         values = _values(env_file)
         yield Workers(env, project, f"http://127.0.0.1:{ports['CROSSFIT_AIRFLOW_PORT']}", f"http://127.0.0.1:{ports['MLFLOW_PORT']}",
                       f"http://127.0.0.1:{ports['CROSSFIT_API_PORT']}", basic_auth(values["MLFLOW_ADMIN_USER"], values["MLFLOW_ADMIN_PASSWORD"]),
@@ -126,6 +129,18 @@ def workers(tmp_path_factory) -> Workers:
         volumes = _run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"], check=False).stdout.split()
         print("\nworkers-mode timings (s):", json.dumps(LOG))
         assert not (left or networks or volumes), f"left behind: containers {left}, networks {networks}, volumes {volumes}"
+
+
+def _failed_logs(project: str) -> str:
+    """The last log lines of the project's containers that exited with an error or are not healthy."""
+    out = []
+    for line in _run(["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                      "--format", "{{.Names}}\t{{.Status}}"], check=False).stdout.splitlines():  # fmt: skip
+        name, status = line.split("\t", 1)
+        if "unhealthy" in status or ("Exited" in status and "Exited (0)" not in status):
+            logs = _run(["docker", "logs", "--tail", "40", name], check=False)
+            out.append(f"--- {name} ({status})\n{logs.stdout[-3000:]}{logs.stderr[-3000:]}")
+    return "\n".join(out)
 
 
 def _leftovers_in_state(workers: Workers, service: str) -> list[str]:
