@@ -226,7 +226,7 @@ class Catalog:
             table.unlink(missing_ok=True)
             removed.append(str(table))
         training = self.training_sets_of(snapshot_id)
-        if training.exists():
+        if has_files(training):
             remove_tree(training)
             removed.append(str(training))
         return removed
@@ -359,11 +359,8 @@ def current(folder: Path) -> Path:
     """
     if not is_remote(folder):
         return folder
-    try:
-        version = json.loads((folder / CURRENT_FILE).read_text())["version"]
-    except FileNotFoundError:
-        return folder / UNPUBLISHED
-    return folder / version
+    version = _marker(folder).get("version")  # one GET: a file object would fail on a new marker
+    return folder / version if version else folder / UNPUBLISHED
 
 
 def read_parquet(path: Path, **kwargs: Any) -> pd.DataFrame:
@@ -391,6 +388,15 @@ def local_copy(folder: Path) -> Iterator[Path]:
                 local.parent.mkdir(parents=True, exist_ok=True)
                 folder.fs.get_file(file.path, str(local))
         yield target
+
+
+def has_files(path: Path) -> bool:
+    """``path`` exists: a local file or folder, or in a bucket an object at or under it (an
+    object store may keep listing an emptied folder, SeaweedFS does, so a prefix is not enough)."""
+    if not is_remote(path):
+        return path.exists()
+    found = path.fs.find(path.path, detail=True)  # s3fs names the prefix itself a "directory"
+    return any(info.get("type") == "file" for info in found.values())
 
 
 def remove_tree(path: Path) -> None:
@@ -501,19 +507,31 @@ def _publishing_remote(final: Path, directory: bool) -> Iterator[Path]:
             yield tmp
         if not tmp.exists():
             raise PublishError(errno.ENOENT, f"nothing was written to publish as {final}")
-        with _disk_errors_explained(final, every_error=True):
+        try:
             if tmp.is_dir():
                 _upload_version(tmp, final)
             else:
                 final.fs.put_file(str(tmp), final.path)
+        except OSError as exc:  # s3fs turns the store's refusals into OSErrors
+            endpoint = final.storage_options.get("endpoint_url", "AWS S3")
+            raise PublishError(
+                exc.errno or errno.EIO,
+                f"could not publish {final}: the object store at {endpoint} refused the upload ({exc}); "
+                "a full or unreachable store, or a key pair without write access to the bucket, ends here. "
+                "Nothing was changed there: the previous result, if any, is still the one read, and "
+                "no partial upload is ever read",
+            ) from exc
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _upload_version(tmp: Path, final: Path) -> None:
     """Upload ``tmp`` as a new version of ``final``, then point the marker at it (one PUT, the
-    last write). Under the folder's lock: put the marker, then remove every version but the new
-    and the one it replaced (a reader that resolved the previous marker may still be reading it).
+    last write). Under the folder's lock: the marker records the version it replaced; the one
+    that version had replaced is removed (a reader that resolved the previous marker may still be
+    reading the previous version, so it stays). A version whose marker was never written (an
+    uploader killed half-way) is never read, and is removed by a later publish once it is older
+    than :data:`ORPHAN_SECONDS` (younger, it may be another publisher's upload in flight).
     An upload that fails removes its own version and leaves the marker as it was."""
     from crossfit_mlops.settings import get_settings
 
@@ -527,14 +545,36 @@ def _upload_version(tmp: Path, final: Path) -> None:
         with contextlib.suppress(Exception):
             remove_tree(target)
         raise
-    marker = {"version": version, "files": [p.relative_to(tmp).as_posix() for p in files], "host": socket.gethostname()}
-    settings = get_settings()
-    with advisory_lock(settings.lock_uri, f"publish:{final}"):
-        previous = current(final).name
-        (final / CURRENT_FILE).write_text(json.dumps(marker))
-        for stale in final.iterdir():
-            if stale.name.startswith("v-") and stale.name not in (version, previous):
-                remove_tree(stale)
+    with advisory_lock(get_settings().lock_uri, f"publish:{final}"):
+        before = _marker(final)
+        previous = before.get("version")
+        marker = {"version": version, "previous": previous, "files": [p.relative_to(tmp).as_posix() for p in files],
+                  "host": socket.gethostname(), "published_at": time.time()}  # fmt: skip
+        final.fs.pipe_file((final / CURRENT_FILE).path, json.dumps(marker).encode())
+        stale = {before.get("previous")} - {None, version, previous}
+        now_ns = time.time_ns()
+        for entry in final.iterdir():
+            name = entry.name
+            if name in stale or (name.startswith("v-") and name not in (version, previous) and _age_s(name, now_ns) > ORPHAN_SECONDS):
+                remove_tree(entry)
+
+
+ORPHAN_SECONDS = 3600.0  # an unmarked version older than this is an uploader's debris, not an upload in flight
+
+
+def _marker(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads(folder.fs.cat_file((folder / CURRENT_FILE).path))
+    except FileNotFoundError:
+        return {}
+
+
+def _age_s(version: str, now_ns: int) -> float:
+    """Seconds since a version's upload began (its name starts with ``v-<time_ns>``)."""
+    try:
+        return (now_ns - int(version.split("-")[1])) / 1e9
+    except (IndexError, ValueError):
+        return 0.0
 
 
 @contextmanager

@@ -50,6 +50,10 @@ def client_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
     if cfg.mlflow_auth:
         env["MLFLOW_TRACKING_USERNAME"] = MLFLOW_ADMIN
         env["MLFLOW_TRACKING_PASSWORD"] = secrets["mlflow_admin_password"]
+    if cfg.object_store and cfg.settings.on_object_storage and secrets:  # the pipeline's own key pair
+        env["AWS_ACCESS_KEY_ID"] = secrets["s3_data_access_key"]
+        env["AWS_SECRET_ACCESS_KEY"] = secrets["s3_data_secret_key"]
+        env["AWS_DEFAULT_REGION"] = "us-east-1"
     return env
 
 
@@ -126,7 +130,11 @@ def names(cfg: StackConfig) -> list[str]:
 def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
     """Every service of the profile, in start order (supervisord stops in the reverse order)."""
     airflow = str(cfg.bin_dir / "airflow")
-    found = [] if not cfg.object_store else [Program(OBJECT_STORE, object_store_argv(cfg), priority=10, stop_wait_s=25)]
+    # SeaweedFS makes an AWS key pair in its own environment an *admin* identity ("Added admin
+    # identity from AWS environment variables"): the pipeline's pair, which every task gets, would
+    # reach MLflow's bucket too. The object store starts without any (`env -u`)
+    unset = [arg for name in OBJECT_STORE_UNSET for arg in ("-u", name)]
+    found = [] if not cfg.object_store else [Program(OBJECT_STORE, ["env", *unset, *object_store_argv(cfg)], priority=10, stop_wait_s=25)]
     found += [
         Program("mlflow", mlflow_argv(cfg), priority=20, environment=mlflow_server_env(cfg, secrets), stop_wait_s=20),
         Program("airflow-api-server", [airflow, "api-server", "--host", cfg.host, "--port", str(cfg.airflow_port)], priority=30),
@@ -225,6 +233,7 @@ def mlflow_server_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, st
 
 # --- the object store (SeaweedFS, cluster profile) -----------------------------------------------
 OBJECT_STORE_PORTS = 8  # S3, master, volume, filer and their gRPC ports
+OBJECT_STORE_UNSET = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")  # see programs()
 
 
 def object_store_argv(cfg: StackConfig) -> list[str]:
@@ -241,7 +250,9 @@ def object_store_argv(cfg: StackConfig) -> list[str]:
         f"-master.port={p + 1}", f"-master.port.grpc={p + 5}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 6}",
         "-filer", f"-filer.port={p + 3}", f"-filer.port.grpc={p + 7}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=256", "-volume.max=8",
+        # each bucket is a collection that grows 7 volumes at its first write: 8 held one bucket
+        # (MLflow's), 32 hold the pipeline's too with room to grow (volumes are sparse files)
+        "-master.volumeSizeLimitMB=256", "-volume.max=32",
         # a restart on existing data waits out the election timeout (10 s by default) before the
         # first write; the volume server's 10 s pre-stop pause would only slow a stop
         "-master.electionTimeout=2s", "-volume.preStopSeconds=0",

@@ -259,35 +259,27 @@ def object_store(state_dir: Path, bucket: str = "crossfit-data") -> Iterator[Obj
     free block of ports, with ``bucket`` created and writable; stopped with its group afterwards."""
     import secrets
     import signal
-    import time
-    import urllib.request
 
     from crossfit_stack import config, programs, provision
 
     env = {**os.environ, "CROSSFIT_STATE_DIR": str(state_dir), "CROSSFIT_OBJECT_STORE": "seaweedfs",
-           "CROSSFIT_S3_PORT": str(free_port_block(programs.OBJECT_STORE_PORTS))}  # fmt: skip
+           "CROSSFIT_ARTIFACTS_DESTINATION": f"s3://{bucket}/", "CROSSFIT_S3_PORT": str(free_port_block(programs.OBJECT_STORE_PORTS))}  # fmt: skip
+    for name in ("CROSSFIT_PROFILE", "CROSSFIT_DATA_URL", "CROSSFIT_S3_ENDPOINT"):
+        env.pop(name, None)
     cfg = config.config_from_env(env)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     keys = {"s3_access_key": secrets.token_hex(10), "s3_secret_key": secrets.token_hex(20)}
     provision.write_s3_config(cfg, keys)
     log = state_dir / "seaweedfs.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(programs.object_store_argv(cfg), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    store = ObjectStore(f"http://127.0.0.1:{cfg.s3_port}", keys["s3_access_key"], keys["s3_secret_key"], bucket, log)
+        clean = {k: v for k, v in os.environ.items() if k not in programs.OBJECT_STORE_UNSET}  # else an admin identity
+        proc = subprocess.Popen(programs.object_store_argv(cfg), env=clean, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    store = ObjectStore(cfg.s3_endpoint, keys["s3_access_key"], keys["s3_secret_key"], bucket, log)
     try:
-        deadline = time.monotonic() + 90
-        while True:  # healthy, then the bucket takes a write (its volumes are assigned on demand)
-            try:
-                urllib.request.urlopen(f"{store.endpoint}/healthz", timeout=2)
-                fs = store.filesystem()
-                if not fs.exists(bucket):
-                    fs.mkdir(bucket)
-                fs.pipe_file(f"{bucket}/.ready", b"ok")
-                break
-            except Exception:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS did not start: see {log}") from None
-                time.sleep(0.5)
+        try:  # the stack's own step: the bucket, retried until the store takes a write
+            provision.ensure_bucket(cfg, keys, timeout=90)
+        except RuntimeError as exc:
+            raise RuntimeError(f"SeaweedFS did not start or take a write: {exc}; see {log}") from None
         yield store
     finally:
         with contextlib.suppress(ProcessLookupError):

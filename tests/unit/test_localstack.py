@@ -47,3 +47,22 @@ def test_the_hostname_callables_named_to_airflow_exist(tmp_path):
         path = stack_programs.airflow_env(config.config_from_env(env), secrets)["AIRFLOW__CORE__HOSTNAME_CALLABLE"]
         module, name = path.rsplit(".", 1)
         assert isinstance(getattr(importlib.import_module(module), name)(), str), path
+
+
+def test_the_cluster_profile_gives_tasks_the_pipelines_key_pair_and_the_object_store_none(tmp_path):
+    """SeaweedFS makes an AWS key pair of its own environment an admin identity: the object store
+    must start without the pair every task gets, and the pair must not be MLflow's."""
+    from crossfit_stack import config
+    from crossfit_stack import programs as stack_programs
+
+    cfg = config.config_from_env({"CROSSFIT_STATE_DIR": str(tmp_path), "CROSSFIT_PROFILE": "cluster"})
+    assert cfg.settings.data_url == "s3://crossfit-data" and cfg.settings.s3_endpoint == cfg.s3_endpoint
+    secrets = {"fernet_key": "f", "jwt_secret": "j", "mlflow_admin_password": "p", "flask_secret_key": "k",
+               "s3_access_key": "mlflow-key", "s3_secret_key": "mlflow-secret",
+               "s3_data_access_key": "pipeline-key", "s3_data_secret_key": "pipeline-secret"}  # fmt: skip
+    assert stack_programs.client_env(cfg, secrets)["AWS_ACCESS_KEY_ID"] == "pipeline-key"
+    found = {p.name: p for p in stack_programs.programs(cfg, secrets)}
+    store = found[stack_programs.OBJECT_STORE].argv
+    assert store[0] == "env" and all(["-u", name] == store[i : i + 2] for i, name in
+                                     zip(range(1, 7, 2), stack_programs.OBJECT_STORE_UNSET))  # fmt: skip
+    assert found["mlflow"].environment["AWS_ACCESS_KEY_ID"] == "mlflow-key"

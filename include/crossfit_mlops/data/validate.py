@@ -43,6 +43,7 @@ from crossfit_mlops.storage import (
     Catalog,
     RawSnapshot,
     current,
+    has_files,
     location,
     publishing,
     snapshot_lock,
@@ -148,7 +149,7 @@ def _publish_failure(
     """Publish the failed report (and what was found), drop the snapshot's clean data and labels
     (the processed folder is replaced as a whole), then everything built on them."""
     downstream = [*catalog.feature_tables_of(snapshot_id), catalog.training_sets_of(snapshot_id)]
-    report = {**report, "status": "failed", "reason": reason, "removed_downstream": [str(p) for p in downstream if p.exists()]}
+    report = {**report, "status": "failed", "reason": reason, "removed_downstream": [str(p) for p in downstream if has_files(p)]}
     with publishing(catalog.processed_dir(snapshot_id)) as tmp:
         if check is not None:
             check.quarantine.to_parquet(tmp / QUARANTINE_FILE, index=False)
@@ -174,7 +175,7 @@ def _raw_manifest(catalog: Catalog, snapshot_id: str) -> RawSnapshot:
     try:
         return catalog.raw_manifest(snapshot_id)
     except FileNotFoundError as exc:
-        if catalog.processed_dir(snapshot_id).exists():
+        if has_files(catalog.processed_dir(snapshot_id)):
             report = {"snapshot_id": snapshot_id, "raw_file_error": "missing_snapshot"}
             _publish_failure(catalog, snapshot_id, report, str(exc))
         raise

@@ -35,6 +35,9 @@ from crossfit_mlops.storage import (
     location,
     publishing,
 )
+from crossfit_mlops.storage import (
+    current as published_version,  # `current` names a training set here
+)
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +328,7 @@ def measure(
     m.summary = summarize(m, settings, policy)
     final = run_dir(settings, snapshot_id, run_key)
     write_outputs(m, final, started)
-    m.summary["path"] = str(current(final))
+    m.summary["path"] = str(published_version(final))
     m.summary["mlflow_run_id"] = log_monitoring_run(m, settings, policy, tags or {})
     log.info(
         "monitoring %s v%s on %s: %s (%s)",
