@@ -171,6 +171,18 @@ def test_every_airflow_container_is_its_own_host_on_the_services_network(workers
     # the DAG files and the package are in the image, not mounted
     for worker in WORKERS:
         workers.exec(worker, "test -f dags/crossfit_training_pipeline.py && python -c 'import crossfit_mlops'")
+    # the pipeline's key pair (every task's) reaches its data bucket only, not MLflow's artifacts
+    denied = workers.python("worker-1", (
+        "import boto3, botocore.exceptions\n"
+        "s3 = boto3.client('s3', endpoint_url=os.environ['CROSSFIT_S3_ENDPOINT'])\n"
+        "s3.list_objects_v2(Bucket=os.environ['CROSSFIT_DATA_URL'].removeprefix('s3://'), MaxKeys=1)\n"
+        "try:\n"
+        "    s3.list_objects_v2(Bucket='mlflow-artifacts', MaxKeys=1)\n"
+        "    print('allowed')\n"
+        "except botocore.exceptions.ClientError as exc:\n"
+        "    print(exc.response['Error']['Code'])"
+    ))  # fmt: skip
+    assert denied == "AccessDenied", denied
     # a file written on one worker is not on the other
     probe = f"/usr/local/airflow/probe-{secrets.token_hex(4)}"
     workers.exec("worker-1", f"echo here > {probe}")
