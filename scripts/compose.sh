@@ -126,7 +126,7 @@ workers() {
       # the project image, DAGs and include/ baked in: every Airflow container and the API run it
       docker build -q --force-rm -t "$CROSSFIT_WORKERS_IMAGE" -f Dockerfile . >/dev/null   # no container left by a failed step
       "${COMPOSE[@]}" -p "$project" -f services/docker-compose.yaml -f services/docker-compose.workers.yaml \
-        --env-file "$env_file" up -d --build --wait --wait-timeout "${CROSSFIT_COMPOSE_WAIT_S:-420}"
+        --env-file "$env_file" up -d --build --wait --wait-timeout "${CROSSFIT_COMPOSE_WAIT_S:-600}"
       local bind="${CROSSFIT_BIND:-127.0.0.1}"
       echo "Airflow:        http://$bind:${CROSSFIT_AIRFLOW_PORT:-8080} (user admin, password: AIRFLOW_ADMIN_PASSWORD in $env_file)"
       echo "MLflow:         http://$bind:${MLFLOW_PORT:-5000} (user ${MLFLOW_ADMIN_USER:-admin}, password: MLFLOW_ADMIN_PASSWORD in $env_file)"
