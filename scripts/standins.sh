@@ -6,7 +6,8 @@
 # org.crossfit-mlops.standin=<the image it stands in for> and org.crossfit-mlops.standin.differs
 # (what is not like the real image); tests/compose/standins/*/Dockerfile say the same in prose.
 #
-#   scripts/standins.sh build     build what is missing (a present stand-in is kept; the builds
+#   scripts/standins.sh build     build what is missing (a present stand-in is kept, but the Runtime
+#                                 stand-in is rebuilt when requirements.lock changed; the builds
 #                                 use Docker's layer cache)
 #   scripts/standins.sh list      the stand-ins present, with their labels
 #   scripts/standins.sh remove    remove every stand-in image and every image built on one (never
@@ -75,16 +76,25 @@ build_one() {  # $1 tag, $2 folder
     echo "error: $tag is a real image here (no $LABEL label): refusing to replace it with a stand-in" >&2
     exit 2
   fi
-  [ "$current" = "absent" ] || return 0
-  local ctx="$dir"
+  local ctx="$dir" extra=()
   if [ "$2" = "astro-runtime" ]; then  # its build context also needs the lock's versions
+    # it pins the lock's versions: a stand-in built from another lock is rebuilt (else the project
+    # image's requirements.txt would conflict with its stale pins, e.g. "you require boto3==A and boto3==B")
+    local lock built
+    lock="$(constraints | sha256sum | cut -c1-16)"
+    built="$(docker image inspect --format "{{ index .Config.Labels \"$LABEL.lock\" }}" "$tag" 2>/dev/null || true)"
+    if [ "$current" != "absent" ] && [ "$built" = "$lock" ]; then return 0; fi
+    [ "$current" = "absent" ] || echo "stand-in $tag was built from another requirements.lock: rebuilding it" >&2
     ctx="$WORK/astro-runtime"; rm -rf "$ctx"; mkdir -p "$ctx"
     cp -r "$dir"/. "$ctx"/
     constraints > "$ctx/constraints.txt"
+    extra=(--label "$LABEL.lock=$lock")
+  else
+    [ "$current" = "absent" ] || return 0
   fi
   echo "building stand-in $tag ($dir)" >&2
   local start=$SECONDS
-  docker build -q --build-arg "STANDIN_FOR=$tag" -t "$tag" "$ctx" >/dev/null
+  docker build -q --build-arg "STANDIN_FOR=$tag" "${extra[@]}" -t "$tag" "$ctx" >/dev/null
   echo "built $tag in $((SECONDS - start)) s" >&2
 }
 
@@ -92,6 +102,10 @@ case "${1:-build}" in
   build)
     docker info >/dev/null 2>&1 || { echo "error: no Docker engine answers (start dockerd)" >&2; exit 2; }
     mkdir -p "$WORK"
+    # one build at a time on this engine: the compose tests run in parallel, and two builds of one
+    # tag would both debootstrap and race on the tags
+    exec 9>"${TMPDIR:-/tmp}/crossfit-standins.lock"
+    flock 9
     start=$SECONDS
     build_base
     echo "base $BASE ready after $((SECONDS - start)) s" >&2

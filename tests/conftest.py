@@ -89,6 +89,7 @@ GROUPS = {
 }
 LONGEST_FIRST = (
     "tests/compose/test_compose_live.py",
+    "tests/compose/test_compose_workers.py",
     SHARED_STACK,
     "tests/integration/test_cluster_profile.py",
     "tests/integration/test_s3_profile.py",

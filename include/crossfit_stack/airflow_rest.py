@@ -117,6 +117,14 @@ class AirflowClient:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self._call("TaskInstanceApi", "get_task_instances", dag_id, run_id, limit=200)["task_instances"]
 
+    def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict[str, Any]]:
+        """Every try of one task instance (``try_number``, ``hostname``, ``state`` of each), oldest first."""
+        if map_index >= 0:
+            found = self._call("TaskInstanceApi", "get_mapped_task_instance_tries", dag_id, run_id, task_id, map_index)
+        else:
+            found = self._call("TaskInstanceApi", "get_task_instance_tries", dag_id, run_id, task_id)
+        return sorted(found["task_instances"], key=lambda t: t["try_number"])
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
         entry = self._call("XComApi", "get_xcom_entry", dag_id, task_id, run_id, "return_value", map_index=map_index, deserialize=True)
         return entry["value"]

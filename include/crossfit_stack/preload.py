@@ -30,10 +30,13 @@ log = logging.getLogger(__name__)
 LOCAL_SETTINGS = """\
 # Generated from crossfit_stack.preload: warm the task imports in the processes whose forks run
 # the tasks: the scheduler (LocalExecutor) and a Celery worker (its prefork pool). Other Airflow
-# processes are left alone.
+# processes are left alone, and so is a scheduler whose environment names the CeleryExecutor (it
+# runs no task: the image's file is the same in workers mode, where the preload only delayed it).
+import os
 import sys
 
-if sys.argv[1:2] == ["scheduler"] or sys.argv[1:3] == ["celery", "worker"]:
+_celery = "CeleryExecutor" in os.environ.get("AIRFLOW__CORE__EXECUTOR", "")
+if (sys.argv[1:2] == ["scheduler"] and not _celery) or sys.argv[1:3] == ["celery", "worker"]:
     from crossfit_stack.preload import preload
 
     preload()

@@ -207,7 +207,7 @@ exit 0
 """
 
 
-def _compose_sh(tmp_path, env_file, compose_v2: str = "2.40.3"):
+def _compose_sh(tmp_path, env_file, compose_v2: str = "2.40.3", args: tuple[str, ...] = ("up",)):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("docker", "docker-compose", "astro"):
@@ -219,10 +219,11 @@ def _compose_sh(tmp_path, env_file, compose_v2: str = "2.40.3"):
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "S3_"))},
         "PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_LOG": str(log),
-        "CROSSFIT_COMPOSE_ENV": str(env_file), "CROSSFIT_TRIGGER": "0", "STUB_COMPOSE_V2": compose_v2,
+        "CROSSFIT_COMPOSE_ENV": str(env_file), "CROSSFIT_WORKERS_ENV": str(env_file), "CROSSFIT_TRIGGER": "0",
+        "STUB_COMPOSE_V2": compose_v2,
     }
     env.pop("CROSSFIT_ASTRO", None)
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "compose.sh"), "up"], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "compose.sh"), *args], env=env, capture_output=True, text=True, timeout=60)
     return done, (log.read_text() if log.exists() else "")
 
 
@@ -316,3 +317,58 @@ def test_the_metadata_database_driver_is_explicit():
     """Astro's compose file gives Airflow postgresql://, which SQLAlchemy 2.1 opens with psycopg 3."""
     assert re.search(r"^psycopg\[binary\]==3\.", (ROOT / "requirements.txt").read_text(), re.M)
     assert re.search(r"^psycopg==3\.", (ROOT / "requirements.lock").read_text(), re.M)
+
+
+# --- workers mode (services/docker-compose.workers.yaml): the live test is test_compose_workers.py ---
+WORKERS_FILE = ROOT / "services" / "docker-compose.workers.yaml"
+WORKERS_EXAMPLE = ROOT / "services" / "workers.env.example"
+AIRFLOW_SERVICES = ("airflow-init", "scheduler", "dag-processor", "triggerer", "api-server", "worker-1", "worker-2")
+
+
+def test_workers_mode_shares_no_volume_between_airflow_containers():
+    from crossfit_mlops.dag_contract import TRAINING_QUEUE
+
+    workers = _load(WORKERS_FILE)
+    services = workers["services"]
+    for name in AIRFLOW_SERVICES:
+        assert "volumes" not in services[name], f"{name} mounts a volume: workers mode shares no disk"
+        assert services[name]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    for name in ("worker-1", "worker-2"):
+        command = services[name]["command"]
+        assert TRAINING_QUEUE in command[command.index("--queues") + 1].split(",")
+        assert services[name]["hostname"] == name
+    env = services["worker-1"]["environment"]
+    assert env["CROSSFIT_DATA_URL"].startswith("s3://") and env["CROSSFIT_LOCK_URI"].startswith("postgresql")
+    assert env["CROSSFIT_FEAST_REGISTRY_URI"].startswith("postgresql") and env["CROSSFIT_FEAST_REDIS"]
+    # the pipeline's own S3 identity, not MLflow's
+    assert env["AWS_ACCESS_KEY_ID"].startswith("${PIPELINE_S3_ACCESS_KEY:?")
+    # its own network, created and removed by compose (not compose mode's external ml-network)
+    assert workers["networks"]["ml-network"]["external"] is False
+
+
+def test_workers_mode_recovers_from_a_dead_worker_within_a_test_run():
+    env = _load(WORKERS_FILE)["services"]["worker-1"]["environment"]
+    assert env["AIRFLOW__CELERY__TASK_ACKS_LATE"] == "True" and env["AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER"] == "1"
+    assert int(env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"]) < 300  # Airflow's default
+    assert int(env["AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT"]) < 600
+
+
+def test_workers_mode_generates_its_secrets_with_a_real_fernet_key(tmp_path):
+    import stat
+
+    from cryptography.fernet import Fernet
+
+    env_file = tmp_path / "workers.env"
+    env_file.write_text("MLFLOW_PORT=5123\n")  # a file that lacks variables gets them added
+    done, calls = _compose_sh(tmp_path, env_file, args=("workers", "up"))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
+    expected = {line.split("=", 1)[0] for path in (ENV_EXAMPLE, WORKERS_EXAMPLE) for line in path.read_text().splitlines()
+                if "=" in line and not line.startswith("#")}  # fmt: skip
+    assert set(values) == expected and values["MLFLOW_PORT"] == "5123"
+    assert "change-me" not in values.values()
+    Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # raises on anything but a Fernet key
+    assert not any(values[k] in done.stdout + done.stderr for k in ("AIRFLOW_ADMIN_PASSWORD", "PIPELINE_S3_SECRET_KEY"))
+    assert "-f services/docker-compose.yaml -f services/docker-compose.workers.yaml" in calls and "up -d --build --wait" in calls
+    assert not [line for line in calls.splitlines() if line.startswith("astro")], "workers mode needs no Astro CLI"

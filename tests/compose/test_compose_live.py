@@ -17,16 +17,12 @@ under ``CI=true`` that is a failure.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,34 +30,17 @@ import pytest
 
 from crossfit_mlops.dag_contract import TRAINING_DAG, TrainingTasks
 from crossfit_stack.airflow_rest import AirflowClient
+from tests.compose.live import basic_auth, champion, http, require_docker, run, until
 from tests.support.pipeline import GRID
 from tests.support.services import ROOT, free_port
 
 pytestmark = pytest.mark.timeout(3000)
-MODEL = "crossfit_total_lift"
 ROWS = 5000
 LOG = []  # (step, seconds): printed at the end of the module, for the timings in the docs
 
 
-def _docker_missing() -> str | None:
-    if shutil.which("docker") is None:
-        return "no docker CLI (scripts/ensure-docker.sh installs the engine)"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return "no Docker engine answers (scripts/ensure-docker.sh starts dockerd)"
-    version = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True)
-    if version.returncode != 0 or not version.stdout.strip().lstrip("v").startswith("2."):
-        return "Docker Compose v2 is missing (scripts/ensure-docker.sh installs it)"
-    return None
-
-
 def _run(args: list[str], env: dict | None = None, timeout: float = 1800, check: bool = True, step: str = "") -> subprocess.CompletedProcess:
-    start = time.monotonic()
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if step:
-        LOG.append((step, round(time.monotonic() - start, 1)))
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done
+    return run(args, env=env, timeout=timeout, check=check, step=step, log=LOG)
 
 
 @dataclass
@@ -113,11 +92,7 @@ def _teardown(env: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory) -> Stacks:
-    missing = _docker_missing()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"compose mode cannot run under CI: {missing}")
-        pytest.skip(missing)
+    require_docker("compose mode")
     if _run(["docker", "network", "ls", "-q", "--filter", "name=^ml-network$"]).stdout.strip():
         pytest.fail("a Docker network ml-network exists: another compose-mode stack runs here (scripts/compose.sh down)")
     tmp = tmp_path_factory.mktemp("compose")
@@ -134,7 +109,7 @@ def stacks(tmp_path_factory) -> Stacks:
         _run(["bash", "scripts/compose.sh", "up"], env=env, step="compose.sh up (builds included)")
         ports = json.loads(_run([*astro, "dev", "ports"], env=env).stdout)
         values = dict(line.split("=", 1) for line in services_env.read_text().splitlines() if "=" in line and not line.startswith("#"))
-        auth = base64.b64encode(f"{values['MLFLOW_ADMIN_USER']}:{values['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
+        auth = basic_auth(values["MLFLOW_ADMIN_USER"], values["MLFLOW_ADMIN_PASSWORD"])
         yield Stacks(env, f"http://127.0.0.1:{ports['api']}", f"http://127.0.0.1:{mlflow_port}",
                      f"http://127.0.0.1:{api_port}", auth, astro)
     finally:
@@ -142,40 +117,12 @@ def stacks(tmp_path_factory) -> Stacks:
         print("\ncompose-mode timings (s):", json.dumps(LOG))
 
 
-def _json(raw: bytes) -> dict:
-    try:
-        return json.loads(raw or b"{}")
-    except ValueError:
-        return {"text": raw.decode(errors="replace")[:500]}
-
-
-def _http(url: str, body: dict | None = None, auth: str | None = None, timeout: float = 10) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
-    if auth:
-        headers["Authorization"] = f"Basic {auth}"
-    data = json.dumps(body).encode() if body is not None else None
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=timeout) as r:
-            return r.status, _json(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, _json(exc.read())
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, {"error": str(exc)}
-
-
-def _until(predicate, timeout: float, what: str, every: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+_http, _until = http, until
 
 
 def _champion(stacks: Stacks) -> str | None:
-    status, body = _http(f"{stacks.mlflow}/api/2.0/mlflow/registered-models/alias?name={MODEL}&alias=champion", auth=stacks.auth)
-    return body["model_version"]["version"] if status == 200 else None
+    version = champion(stacks.mlflow, stacks.auth)
+    return version["version"] if version else None
 
 
 def _trigger(stacks: Stacks, snapshot: str) -> str:
