@@ -64,5 +64,5 @@ def test_the_cluster_profile_gives_tasks_the_pipelines_key_pair_and_the_object_s
     found = {p.name: p for p in stack_programs.programs(cfg, secrets)}
     store = found[stack_programs.OBJECT_STORE].argv
     assert store[0] == "env" and all(["-u", name] == store[i : i + 2] for i, name in
-                                     zip(range(1, 7, 2), stack_programs.OBJECT_STORE_UNSET))  # fmt: skip
+                                     zip(range(1, 7, 2), stack_programs.OBJECT_STORE_UNSET, strict=True))  # fmt: skip
     assert found["mlflow"].environment["AWS_ACCESS_KEY_ID"] == "mlflow-key"
