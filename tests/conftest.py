@@ -23,6 +23,36 @@ def settings(tmp_path, monkeypatch) -> Settings:
     return get_settings()
 
 
+@pytest.fixture(scope="session")
+def s3_services(tmp_path_factory):
+    """One real SeaweedFS (with a bucket), a PostgreSQL database (locks, Feast's SQL registry) and a
+    Redis database for the session's S3-profile tests; each test takes its own prefix."""
+    from tests.support.services import s3_profile
+
+    with s3_profile(tmp_path_factory.mktemp("s3-services")) as (env, store):
+        yield env, store
+
+
+@pytest.fixture(params=["local", "s3"])
+def profile_settings(request, settings, monkeypatch) -> Settings:
+    """:func:`settings` on each storage profile: the local state directory, or the S3-backed
+    profile (``CROSSFIT_DATA_URL`` under a prefix of its own in the session's bucket)."""
+    if request.param == "local":
+        return settings
+    return request.getfixturevalue("s3_settings")
+
+
+@pytest.fixture
+def s3_settings(settings, s3_services, monkeypatch) -> Settings:
+    """:func:`settings` on the S3-backed profile, under a prefix of its own in the session's bucket."""
+    import uuid
+
+    env, store = s3_services
+    for name, value in {**env, **store.env(f"test-{uuid.uuid4().hex[:12]}")}.items():
+        monkeypatch.setenv(name, value)
+    return get_settings()
+
+
 SAMPLE_ROWS = 120_000
 
 
@@ -61,6 +91,7 @@ LONGEST_FIRST = (
     "tests/compose/test_compose_live.py",
     SHARED_STACK,
     "tests/integration/test_cluster_profile.py",
+    "tests/integration/test_s3_profile.py",
     "tests/integration/test_monitoring.py",
     "tests/e2e/test_uis.py",
     "tests/integration/test_start_stop.py",
@@ -68,6 +99,7 @@ LONGEST_FIRST = (
     "tests/integration/test_serving.py",
     "tests/reliability/test_api_faults.py",
     "tests/reliability/test_api_load.py",
+    "tests/reliability/test_object_storage.py",
 )
 
 

@@ -236,6 +236,19 @@ class Settings:
     monitoring_dir: Path  # one folder per monitoring run: Evidently report, dashboard, summary
     serving_refresh_seconds: float
     serving_max_batch: int
+    data_url: str = ""  # "s3://bucket[/prefix]": the pipeline's data on object storage ("" = under state_dir)
+    s3_endpoint: str = ""  # the S3 endpoint URL of data_url ("" = AWS)
+    lock_uri: str = ""  # PostgreSQL URI of the cross-host snapshot locks (required with data_url)
+
+    @property
+    def on_object_storage(self) -> bool:
+        """The pipeline's data is in a bucket: no task reads another's files from a local disk."""
+        return bool(self.data_url)
+
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec/s3fs options of ``data_url`` (the key pair comes from ``AWS_*`` as usual).
+        Listings are never cached: another host may have written since."""
+        return _storage_options(self.s3_endpoint)
 
     def as_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process (Feast CLI, Airflow)."""
@@ -251,6 +264,9 @@ class Settings:
             "CROSSFIT_MLFLOW_EXPERIMENT": self.mlflow_experiment,
             "CROSSFIT_REGISTERED_MODEL": self.registered_model_name,
             "CROSSFIT_CODECARBON_COUNTRY": self.codecarbon_country,
+            "CROSSFIT_DATA_URL": self.data_url,
+            "CROSSFIT_S3_ENDPOINT": self.s3_endpoint,
+            "CROSSFIT_LOCK_URI": self.lock_uri,
         }
 
     def describe(self) -> dict[str, str]:
@@ -279,7 +295,10 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return default if path is None else path if path.is_absolute() else root / path
 
     state = under_root(paths.state_dir, root / ".state")
-    data_dir = state / "data"
+    storage = read_section(StorageSettings, env)
+    data_url = _check_storage(storage, feast)
+    data_dir = _bucket_root(data_url, storage.s3_endpoint) / "data" if data_url else state / "data"
+    data_home = data_dir.parent  # emissions and monitoring beside data/, as under the state dir
     feast_dir = under_root(paths.feast_dir, state / "feast")
     return Settings(
         project_root=root,
@@ -296,7 +315,7 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         feast_redis=feast.feast_redis.strip(),
         feast_registry_uri=feast.feast_registry_uri.strip(),
         training_dir=data_dir / "training",
-        emissions_dir=state / "emissions",
+        emissions_dir=data_home / "emissions",
         mlflow_tracking_uri=mlflow.tracking_uri or f"http://127.0.0.1:{mlflow.mlflow_port}",
         mlflow_experiment=mlflow.mlflow_experiment,
         registered_model_name=mlflow.registered_model,
@@ -304,10 +323,51 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         min_valid_share=data.min_valid_share,
         min_clean_rows=data.min_clean_rows,
         predictions_dir=data_dir / "predictions",
-        monitoring_dir=state / "monitoring",
+        monitoring_dir=data_home / "monitoring",
         serving_refresh_seconds=serving.serving_refresh_s,
         serving_max_batch=serving.serving_max_batch,
+        data_url=data_url,
+        s3_endpoint=storage.s3_endpoint.strip(),
+        lock_uri=storage.lock_uri.strip(),
     )
+
+
+def _check_storage(storage: StorageSettings, feast: FeastSettings) -> str:
+    """``CROSSFIT_DATA_URL`` normalised (no trailing slash), or a ValueError naming what is missing:
+    on object storage nothing may rely on a disk that only one host sees."""
+    url = storage.data_url.strip().rstrip("/")
+    if not url:
+        return ""
+    name = StorageSettings.variable("data_url")
+    if not url.startswith("s3://") or not url.removeprefix("s3://").split("/")[0]:
+        raise ValueError(f"environment variable {name} must be an s3://bucket[/prefix] URL, got {storage.data_url!r}")
+    needs = {
+        StorageSettings.variable("lock_uri"): (storage.lock_uri, "a PostgreSQL URI (the snapshot locks must hold on every host)"),
+        FeastSettings.variable("feast_registry_uri"): (feast.feast_registry_uri, "Feast's SQL registry (a file registry is one host's)"),
+        FeastSettings.variable("feast_redis"): (feast.feast_redis, "Feast's Redis online store (SQLite is one host's file)"),
+    }  # fmt: skip
+    missing = [f"{var} ({why})" for var, (value, why) in needs.items() if not value.strip()]
+    if missing:
+        raise ValueError(f"{name}={url} puts the pipeline's data on object storage; it also needs " + "; ".join(missing))
+    lock = storage.lock_uri.strip()
+    if not lock.split(":", 1)[0].startswith("postgresql"):
+        raise ValueError(f"environment variable {StorageSettings.variable('lock_uri')} must be a postgresql:// URI, got {lock!r}")
+    return url
+
+
+def _bucket_root(url: str, endpoint: str) -> Path:
+    """The data URL as a path object (universal-pathlib over s3fs): ``/``, ``exists()``,
+    ``read_text()``, ``glob()`` work as on a local folder. Typed as Path for the callers; it is a UPath."""
+    from upath import UPath
+
+    return UPath(url, **_storage_options(endpoint))  # type: ignore[return-value]
+
+
+def _storage_options(endpoint: str) -> dict[str, Any]:
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if endpoint.strip():
+        options["endpoint_url"] = endpoint.strip()
+    return options
 
 
 def task_settings() -> Settings:

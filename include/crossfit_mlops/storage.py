@@ -12,6 +12,16 @@ Layout under the state directory (roots from :mod:`crossfit_mlops.settings`)::
     data/predictions/snapshot=<id>/run=<key>/       batch predictions of one run
     monitoring/snapshot=<id>/run=<key>/             one monitoring run's report, dashboard, summary
 
+With ``CROSSFIT_DATA_URL=s3://bucket/prefix`` the same layout lives in the bucket (``data/``,
+``emissions/``, ``monitoring/`` under the prefix) and the roots are universal-pathlib paths over
+s3fs: the same code reads and writes either. Two things differ on object storage, where nothing is
+renamed in one step and no lock file is seen by another host:
+
+- a published folder is a version under it (``<folder>/v-<time>-<host>-<pid>/``) named by the
+  marker ``<folder>/_CURRENT.json``, written last in one PUT; readers go through :func:`current`,
+  so a half-uploaded version is never read, and the previous one stays until the next publish;
+- the snapshot's lock is a PostgreSQL advisory lock (``CROSSFIT_LOCK_URI``), not ``flock``.
+
 Nothing heavy is imported here: DAG files and the CLI use it at parse time.
 """
 
@@ -26,6 +36,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,10 +133,10 @@ class Catalog:
         return self.settings.raw_dir / f"snapshot={check_snapshot_id(snapshot_id)}"
 
     def raw_file(self, snapshot_id: str) -> Path:
-        return self.raw_dir(snapshot_id) / RAW_FILE
+        return current(self.raw_dir(snapshot_id)) / RAW_FILE
 
     def raw_manifest_file(self, snapshot_id: str) -> Path:
-        return self.raw_dir(snapshot_id) / MANIFEST_FILE
+        return current(self.raw_dir(snapshot_id)) / MANIFEST_FILE
 
     def raw_manifest(self, snapshot_id: str) -> RawSnapshot:
         """The manifest, with ``path`` resolved to the raw file's current location.
@@ -133,44 +145,44 @@ class Catalog:
         absolute path, which is read as its file name in this folder (never as the old location,
         which may be a stale copy or gone after the state folder moved).
         """
-        path = self.raw_manifest_file(snapshot_id)
+        folder = current(self.raw_dir(snapshot_id))
+        path = folder / MANIFEST_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"no raw snapshot {snapshot_id} at {path.parent}: ingest it first")
+            raise FileNotFoundError(f"no raw snapshot {snapshot_id} at {self.raw_dir(snapshot_id)}: ingest it first")
         recorded = json.loads(path.read_text())
         known = {f.name for f in fields(RawSnapshot)}
         manifest = RawSnapshot(**{k: v for k, v in recorded.items() if k in known})
-        return replace(manifest, path=str(self.raw_dir(snapshot_id) / Path(manifest.path).name))
+        return replace(manifest, path=str(folder / Path(manifest.path).name))
 
     # --- processed --------------------------------------------------------------------------------
     def processed_dir(self, snapshot_id: str) -> Path:
         return self.settings.processed_dir / f"snapshot={check_snapshot_id(snapshot_id)}"
 
     def report_file(self, snapshot_id: str) -> Path:
-        return self.processed_dir(snapshot_id) / REPORT_FILE
+        return current(self.processed_dir(snapshot_id)) / REPORT_FILE
 
     def clean_file(self, snapshot_id: str) -> Path:
-        return self.processed_dir(snapshot_id) / CLEAN_FILE
+        return current(self.processed_dir(snapshot_id)) / CLEAN_FILE
 
     def labels_file(self, snapshot_id: str) -> Path:
-        return self.processed_dir(snapshot_id) / LABELS_FILE
+        return current(self.processed_dir(snapshot_id)) / LABELS_FILE
 
     def load_clean(self, snapshot_id: str) -> pd.DataFrame:
-        return self._load_processed(self.clean_file(snapshot_id), "cleaned data")
+        return self._load_processed(snapshot_id, CLEAN_FILE, "cleaned data")
 
     def load_labels(self, snapshot_id: str) -> pd.DataFrame:
-        return self._load_processed(self.labels_file(snapshot_id), "labels")
+        return self._load_processed(snapshot_id, LABELS_FILE, "labels")
 
-    def _load_processed(self, path: Path, what: str) -> pd.DataFrame:
-        import pandas as pd
-
+    def _load_processed(self, snapshot_id: str, name: str, what: str) -> pd.DataFrame:
+        folder = current(self.processed_dir(snapshot_id))
+        path = folder / name
         if not path.is_file():
-            report = path.with_name(REPORT_FILE)
+            report = folder / REPORT_FILE
             why = ""
             if report.is_file():
                 why = f" (validation status: {json.loads(report.read_text()).get('status')}, see {report})"
-            snapshot = path.parent.name.removeprefix("snapshot=")
-            raise FileNotFoundError(f"no {what} for snapshot {snapshot} at {path}{why}: validate it first")
-        return pd.read_parquet(path)
+            raise FileNotFoundError(f"no {what} for snapshot {snapshot_id} at {path}{why}: validate it first")
+        return read_parquet(path)
 
     # --- features ---------------------------------------------------------------------------------
     def feature_table_dir(self, view_name: str) -> Path:
@@ -214,8 +226,8 @@ class Catalog:
             table.unlink(missing_ok=True)
             removed.append(str(table))
         training = self.training_sets_of(snapshot_id)
-        if training.exists():
-            shutil.rmtree(training)
+        if has_files(training):
+            remove_tree(training)
             removed.append(str(training))
         return removed
 
@@ -264,8 +276,17 @@ def snapshot_lock(settings: Settings, snapshot_id: str, *, shared: bool = False)
 
     The lock file stays (removing it would let a waiter lock an unlinked file); the kernel drops
     the lock when its holder exits, killed or not, so a crash never leaves the snapshot locked.
+
+    On object storage (``settings.on_object_storage``) the holders run on different hosts: the
+    lock is a PostgreSQL advisory lock on ``CROSSFIT_LOCK_URI`` instead, with the same shared and
+    exclusive modes; the server drops it when the holder's connection ends, killed or not.
     """
     import fcntl
+
+    if settings.on_object_storage:
+        with advisory_lock(settings.lock_uri, f"snapshot:{settings.data_url}:{check_snapshot_id(snapshot_id)}", shared=shared):
+            yield
+        return
 
     name = f"snapshot={check_snapshot_id(snapshot_id)}.lock"  # checked before anything is created
     folder = settings.state_dir / "locks"
@@ -276,6 +297,115 @@ def snapshot_lock(settings: Settings, snapshot_id: str, *, shared: bool = False)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+class LockError(RuntimeError):
+    """The cross-host lock could not be taken (its database is unreachable or refused us)."""
+
+
+@contextmanager
+def advisory_lock(lock_uri: str, name: str, *, shared: bool = False) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock named ``name`` (hashed to the server's 64-bit key) for the
+    block, on its own connection: closing it (or the holder dying) releases the lock."""
+    import psycopg2
+
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    dsn = re.sub(r"^postgresql\+\w+://", "postgresql://", lock_uri)
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=10, application_name="crossfit-lock")
+    except psycopg2.Error as exc:
+        where = re.sub(r"//[^@/]*@", "//***@", lock_uri)  # never print a password
+        raise LockError(f"cannot take the lock {name!r}: its database {where} is unreachable ({str(exc).strip()})") from None
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock_shared(%s)" if shared else "SELECT pg_advisory_lock(%s)", (key,))
+        yield
+    finally:
+        conn.close()
+
+
+# --- where things are, on a local disk or in a bucket ---------------------------------------------
+CURRENT_FILE = "_CURRENT.json"
+UNPUBLISHED = "_unpublished"  # what current() names for a folder without a marker: never exists
+
+
+def is_remote(path: object) -> bool:
+    """True for a bucket path (a universal-pathlib path that is not a local :class:`Path`)."""
+    return not isinstance(path, Path | str) and hasattr(path, "storage_options")
+
+
+def location(value: str | os.PathLike, settings: Settings | None = None) -> Path:
+    """A path as a string (from XCom, a manifest, a flag) back as a path object: a local
+    :class:`Path`, or for an ``s3://`` URL a bucket path with the settings' endpoint."""
+    if is_remote(value):
+        return value  # type: ignore[return-value]
+    text = os.fspath(value) if not isinstance(value, str) else value
+    if "://" not in text:
+        return Path(text)
+    from upath import UPath
+
+    from crossfit_mlops.settings import get_settings
+
+    return UPath(text, **(settings or get_settings()).storage_options())  # type: ignore[return-value]
+
+
+def current(folder: Path) -> Path:
+    """Where a published folder's files are now.
+
+    Local: the folder itself (it was put in place by one atomic exchange). In a bucket: the version
+    that ``<folder>/_CURRENT.json`` names; a folder without that marker (never published, or an
+    upload that died half-way) resolves to a path that does not exist, so it reads as absent.
+    """
+    if not is_remote(folder):
+        return folder
+    version = _marker(folder).get("version")  # one GET: a file object would fail on a new marker
+    return folder / version if version else folder / UNPUBLISHED
+
+
+def read_parquet(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """``pandas.read_parquet`` of a local file or a bucket object."""
+    import pandas as pd
+
+    if is_remote(path):
+        return pd.read_parquet(str(path), storage_options=dict(path.storage_options), **kwargs)
+    return pd.read_parquet(path, **kwargs)
+
+
+@contextmanager
+def local_copy(folder: Path) -> Iterator[Path]:
+    """A local folder with ``folder``'s files, for a tool that reads only local files (MLflow's
+    ``log_artifacts``): the folder itself when local, else a temporary download removed after."""
+    if not is_remote(folder):
+        yield Path(folder)
+        return
+    with tempfile.TemporaryDirectory(prefix="crossfit-download-") as scratch:
+        target = Path(scratch) / folder.name
+        target.mkdir()
+        for file in folder.rglob("*"):
+            if file.is_file():
+                local = target / file.relative_to(folder).as_posix()
+                local.parent.mkdir(parents=True, exist_ok=True)
+                folder.fs.get_file(file.path, str(local))
+        yield target
+
+
+def has_files(path: Path) -> bool:
+    """``path`` exists: a local file or folder, or in a bucket an object at or under it (an
+    object store may keep listing an emptied folder, SeaweedFS does, so a prefix is not enough)."""
+    if not is_remote(path):
+        return path.exists()
+    found = path.fs.find(path.path, detail=True)  # s3fs names the prefix itself a "directory"
+    return any(info.get("type") == "file" for info in found.values())
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder and everything under it (a bucket prefix: every object under it)."""
+    if is_remote(path):
+        if path.exists():
+            path.fs.rm(path.path, recursive=True)
+    else:
+        shutil.rmtree(path)
 
 
 # --- publishing ----------------------------------------------------------------------------------
@@ -332,6 +462,10 @@ def publishing(final: Path, *, directory: bool = True, staging: Path | None = No
     serialized by a lock on that folder (no lock file is left behind), so they neither fail nor
     leave debris. A full disk raises :class:`PublishError` saying so.
     """
+    if is_remote(final):
+        with _publishing_remote(final, directory) as tmp:
+            yield tmp
+        return
     final = Path(final)
     if not directory:
         check_output_file(final)  # a rename over a device, a pipe or a link would replace it
@@ -357,6 +491,90 @@ def publishing(final: Path, *, directory: bool = True, staging: Path | None = No
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _publishing_remote(final: Path, directory: bool) -> Iterator[Path]:
+    """:func:`publishing` into a bucket: the block fills a local scratch folder (the system's temp
+    folder, never the state directory); then a file is one PUT (a reader sees the old object or
+    the new one), and a folder is uploaded as a new version and made current by its marker."""
+    scratch = Path(tempfile.mkdtemp(prefix="crossfit-publish-"))
+    tmp = scratch / final.name
+    try:
+        if directory:
+            tmp.mkdir()
+        with _disk_errors_explained(final):
+            yield tmp
+        if not tmp.exists():
+            raise PublishError(errno.ENOENT, f"nothing was written to publish as {final}")
+        try:
+            if tmp.is_dir():
+                _upload_version(tmp, final)
+            else:
+                final.fs.put_file(str(tmp), final.path)
+        except OSError as exc:  # s3fs turns the store's refusals into OSErrors
+            endpoint = final.storage_options.get("endpoint_url", "AWS S3")
+            raise PublishError(
+                exc.errno or errno.EIO,
+                f"could not publish {final}: the object store at {endpoint} refused the upload ({exc}); "
+                "a full or unreachable store, or a key pair without write access to the bucket, ends here. "
+                "Nothing was changed there: the previous result, if any, is still the one read, and "
+                "no partial upload is ever read",
+            ) from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _upload_version(tmp: Path, final: Path) -> None:
+    """Upload ``tmp`` as a new version of ``final``, then point the marker at it (one PUT, the
+    last write). Under the folder's lock: the marker records the version it replaced; the one
+    that version had replaced is removed (a reader that resolved the previous marker may still be
+    reading the previous version, so it stays). A version whose marker was never written (an
+    uploader killed half-way) is never read, and is removed by a later publish once it is older
+    than :data:`ORPHAN_SECONDS` (younger, it may be another publisher's upload in flight).
+    An upload that fails removes its own version and leaves the marker as it was."""
+    from crossfit_mlops.settings import get_settings
+
+    version = f"v-{time.time_ns()}-{safe_key(socket.gethostname())}-{os.getpid()}"
+    target = final / version
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    try:
+        for file in files:
+            final.fs.put_file(str(file), f"{target.path}/{file.relative_to(tmp).as_posix()}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            remove_tree(target)
+        raise
+    with advisory_lock(get_settings().lock_uri, f"publish:{final}"):
+        before = _marker(final)
+        previous = before.get("version")
+        marker = {"version": version, "previous": previous, "files": [p.relative_to(tmp).as_posix() for p in files],
+                  "host": socket.gethostname(), "published_at": time.time()}  # fmt: skip
+        final.fs.pipe_file((final / CURRENT_FILE).path, json.dumps(marker).encode())
+        stale = {before.get("previous")} - {None, version, previous}
+        now_ns = time.time_ns()
+        for entry in final.iterdir():
+            name = entry.name
+            if name in stale or (name.startswith("v-") and name not in (version, previous) and _age_s(name, now_ns) > ORPHAN_SECONDS):
+                remove_tree(entry)
+
+
+ORPHAN_SECONDS = 3600.0  # an unmarked version older than this is an uploader's debris, not an upload in flight
+
+
+def _marker(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads(folder.fs.cat_file((folder / CURRENT_FILE).path))
+    except FileNotFoundError:
+        return {}
+
+
+def _age_s(version: str, now_ns: int) -> float:
+    """Seconds since a version's upload began (its name starts with ``v-<time_ns>``)."""
+    try:
+        return (now_ns - int(version.split("-")[1])) / 1e9
+    except (IndexError, ValueError):
+        return 0.0
 
 
 @contextmanager

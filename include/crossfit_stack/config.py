@@ -53,6 +53,10 @@ PROFILES: dict[str, dict[str, str]] = {
         "CROSSFIT_ARTIFACTS_DESTINATION": "s3://crossfit-mlflow-artifacts/",
         "CROSSFIT_FEAST_REDIS": "127.0.0.1:6379,db=0",
         "CROSSFIT_FEAST_REGISTRY_URI": f"{PG}/crossfit_feast",
+        # the pipeline's data in the object store's own bucket, no file passed through a local disk
+        # (the endpoint is the object store the stack runs; the key pair is the pipeline's own)
+        "CROSSFIT_DATA_URL": "s3://crossfit-data",
+        "CROSSFIT_LOCK_URI": f"{PG}/crossfit_locks",
     },
 }
 
@@ -204,6 +208,8 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> StackConfig:
     Raises :class:`StackSettingsError` (a ValueError) naming a refused variable."""
     env = with_profile(dict(os.environ if environ is None else environ))
     stack = StackSettings.from_environ(env)
+    if stack.object_store and not (env.get("CROSSFIT_S3_ENDPOINT") or "").strip():
+        env["CROSSFIT_S3_ENDPOINT"] = f"http://127.0.0.1:{stack.s3_port}"  # the data's endpoint too
     # its tracking URI follows CROSSFIT_MLFLOW_PORT, the port of the server the stack starts,
     # unless MLFLOW_TRACKING_URI points elsewhere (MlflowSettings derives it, for every command)
     settings = get_settings(env)

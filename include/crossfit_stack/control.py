@@ -57,7 +57,8 @@ def stack_environment(cfg: StackConfig) -> dict[str, str]:
 def use_stack_clients(cfg: StackConfig) -> None:
     """Give this process's MLflow clients what the stack's services get: the bounded HTTP limits
     and, when basic-auth is on, the admin credential (the CLI that follows a run, a test)."""
-    os.environ.update(programs.client_env(cfg, ensure_secrets(cfg) if cfg.mlflow_auth else {}))
+    needs_secrets = cfg.mlflow_auth or (cfg.object_store and cfg.settings.on_object_storage)
+    os.environ.update(programs.client_env(cfg, ensure_secrets(cfg) if needs_secrets else {}))
 
 
 # --- health --------------------------------------------------------------------------------------

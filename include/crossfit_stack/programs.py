@@ -50,6 +50,10 @@ def client_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
     if cfg.mlflow_auth:
         env["MLFLOW_TRACKING_USERNAME"] = MLFLOW_ADMIN
         env["MLFLOW_TRACKING_PASSWORD"] = secrets["mlflow_admin_password"]
+    if cfg.object_store and cfg.settings.on_object_storage and secrets:  # the pipeline's own key pair
+        env["AWS_ACCESS_KEY_ID"] = secrets["s3_data_access_key"]
+        env["AWS_SECRET_ACCESS_KEY"] = secrets["s3_data_secret_key"]
+        env["AWS_DEFAULT_REGION"] = "us-east-1"
     return env
 
 
@@ -241,7 +245,9 @@ def object_store_argv(cfg: StackConfig) -> list[str]:
         f"-master.port={p + 1}", f"-master.port.grpc={p + 5}", f"-volume.port={p + 2}", f"-volume.port.grpc={p + 6}",
         "-filer", f"-filer.port={p + 3}", f"-filer.port.grpc={p + 7}",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-        "-master.volumeSizeLimitMB=256", "-volume.max=8",
+        # each bucket is a collection that grows 7 volumes at its first write: 8 held one bucket
+        # (MLflow's), 32 hold the pipeline's too with room to grow (volumes are sparse files)
+        "-master.volumeSizeLimitMB=256", "-volume.max=32",
         # a restart on existing data waits out the election timeout (10 s by default) before the
         # first write; the volume server's 10 s pre-stop pause would only slow a stop
         "-master.electionTimeout=2s", "-volume.preStopSeconds=0",

@@ -53,6 +53,7 @@ def private_files(cfg: StackConfig) -> list[Path]:
 
 SECRET_FIELDS = (
     "jwt_secret", "fernet_key", "admin_password", "mlflow_admin_password", "flask_secret_key", "s3_access_key", "s3_secret_key",
+    "s3_data_access_key", "s3_data_secret_key",
 )
 
 
@@ -73,6 +74,8 @@ def ensure_secrets(cfg: StackConfig) -> dict[str, str]:
             "flask_secret_key": secrets.token_hex(32),
             "s3_access_key": "crossfit" + secrets.token_hex(6),
             "s3_secret_key": secrets.token_urlsafe(30),
+            "s3_data_access_key": "pipeline" + secrets.token_hex(6),
+            "s3_data_secret_key": secrets.token_urlsafe(30),
         }
         values = {**fresh, **values}
         write_private(path, json.dumps(values, indent=1))
@@ -142,17 +145,33 @@ def write_s3_config(cfg: StackConfig, secrets: dict[str, str]) -> Path:
         "credentials": [{"accessKey": secrets["s3_access_key"], "secretKey": secrets["s3_secret_key"]}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
+    identities = [identity]
+    data_bucket = data_bucket_of(cfg)
+    if data_bucket:  # the pipeline's own pair: its bucket and nothing else
+        identities.append({
+            "name": "pipeline",
+            "credentials": [{"accessKey": secrets["s3_data_access_key"], "secretKey": secrets["s3_data_secret_key"]}],
+            "actions": [f"Admin:{data_bucket}"],
+        })  # fmt: skip
     path = cfg.run_dir / "s3.json"
-    write_private(path, json.dumps({"identities": [identity]}, indent=1))
+    write_private(path, json.dumps({"identities": identities}, indent=1))
     return path
 
 
-def s3_client(cfg: StackConfig, secrets: dict[str, str]):
+def data_bucket_of(cfg: StackConfig) -> str:
+    """The bucket of ``CROSSFIT_DATA_URL`` when the stack's own object store holds it, else ""."""
+    if not (cfg.object_store and cfg.settings.on_object_storage):
+        return ""
+    return urlparse(cfg.settings.data_url).netloc
+
+
+def s3_client(cfg: StackConfig, secrets: dict[str, str], identity: str = "s3"):
+    """A client of the stack's object store with MLflow's key pair, or (``identity="s3_data"``) the pipeline's."""
     import boto3
 
     return boto3.client(
         "s3", endpoint_url=cfg.s3_endpoint, region_name="us-east-1",
-        aws_access_key_id=secrets["s3_access_key"], aws_secret_access_key=secrets["s3_secret_key"],
+        aws_access_key_id=secrets[f"{identity}_access_key"], aws_secret_access_key=secrets[f"{identity}_secret_key"],
     )
 
 
@@ -167,25 +186,31 @@ def ensure_bucket(cfg: StackConfig, secrets: dict[str, str], timeout: float = 90
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _ = bucket_of(cfg)
-    client, deadline, last = s3_client(cfg, secrets), time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
+    wanted = [(bucket, "s3")] + ([(data, "s3_data")] if (data := data_bucket_of(cfg)) else [])
+    deadline, last = time.monotonic() + timeout, None
+    while wanted and time.monotonic() < deadline:
+        name, identity = wanted[0]
+        client = s3_client(cfg, secrets, identity)
         try:
-            names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-            if bucket not in names:
-                client.create_bucket(Bucket=bucket)
-            client.put_object(Bucket=bucket, Key=".crossfit-ready", Body=b"ok")
-            return bucket
+            try:
+                client.head_bucket(Bucket=name)
+            except ClientError:
+                client.create_bucket(Bucket=name)
+            client.put_object(Bucket=name, Key=".crossfit-ready", Body=b"ok")
+            wanted.pop(0)
         except (BotoCoreError, ClientError) as exc:
             last = exc
             time.sleep(0.5)
-    raise RuntimeError(f"the object store at {cfg.s3_endpoint} did not accept bucket {bucket!r}: {last}")
+    if wanted:
+        raise RuntimeError(f"the object store at {cfg.s3_endpoint} did not accept bucket {wanted[0][0]!r}: {last}")
+    return bucket
 
 
 # --- databases -----------------------------------------------------------------------------------
 def ensure_databases(cfg: StackConfig) -> list[str]:
     """Create the PostgreSQL databases the settings name, if missing (a fresh machine needs no
     setup); returns the ones created. Other backends are left alone."""
-    uris = [cfg.mlflow_backend_uri, cfg.airflow_db_uri, cfg.settings.feast_registry_uri]
+    uris = [cfg.mlflow_backend_uri, cfg.airflow_db_uri, cfg.settings.feast_registry_uri, cfg.settings.lock_uri]
     backend = cfg.celery_result_backend.removeprefix("db+") if cfg.celery else ""
     created = []
     for uri in {u for u in [*uris, backend] if u.startswith("postgresql")}:

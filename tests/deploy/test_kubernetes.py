@@ -26,9 +26,13 @@ MANIFESTS = sorted((DEPLOY / "k8s").glob("*.yaml"))
 VALUES_FILE = DEPLOY / "helm" / "airflow-values.yaml"
 # the oldest and the newest Kubernetes minor that kubernetes-validate 1.37.0 ships schemas for
 KUBERNETES_VERSIONS = ("1.30", "1.37")
-WORKLOADS = ("Deployment", "StatefulSet")
+WORKLOADS = ("Deployment", "StatefulSet", "Job")
 # names whose values are credentials or hold them (a database URI with its password, Redis with its)
-SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|KEY_ID|USERNAME|STORE_URI$|REGISTRY_URI$|_REDIS$")
+SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|KEY_ID|USERNAME|STORE_URI$|REGISTRY_URI$|LOCK_URI$|_REDIS$")
+# what every pod that runs the pipeline's code needs to reach its data (docs/configuration.md,
+# "Object storage"): inline values, and a key pair and a PostgreSQL URI read from one Secret
+DATA_VALUES = ("CROSSFIT_DATA_URL", "CROSSFIT_S3_ENDPOINT")
+DATA_SECRETS = {"AWS_ACCESS_KEY_ID": "access-key-id", "AWS_SECRET_ACCESS_KEY": "secret-access-key", "CROSSFIT_LOCK_URI": "lock-uri"}
 
 
 def _documents() -> list[tuple[Path, dict]]:
@@ -125,7 +129,7 @@ def test_workloads_have_probes_resources_and_pinned_images():
             requests = container.get("resources", {}).get("requests", {})
             assert {"cpu", "memory"} <= set(requests), f"{where}: no cpu and memory requests"
             assert "memory" in container["resources"].get("limits", {}), f"{where}: no memory limit"
-            if container in spec.get("initContainers", []):
+            if container in spec.get("initContainers", []) or workload["kind"] == "Job":
                 continue
             assert "readinessProbe" in container and "livenessProbe" in container, f"{where}: probes missing"
             ports = {p["name"] for p in container["ports"]} | {p["containerPort"] for p in container["ports"]}
@@ -135,7 +139,7 @@ def test_workloads_have_probes_resources_and_pinned_images():
 
 
 def test_services_route_to_a_workload_port():
-    workloads = _workloads()
+    workloads = {name: w for name, w in _workloads().items() if w["kind"] != "Job"}
     for path, doc in _documents():
         if doc["kind"] != "Service":
             continue
@@ -210,19 +214,75 @@ def test_the_settings_named_are_ones_the_package_reads():
     assert unread == set()
 
 
-def test_every_pod_sees_the_state_at_one_path():
+def _walk(node, path=()):
+    """Every (path, key or scalar) of a YAML tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield path, key
+            yield from _walk(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk(value, (*path, index))
+    else:
+        yield path, node
+
+
+def test_no_volume_is_shared_between_pods():
+    trees = [(path.name, doc) for path, doc in _documents()] + [(VALUES_FILE.name, _values())]
+    for name, tree in trees:
+        found = [where for where, item in _walk(tree) if item in ("ReadWriteMany", "persistentVolumeClaim")]
+        assert found == [], f"{name}: a claim mounted by name or ReadWriteMany at {found}: pods share the bucket, not a disk"
+    assert not [doc for _, doc in _documents() if doc["kind"] in ("PersistentVolumeClaim", "PersistentVolume")]
+    # the only claim left is the object store's own (one pod, ReadWriteOnce)
+    for workload in _workloads().values():
+        for template in workload["spec"].get("volumeClaimTemplates", []):
+            assert workload["spec"]["replicas"] == 1 and template["spec"]["accessModes"] == ["ReadWriteOnce"]
+        for volume in workload["spec"]["template"]["spec"].get("volumes", []):
+            assert set(volume) - {"name"} <= {"emptyDir", "secret"}, f"{workload['metadata']['name']}: volume {volume['name']}"
+    # the chart mounts `volumes` in every Airflow pod: scratch only, each pod's own
+    assert all(set(volume) == {"name", "emptyDir"} for volume in _values()["volumes"])
+
+
+def _scratch(env: dict[str, str], volumes: list[dict], mounts: list[dict]) -> None:
+    """CROSSFIT_STATE_DIR is on an emptyDir of the pod itself."""
+    mount = next(m for m in mounts if m["mountPath"] == env["CROSSFIT_STATE_DIR"])
+    assert "emptyDir" in next(v for v in volumes if v["name"] == mount["name"])
+
+
+def test_every_airflow_pod_and_the_api_read_the_data_from_the_bucket():
     values = _values()
-    state = {item["name"]: item["value"] for item in values["env"]}["CROSSFIT_STATE_DIR"]
-    claims = {doc["metadata"]["name"] for _, doc in _documents() if doc["kind"] == "PersistentVolumeClaim"}
-    (volume,) = values["volumes"]
-    assert volume["persistentVolumeClaim"]["claimName"] in claims
-    assert {"name": volume["name"], "mountPath": state} in values["volumeMounts"]
-    api = _workloads()["prediction-api"]
-    (container,) = _containers(api)
-    assert _env(container)["CROSSFIT_STATE_DIR"]["value"] == state, "Feast's registry stores absolute feature-table paths"
-    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == state)
-    pod_volume = next(v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
-    assert pod_volume["persistentVolumeClaim"]["claimName"] in claims and mount.get("readOnly") is True
+    airflow_env = {item["name"]: item["value"] for item in values["env"]}
+    airflow_secrets = {item["envName"]: (item["secretName"], item["secretKey"]) for item in values["secret"]}
+    _scratch(airflow_env, values["volumes"], values["volumeMounts"])
+    (api,) = _containers(_workloads()["prediction-api"])
+    api_env = {name: item["value"] for name, item in _env(api).items() if "value" in item}
+    api_secrets = {name: (item["valueFrom"]["secretKeyRef"]["name"], item["valueFrom"]["secretKeyRef"]["key"])
+                   for name, item in _env(api).items() if "valueFrom" in item}  # fmt: skip
+    _scratch(api_env, _workloads()["prediction-api"]["spec"]["template"]["spec"]["volumes"], api["volumeMounts"])
+    for where, env, secrets in (("the Airflow values", airflow_env, airflow_secrets), ("the API", api_env, api_secrets)):
+        missing = (set(DATA_VALUES) - set(env)) | (set(DATA_SECRETS) - set(secrets))
+        assert missing == set(), f"{where} lack {sorted(missing)}"
+    (job,) = _containers(_workloads()["data-bucket"])
+    job_env = {name: item["value"] for name, item in _env(job).items() if "value" in item}
+    for env in (airflow_env, api_env, job_env):
+        assert {name: env.get(name) for name in DATA_VALUES} == {name: airflow_env[name] for name in DATA_VALUES}
+    data_url = urlparse(airflow_env["CROSSFIT_DATA_URL"])
+    assert data_url.scheme == "s3" and data_url.hostname, "CROSSFIT_DATA_URL is s3://bucket[/prefix]"
+    _points_at_service(airflow_env["CROSSFIT_S3_ENDPOINT"])
+    (secret,) = {airflow_secrets[name][0] for name in DATA_SECRETS}  # one Secret: the pipeline's
+    assert {name: airflow_secrets[name] for name in DATA_SECRETS} == {name: (secret, key) for name, key in DATA_SECRETS.items()}
+    assert {name: api_secrets[name] for name in DATA_SECRETS} == {name: (secret, key) for name, key in DATA_SECRETS.items()}
+    # the Job that creates the bucket does it with the pipeline's pair, not MLflow's
+    job_pair = {item["name"]: item["valueFrom"]["secretKeyRef"]["name"] for item in job["env"] if "valueFrom" in item}
+    assert job_pair == {"AWS_ACCESS_KEY_ID": secret, "AWS_SECRET_ACCESS_KEY": secret}
+    compile(job["command"][2], "data-bucket", "exec")
+    mlflow_pair = {item["valueFrom"]["secretKeyRef"]["name"] for c in _containers(_workloads()["mlflow"])
+                   for item in c["env"] if item["name"].startswith("AWS_") and "valueFrom" in item}  # fmt: skip
+    assert secret not in mlflow_pair, "the pipeline and MLflow share a key pair"
+    # the names are the typed settings' own
+    from crossfit_mlops.settings import StorageSettings
+
+    assert {StorageSettings.variable(field) for field in StorageSettings.model_fields} == set(DATA_VALUES) | {"CROSSFIT_LOCK_URI"}
 
 
 def test_the_helm_values_run_this_project():

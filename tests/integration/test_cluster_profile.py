@@ -23,6 +23,7 @@ killed, and both come back (the API's orphaned process ended first) and answer.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -65,7 +66,7 @@ def _query(uri: str, sql: str) -> list[tuple]:
 S3_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "MLFLOW_S3_ENDPOINT_URL")
 
 
-def _cluster_env(state, mlflow_db, airflow_db, feast_db, broker_db, feast_redis_db, bucket) -> dict[str, str]:
+def _cluster_env(state, mlflow_db, airflow_db, feast_db, broker_db, feast_redis_db, bucket, locks_db) -> dict[str, str]:
     env = stack_env(
         state,
         CROSSFIT_PROFILE="cluster",
@@ -77,7 +78,8 @@ def _cluster_env(state, mlflow_db, airflow_db, feast_db, broker_db, feast_redis_
         CROSSFIT_FEAST_REDIS=f"127.0.0.1:6379,db={feast_redis_db}",
         CROSSFIT_S3_PORT=str(free_port_block(8)),
         CROSSFIT_ARTIFACTS_DESTINATION=f"s3://{bucket}/",
-        # no S3 credential anywhere but in the MLflow server's own environment
+        CROSSFIT_LOCK_URI=locks_db,
+        # no S3 credential given: the stack makes MLflow's (the server's alone) and the pipeline's
         AWS_SHARED_CREDENTIALS_FILE="/nonexistent",
         AWS_CONFIG_FILE="/nonexistent",
     )
@@ -99,8 +101,9 @@ def cluster(tmp_path_factory):
         postgres_database("crossfit_test_cl_feast") as feast_db,
         empty_redis_db() as broker_db,
         empty_redis_db() as feast_redis_db,
+        database_left_to_create("crossfit_test_cl_locks") as locks_db,  # the stack creates it
     ):
-        env = _cluster_env(state, mlflow_db, airflow_db, feast_db, broker_db, feast_redis_db, bucket)
+        env = _cluster_env(state, mlflow_db, airflow_db, feast_db, broker_db, feast_redis_db, bucket, locks_db)
         assert not set(S3_CREDENTIALS) & set(env), "the stack must be started without an S3 key"
         with running_stack(env, TRAINING_DAG) as (cfg, client), pytest.MonkeyPatch.context() as mp:
             for name, value in mlflow_credentials(cfg).items():
@@ -136,8 +139,8 @@ def test_training_on_the_cluster_profile(cluster):
 
     cfg, client, run_id, run = cluster["cfg"], cluster["client"], cluster["run_id"], cluster["run"]
     assert cfg.executor == "CeleryExecutor" and cfg.celery_workers == 2 and cfg.mlflow_auth
-    assert not set(S3_CREDENTIALS) & set(control.stack_environment(cfg)), "services and tasks get no S3 key"
     assert run["state"] == "success", f"{run}; logs in {cfg.airflow_home / 'logs'}"
+    _check_data_in_the_bucket(cfg, cluster["bucket"], control.stack_environment(cfg))
 
     # every training task ran on a Celery worker, taken from the training queue; both workers ran tasks
     tis = client.task_instances(TRAINING_DAG, run_id)
@@ -256,6 +259,38 @@ def _celery_queues(cfg) -> dict[str, list[str]]:
     line = next((x for x in done.stdout.splitlines() if x.startswith("QUEUES=")), None)
     assert line, done.stdout[-2000:] + done.stderr[-2000:]
     return json.loads(line.removeprefix("QUEUES="))
+
+
+def _check_data_in_the_bucket(cfg, artifacts_bucket: str, env: dict[str, str]) -> None:
+    """The pipeline's data is in its bucket, read and written with the pipeline's own key pair (not
+    MLflow's, which only the server holds, and which the pipeline's pair cannot stand in for); no
+    data, emissions, monitoring or lock file was written under the state directory."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from crossfit_stack import provision
+
+    secrets = provision.ensure_secrets(cfg)
+    assert cfg.settings.data_url == "s3://crossfit-data" and "crossfit_test_cl_locks" in cfg.settings.lock_uri
+    assert env["AWS_ACCESS_KEY_ID"] == secrets["s3_data_access_key"] != secrets["s3_access_key"]
+    assert "MLFLOW_S3_ENDPOINT_URL" not in env and env["CROSSFIT_S3_ENDPOINT"] == cfg.s3_endpoint
+    s3 = boto3.client("s3", endpoint_url=cfg.s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="crossfit-data") for o in page.get("Contents", [])]
+    snapshot = "snapshot=2026-11-04"
+    for prefix in (f"data/raw/{snapshot}/v-", f"data/processed/{snapshot}/v-", "data/features/athlete_features_v2/",
+                   f"data/training/{snapshot}/", "emissions/"):  # fmt: skip
+        assert any(k.startswith(prefix) for k in keys), (prefix, keys[:20])
+    try:  # the pipeline's pair reaches its bucket only
+        listed = s3.list_objects_v2(Bucket=artifacts_bucket)
+        identities = json.loads((cfg.run_dir / "s3.json").read_text())["identities"]
+        pytest.fail(f"the pipeline's key pair listed {artifacts_bucket}: {listed.get('KeyCount')} keys; "
+                    f"identities: {[(i['name'], i['credentials'][0]['accessKey'], i['actions']) for i in identities]}; "
+                    f"key used: {env['AWS_ACCESS_KEY_ID']}")
+    except ClientError as exc:
+        assert "AccessDenied" in str(exc), exc
+    state = cfg.settings.state_dir
+    assert not [p for p in ("data", "emissions", "monitoring", "locks") if (state / p).exists()], sorted(p.name for p in state.iterdir())
 
 
 def _check_champion_in_object_store(cfg, bucket: str) -> None:

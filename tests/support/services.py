@@ -226,3 +226,80 @@ def mlflow_credentials(cfg) -> dict[str, str]:
     from crossfit_stack import provision
 
     return stack_programs.client_env(cfg, provision.ensure_secrets(cfg))
+
+
+# --- the S3-backed profile: a real object store, a lock database, Feast's SQL registry and Redis ---
+@dataclass(frozen=True)
+class ObjectStore:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    log: Path
+
+    def env(self, prefix: str = "crossfit") -> dict[str, str]:
+        """The variables that put the pipeline's data under ``s3://<bucket>/<prefix>``."""
+        return {
+            "CROSSFIT_DATA_URL": f"s3://{self.bucket}/{prefix}",
+            "CROSSFIT_S3_ENDPOINT": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def filesystem(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key=self.access_key, secret=self.secret_key, use_listings_cache=False)
+
+
+@contextmanager
+def object_store(state_dir: Path, bucket: str = "crossfit-data") -> Iterator[ObjectStore]:
+    """A real SeaweedFS (``weed server``, the stack's own command line and S3 identity file) on a
+    free block of ports, with ``bucket`` created and writable; stopped with its group afterwards."""
+    import secrets
+    import signal
+
+    from crossfit_stack import config, programs, provision
+
+    env = {**os.environ, "CROSSFIT_STATE_DIR": str(state_dir), "CROSSFIT_OBJECT_STORE": "seaweedfs",
+           "CROSSFIT_ARTIFACTS_DESTINATION": f"s3://{bucket}/", "CROSSFIT_S3_PORT": str(free_port_block(programs.OBJECT_STORE_PORTS))}  # fmt: skip
+    for name in ("CROSSFIT_PROFILE", "CROSSFIT_DATA_URL", "CROSSFIT_S3_ENDPOINT"):
+        env.pop(name, None)
+    cfg = config.config_from_env(env)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    keys = {"s3_access_key": secrets.token_hex(10), "s3_secret_key": secrets.token_hex(20)}
+    provision.write_s3_config(cfg, keys)
+    log = state_dir / "seaweedfs.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(programs.object_store_argv(cfg), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    store = ObjectStore(cfg.s3_endpoint, keys["s3_access_key"], keys["s3_secret_key"], bucket, log)
+    try:
+        try:  # the stack's own step: the bucket, retried until the store takes a write
+            provision.ensure_bucket(cfg, keys, timeout=90)
+        except RuntimeError as exc:
+            raise RuntimeError(f"SeaweedFS did not start or take a write: {exc}; see {log}") from None
+        yield store
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        programs.remove_object_store_sockets(cfg)
+
+
+@contextmanager
+def s3_profile(state_dir: Path) -> Iterator[tuple[dict[str, str], ObjectStore]]:
+    """The S3-backed profile's environment on real servers: SeaweedFS with a bucket, a PostgreSQL
+    database for the locks and Feast's SQL registry, an empty Redis database for the online store."""
+    with object_store(state_dir) as store, postgres_database("crossfit_s3") as db, empty_redis_db() as redis_db:
+        env = {
+            **store.env(),
+            "CROSSFIT_LOCK_URI": db,
+            "CROSSFIT_FEAST_REGISTRY_URI": db,
+            "CROSSFIT_FEAST_REDIS": f"127.0.0.1:6379,db={redis_db}",
+        }
+        yield env, store

@@ -111,3 +111,43 @@ def test_the_tracking_uri_follows_the_stacks_mlflow_port():
 def test_a_serving_or_port_setting_out_of_range_is_refused_naming_it(name, value):
     with pytest.raises(ValueError, match=name):
         get_settings({name: value})
+
+
+# --- the S3-backed profile's settings ------------------------------------------------------------
+S3_PROFILE = {
+    "CROSSFIT_DATA_URL": "s3://crossfit-data/team/",
+    "CROSSFIT_S3_ENDPOINT": "http://127.0.0.1:8333",
+    "CROSSFIT_LOCK_URI": "postgresql+psycopg2://postgres@127.0.0.1:5432/locks",
+    "CROSSFIT_FEAST_REGISTRY_URI": "postgresql+psycopg2://postgres@127.0.0.1:5432/feast",
+    "CROSSFIT_FEAST_REDIS": "127.0.0.1:6379,db=3",
+}
+
+
+def test_a_data_url_puts_every_data_root_in_the_bucket_and_nothing_under_the_state_dir(tmp_path):
+    s = get_settings({"CROSSFIT_STATE_DIR": str(tmp_path), **S3_PROFILE})
+    assert s.on_object_storage and s.data_url == "s3://crossfit-data/team"
+    roots = {name: str(getattr(s, name)) for name in ("raw_dir", "processed_dir", "features_dir", "training_dir",
+                                                      "predictions_dir", "emissions_dir", "monitoring_dir")}  # fmt: skip
+    assert all(root.startswith("s3://crossfit-data/team/") for root in roots.values()), roots
+    assert s.raw_dir.storage_options["endpoint_url"] == "http://127.0.0.1:8333"
+    again = get_settings(s.as_env())
+    assert again.data_url == s.data_url and again.lock_uri == s.lock_uri and again.s3_endpoint == s.s3_endpoint
+
+
+@pytest.mark.parametrize("missing", ["CROSSFIT_LOCK_URI", "CROSSFIT_FEAST_REGISTRY_URI", "CROSSFIT_FEAST_REDIS"])
+def test_a_data_url_without_what_every_host_must_share_is_refused_naming_it(missing, tmp_path):
+    env = {"CROSSFIT_STATE_DIR": str(tmp_path), **S3_PROFILE, missing: ""}
+    with pytest.raises(ValueError, match=missing) as info:
+        get_settings(env)
+    assert "CROSSFIT_DATA_URL=s3://crossfit-data/team" in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["/data/crossfit", "gs://bucket/x", "s3://", "s3:///prefix"])
+def test_a_data_url_that_is_not_an_s3_bucket_is_refused(url, tmp_path):
+    with pytest.raises(ValueError, match="CROSSFIT_DATA_URL must be an s3://bucket"):
+        get_settings({"CROSSFIT_STATE_DIR": str(tmp_path), **S3_PROFILE, "CROSSFIT_DATA_URL": url})
+
+
+def test_the_lock_must_be_postgresql(tmp_path):
+    with pytest.raises(ValueError, match="CROSSFIT_LOCK_URI must be a postgresql:// URI"):
+        get_settings({"CROSSFIT_STATE_DIR": str(tmp_path), **S3_PROFILE, "CROSSFIT_LOCK_URI": "redis://127.0.0.1:6379/0"})

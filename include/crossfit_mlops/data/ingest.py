@@ -25,6 +25,7 @@ from crossfit_mlops.storage import (
     Catalog,
     RawSnapshot,
     check_snapshot_id,
+    is_remote,
     publishing,
     sha256_of,
     snapshot_lock,
@@ -52,7 +53,7 @@ def provided_file(settings: Settings) -> ProvidedFile | None:
         raise RawSourceError(f"{where}: no such file; {fix}")
     if not path.is_file():
         raise RawSourceError(f"{where}: not a regular file; {fix}")
-    if not os.access(path, os.R_OK):
+    if not is_remote(path) and not os.access(path, os.R_OK):  # a bucket object: its GET will say
         raise RawSourceError(f"{where}: not readable by this user; {fix}")
     return ProvidedFile(path)
 

@@ -58,7 +58,7 @@ class RawFileError(ValueError):
     """The raw file cannot be used at all. ``kind`` is a stable machine-readable tag."""
 
     def __init__(self, path: Path | str, kind: str, message: str):
-        self.path = Path(path)
+        self.path = path if not isinstance(path, str) else Path(path)
         self.kind = kind
         super().__init__(f"{self.path}: {kind}: {message}")
 
@@ -123,7 +123,9 @@ def read_raw(path: Path | str, expected_sha256: str | None = None) -> RawFile:
     differ from it (a truncated, edited or replaced file) are refused (``changed_since_ingest``).
     The digest is taken of the very bytes that are then parsed.
     """
-    path = Path(path)
+    from crossfit_mlops.storage import location
+
+    path = location(path)
     if not path.is_file():
         raise RawFileError(path, "missing_file", "no such file")
     data = path.read_bytes()

@@ -42,6 +42,9 @@ from crossfit_mlops.storage import (
     TARGET,
     Catalog,
     RawSnapshot,
+    current,
+    has_files,
+    location,
     publishing,
     snapshot_lock,
     snapshot_time,
@@ -146,7 +149,7 @@ def _publish_failure(
     """Publish the failed report (and what was found), drop the snapshot's clean data and labels
     (the processed folder is replaced as a whole), then everything built on them."""
     downstream = [*catalog.feature_tables_of(snapshot_id), catalog.training_sets_of(snapshot_id)]
-    report = {**report, "status": "failed", "reason": reason, "removed_downstream": [str(p) for p in downstream if p.exists()]}
+    report = {**report, "status": "failed", "reason": reason, "removed_downstream": [str(p) for p in downstream if has_files(p)]}
     with publishing(catalog.processed_dir(snapshot_id)) as tmp:
         if check is not None:
             check.quarantine.to_parquet(tmp / QUARANTINE_FILE, index=False)
@@ -160,7 +163,7 @@ def _publish_failure(
 def _checked_contract(catalog: Catalog, snapshot_id: str, raw: RawSnapshot) -> ContractCheck:
     """The contract check of the raw file, or (unusable file) a published failure and the error."""
     try:
-        return check_contract(Path(raw.path), expected_sha256=raw.sha256)
+        return check_contract(location(raw.path, catalog.settings), expected_sha256=raw.sha256)
     except RawFileError as exc:
         report = {**_raw_part(snapshot_id, raw), "raw_file_error": exc.kind}
         _publish_failure(catalog, snapshot_id, report, f"the raw file is unusable: {exc}")
@@ -172,7 +175,7 @@ def _raw_manifest(catalog: Catalog, snapshot_id: str) -> RawSnapshot:
     try:
         return catalog.raw_manifest(snapshot_id)
     except FileNotFoundError as exc:
-        if catalog.processed_dir(snapshot_id).exists():
+        if has_files(catalog.processed_dir(snapshot_id)):
             report = {"snapshot_id": snapshot_id, "raw_file_error": "missing_snapshot"}
             _publish_failure(catalog, snapshot_id, report, str(exc))
         raise
@@ -206,7 +209,7 @@ def validate_and_clean(
             _publish_failure(catalog, snapshot_id, report, reason, check)
             raise ValidationFloorError(
                 f"{raw.path}: only {check.valid_share:.2%} of {len(check.frame)} rows pass the raw contract "
-                f"(floor {floor:.2%}); see {final / REPORT_FILE} and {final / QUARANTINE_FILE}"
+                f"(floor {floor:.2%}); see {current(final) / REPORT_FILE} and {current(final) / QUARANTINE_FILE}"
             )
         result = clean_rows(check.frame.loc[~check.is_bad], snapshot_time(snapshot_id))
         report.update(cleaning=result.counts, rows_out=len(result.clean), share_out=round(len(result.clean) / len(check.frame), 6))
@@ -214,20 +217,21 @@ def validate_and_clean(
             reason = f"only {len(result.clean)} clean athletes, fewer than the {min_rows} needed to train on"
             _publish_failure(catalog, snapshot_id, report, reason, check, result.rejected)
             raise SnapshotTooSmallError(
-                f"{raw.path}: {reason} (CROSSFIT_MIN_CLEAN_ROWS); see {final / REPORT_FILE}"
+                f"{raw.path}: {reason} (CROSSFIT_MIN_CLEAN_ROWS); see {current(final) / REPORT_FILE}"
             )
         report.update(status="ok", seconds=round(time.perf_counter() - started, 3))
         with publishing(final) as tmp:
             check.quarantine.to_parquet(tmp / QUARANTINE_FILE, index=False)
             _write_clean(tmp, result)
             (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2))
+        published = current(final)  # in a bucket: the version just made current
     log.info("snapshot %s: %d rows in, %d quarantined, %d clean", snapshot_id, len(check.frame), check.rows_bad, len(result.clean))
     return CleanedSnapshot(
         snapshot_id=snapshot_id,
-        directory=str(final),
-        clean_path=str(final / CLEAN_FILE),
-        labels_path=str(final / LABELS_FILE),
-        report_path=str(final / REPORT_FILE),
+        directory=str(published),
+        clean_path=str(published / CLEAN_FILE),
+        labels_path=str(published / LABELS_FILE),
+        report_path=str(published / REPORT_FILE),
         rows_out=len(result.clean),
         valid_share=check.valid_share,
     )

@@ -63,6 +63,7 @@ def feast_definitions(settings: Settings | None = None) -> FeastDefinitions:
             name=f"{spec.view_name}_source",
             path=str(Catalog(settings).feature_table_dir(spec.view_name)),
             timestamp_field=EVENT_TIMESTAMP,
+            s3_endpoint_override=settings.s3_endpoint if settings.on_object_storage else None,
             description=f"Feature table {version}: one parquet file per snapshot.",
         )
         view = FeatureView(
@@ -115,7 +116,8 @@ def get_store(settings: Settings | None = None) -> FeatureStore:
     from feast import FeatureStore
 
     settings = settings or get_settings()
-    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    if not (settings.feast_registry_uri and settings.feast_redis):  # a local file store is in use
+        settings.feast_dir.mkdir(parents=True, exist_ok=True)
     return FeatureStore(config=repo_config(settings))
 
 
@@ -125,7 +127,8 @@ def apply_definitions(settings: Settings | None = None, store: FeatureStore | No
     store = store or get_store(settings)
     definitions = feast_definitions(settings)
     for spec in FEATURE_SETS.values():  # a FileSource folder must exist before Feast reads it
-        Catalog(settings).feature_table_dir(spec.view_name).mkdir(parents=True, exist_ok=True)
+        if not settings.on_object_storage:  # (a bucket has no folders: a prefix exists with its first table)
+            Catalog(settings).feature_table_dir(spec.view_name).mkdir(parents=True, exist_ok=True)
     store.apply(definitions.all())
     names = [o.name for o in definitions.all()]
     log.info("feast apply: %s", ", ".join(names))

@@ -28,7 +28,10 @@ from crossfit_mlops.storage import (
     EVENT_TIMESTAMP,
     TARGET,
     Catalog,
+    current,
+    location,
     publishing,
+    read_parquet,
     snapshot_lock,
 )
 
@@ -67,8 +70,12 @@ class TrainingSet:
     directory: str
     rows: dict[str, int]
 
+    def folder(self) -> Path:
+        """Where the set's files are (in a bucket: the version ``directory``'s marker names)."""
+        return current(location(self.directory))
+
     def path(self, split: str) -> Path:
-        return Path(self.directory) / f"{split}.parquet"
+        return self.folder() / f"{split}.parquet"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +87,7 @@ class TrainingSet:
     def mlflow_dataset(self) -> dict[str, str] | None:
         """The train split described as an MLflow dataset (digest, schema, profile), computed once
         when the set was built; None for sets built before this file existed."""
-        path = Path(self.directory) / MLFLOW_DATASET_FILE
+        path = self.folder() / MLFLOW_DATASET_FILE
         return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -169,6 +176,6 @@ def load_split(training_set: TrainingSet | dict, split: str) -> tuple[pd.DataFra
     """``(X, y, frame)`` of one split, with X's columns in the spec's order."""
     if isinstance(training_set, dict):
         training_set = TrainingSet(**training_set)
-    frame = pd.read_parquet(training_set.path(split))
+    frame = read_parquet(training_set.path(split))
     names = feature_set(training_set.feature_version).names
     return frame[names], frame[TARGET], frame

@@ -27,7 +27,17 @@ from typing import Any
 from crossfit_mlops.dag_contract import RetrainConf
 from crossfit_mlops.monitoring.policy import MonitoringPolicy, RetrainDecision, decide
 from crossfit_mlops.settings import Settings, get_settings
-from crossfit_mlops.storage import TARGET, Catalog, check_snapshot_id, publishing
+from crossfit_mlops.storage import (
+    TARGET,
+    Catalog,
+    check_snapshot_id,
+    local_copy,
+    location,
+    publishing,
+)
+from crossfit_mlops.storage import (
+    current as published_version,  # `current` names a training set here
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +64,9 @@ def champion_reference(settings: Settings | None = None) -> dict[str, Any]:
     test_path = run.data.tags.get("dataset.test")
     if not test_path:
         raise MonitoringError(f"{name} v{mv.version}: its run {mv.run_id} has no dataset.test tag to find its test set")
-    manifest = Path(test_path).parent / "manifest.json"
-    if not (Path(test_path).is_file() and manifest.is_file()):
+    test_file = location(test_path, settings)
+    manifest = test_file.parent / "manifest.json"
+    if not (test_file.is_file() and manifest.is_file()):
         raise MonitoringError(
             f"{name} v{mv.version} was judged on {test_path}, which is gone (state directory cleaned?): "
             "retrain, or restore that training set"
@@ -279,14 +290,15 @@ def log_monitoring_run(m: Measurement, settings: Settings, policy: MonitoringPol
         for role, training_set in (("reference", ref["training_set"]), ("current", m.current)):
             dataset = mlflow.data.from_pandas(
                 m.frames[role],
-                source=str(Path(training_set["directory"]) / "test.parquet"),
+                source=str(location(training_set["directory"], settings) / "test.parquet"),
                 name=f"{training_set['feature_service']}-{training_set['snapshot_id']}-test",
                 targets=TARGET,
                 predictions=PREDICTION,
             )
             mlflow.log_input(dataset, context=role)
         mlflow.log_metrics(_run_metrics(m))
-        mlflow.log_artifacts(m.summary["path"])
+        with local_copy(location(m.summary["path"], settings)) as outputs:
+            mlflow.log_artifacts(str(outputs))
         run_id = run.info.run_id
     c = client(uri)
     for key, value in {
@@ -316,7 +328,7 @@ def measure(
     m.summary = summarize(m, settings, policy)
     final = run_dir(settings, snapshot_id, run_key)
     write_outputs(m, final, started)
-    m.summary["path"] = str(final)
+    m.summary["path"] = str(published_version(final))
     m.summary["mlflow_run_id"] = log_monitoring_run(m, settings, policy, tags or {})
     log.info(
         "monitoring %s v%s on %s: %s (%s)",

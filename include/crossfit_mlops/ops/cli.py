@@ -109,7 +109,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
         materialize_snapshot,
     )
     from crossfit_mlops.settings import get_settings
-    from crossfit_mlops.storage import snapshot_time
+    from crossfit_mlops.storage import location, snapshot_time
 
     raw = ingest_snapshot(args.snapshot, rows=args.rows, seed=args.seed)
     cleaned = validate_and_clean(args.snapshot, min_valid_share=args.min_valid_share)
@@ -118,8 +118,8 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     apply_definitions(store=store)
     materialize_snapshot(snapshot_time(args.snapshot), store=store)
     emit({"raw": asdict(raw), "cleaned": asdict(cleaned), "features": tables})
-    report = json.loads(Path(cleaned.report_path).read_text())
     settings = get_settings()
+    report = json.loads(location(cleaned.report_path, settings).read_text())
     print(
         f"\nsnapshot {args.snapshot}: {report['rows_in']} raw rows, {report['rows_quarantined']} "
         f"quarantined, {report['rows_out']} clean ({report['share_out']:.1%}); report: {cleaned.directory}\n"

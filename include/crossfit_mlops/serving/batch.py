@@ -23,7 +23,14 @@ from crossfit_mlops.features.specs import feature_set
 from crossfit_mlops.serving.champion import Champion, load_version
 from crossfit_mlops.serving.online import available_snapshots
 from crossfit_mlops.settings import Settings, get_settings
-from crossfit_mlops.storage import ENTITY_KEY, EVENT_TIMESTAMP, Catalog, publishing, snapshot_time
+from crossfit_mlops.storage import (
+    ENTITY_KEY,
+    EVENT_TIMESTAMP,
+    Catalog,
+    publishing,
+    read_parquet,
+    snapshot_time,
+)
 from crossfit_mlops.tracking import fluent
 from crossfit_mlops.tracking.aliases import require_champion
 from crossfit_mlops.tracking.runs import ensure_experiment
@@ -60,7 +67,7 @@ def predict_snapshot(settings: Settings, champion: Champion, snapshot_id: str, t
 
     from crossfit_mlops.features.feast_repo import get_store, historical_features
 
-    ids = pd.read_parquet(table, columns=[ENTITY_KEY])[ENTITY_KEY].drop_duplicates().sort_values()
+    ids = read_parquet(table, columns=[ENTITY_KEY])[ENTITY_KEY].drop_duplicates().sort_values()
     entity_df = pd.DataFrame({ENTITY_KEY: ids.to_numpy(), EVENT_TIMESTAMP: snapshot_time(snapshot_id)})
     features = historical_features(entity_df, champion.feature_version, settings=settings, store=get_store(settings))
     predictions = champion.model.predict(features[list(champion.columns)].astype("float64"))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from crossfit_mlops.features.specs import FEATURE_TTL, feature_set
 from crossfit_mlops.settings import Settings
-from crossfit_mlops.storage import ENTITY_KEY, Catalog
+from crossfit_mlops.storage import ENTITY_KEY, Catalog, is_remote, read_parquet
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -102,7 +102,7 @@ def _columns_of(response, columns: tuple[str, ...]) -> tuple[dict[str, list[floa
 
 @dataclass(frozen=True)
 class _Table:
-    signature: tuple[int, int, int]  # (inode, size, mtime ns): a replaced or rewritten file differs
+    signature: tuple  # (inode, size, mtime ns), in a bucket (ETag, size, modified): a rewritten file differs
     ids: frozenset[int]
     problem: str | None = None  # why it could not be read
 
@@ -147,11 +147,9 @@ class KnownAthletes:
             folder = Catalog(self.settings).feature_table_dir(feature_set(version).view_name)
             before = self._tables.get(version, {})
             tables = {}
-            for entry in _parquet_files(folder):
-                stat = entry.stat()
-                signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-                known = before.get(entry.name)
-                tables[entry.name] = known if known and known.signature == signature else _read_ids(entry.path, signature)
+            for name, path, signature in _parquet_files(folder):
+                known = before.get(name)
+                tables[name] = known if known and known.signature == signature else _read_ids(path, signature)
             unchanged = tables.keys() == before.keys() and all(tables[n] is before[n] for n in tables)
             if version not in self._ids or not unchanged:
                 self._ids[version] = frozenset().union(*(t.ids for t in tables.values()))
@@ -160,19 +158,31 @@ class KnownAthletes:
             return self._ids[version]
 
 
-def _parquet_files(folder: Path) -> list[os.DirEntry]:
+def _parquet_files(folder: Path) -> list[tuple[str, Path, tuple]]:
+    """``(name, path, signature)`` of each feature table in the folder (local or in a bucket)."""
+    def wanted(name: str) -> bool:
+        return name.endswith(".parquet") and not name.startswith(".")
+
     try:
+        if is_remote(folder):
+            listing = folder.fs.ls(folder.path, detail=True, refresh=True)
+            return [
+                (name, folder / name, (str(item.get("ETag")), int(item.get("size") or 0), str(item.get("LastModified"))))
+                for item in listing
+                if item.get("type") == "file" and wanted(name := item["name"].rsplit("/", 1)[-1])
+            ]
         with os.scandir(folder) as entries:
-            return [e for e in entries if e.name.endswith(".parquet") and not e.name.startswith(".") and e.is_file()]
+            return [
+                (e.name, Path(e.path), (e.stat().st_ino, e.stat().st_size, e.stat().st_mtime_ns))
+                for e in entries if wanted(e.name) and e.is_file()
+            ]
     except FileNotFoundError:
         return []
 
 
-def _read_ids(path: str, signature: tuple[int, int, int]) -> _Table:
-    import pyarrow.parquet as pq
-
+def _read_ids(path: Path, signature: tuple) -> _Table:
     try:
-        return _Table(signature, frozenset(pq.read_table(path, columns=[ENTITY_KEY]).column(0).to_pylist()))
+        return _Table(signature, frozenset(read_parquet(path, columns=[ENTITY_KEY])[ENTITY_KEY].tolist()))
     except Exception as exc:  # a corrupt or half-written file: leave it out, say so, keep serving
         problem = f"{type(exc).__name__}: {str(exc)[:200]}"
         log.warning("feature table %s left out of the athlete index: %s", path, problem)
@@ -281,11 +291,9 @@ def available_snapshots(settings: Settings, version: str) -> list[str]:
 
 def example_athlete(settings: Settings, version: str = "v1") -> int | None:
     """One athlete id of the newest feature table (for the examples start-all prints)."""
-    import pyarrow.parquet as pq
-
     snapshots = available_snapshots(settings, version)
     if not snapshots:
         return None
     table = Catalog(settings).feature_table_file(feature_set(version).view_name, snapshots[-1])
-    ids = pq.read_table(table, columns=[ENTITY_KEY]).column(0).to_pylist()
+    ids = read_parquet(table, columns=[ENTITY_KEY])[ENTITY_KEY].tolist()
     return int(ids[0]) if ids else None

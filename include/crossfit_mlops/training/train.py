@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +30,7 @@ from typing import Any
 
 from crossfit_mlops.features.training_sets import TrainingSet, load_split
 from crossfit_mlops.metrics import metric_intervals, regression_metrics
-from crossfit_mlops.storage import TARGET
+from crossfit_mlops.storage import TARGET, is_remote, location, publishing
 from crossfit_mlops.tracking import client, fluent
 from crossfit_mlops.tracking.runs import supersede_children
 from crossfit_mlops.training.grid import TrainingConfig, build_estimator
@@ -89,8 +91,11 @@ def emissions_tracker(run_name: str, country_iso_code: str, output_dir: str | Pa
 def _measure_fit(
     estimator, X, y, ctx: RunContext, run_name: str, watch: Stopwatch
 ) -> tuple[float, dict[str, Any], Path]:
-    """Fit inside a CodeCarbon tracker; return fit seconds, emissions figures and the CSV path."""
-    out_dir = Path(ctx.emissions_dir)
+    """Fit inside a CodeCarbon tracker; return fit seconds, emissions figures and the local CSV
+    path. With the emissions folder in a bucket, CodeCarbon writes to a local scratch folder and
+    the CSV is then published to the bucket (the caller removes the scratch copy once logged)."""
+    destination = location(ctx.emissions_dir)
+    out_dir = Path(tempfile.mkdtemp(prefix="crossfit-emissions-")) if is_remote(destination) else destination
     out_dir.mkdir(parents=True, exist_ok=True)
     out_file = f"emissions_{run_name}_{os.getpid()}_{time.time_ns()}.csv"  # one file per task
     with watch.phase("codecarbon_start"):
@@ -110,6 +115,9 @@ def _measure_fit(
         "emissions_duration_s": float(getattr(data, "duration", fit_seconds) or fit_seconds),
         "cpu_power_w": float(getattr(data, "cpu_power", 0.0) or 0.0),
     }
+    if is_remote(destination):
+        with publishing(destination / out_file, directory=False) as tmp:
+            shutil.copyfile(out_dir / out_file, tmp)
     return fit_seconds, emissions, out_dir / out_file
 
 
@@ -316,6 +324,8 @@ def _fit_in_run(config: TrainingConfig, training_set: TrainingSet, ctx: RunConte
         with watch.phase("mlflow_run"):
             _log_params(config, data, ctx)
             mlflow.log_artifact(str(fitted.emissions_csv), artifact_path="emissions")
+            if is_remote(location(ctx.emissions_dir)):  # the bucket has it: drop the scratch copy
+                shutil.rmtree(fitted.emissions_csv.parent, ignore_errors=True)
         with watch.phase("plots"):
             _log_plots(config, fitted.estimator, data, fitted.val_pred, fitted.metrics)
         with watch.phase("log_input"):
