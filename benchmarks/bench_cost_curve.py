@@ -16,9 +16,10 @@ running. Each run is the stack's first, so each gate decides without a champion.
 
 The first scale's stack also runs the machinery floor of bench_training_pipeline (the same DAG,
 :data:`~benchmarks.bench_training_pipeline.FLOOR_ROWS` raw rows, the grid shrunk to a few shallow
-trees), right after its run, as that benchmark does. ``--profiles local,s3`` adds the full-size run
-on another stack profile (``CROSSFIT_PROFILE``), same invocation; a profile the stack does not know
-is recorded as not measured, with the stack's own refusal as the reason.
+trees), right after its run, as that benchmark does. ``--profiles local,s3`` adds the first scale's
+run (the full size by default) on the S3-backed profile (:func:`s3_environment`), same invocation; a
+name other than ``s3`` is a ``CROSSFIT_PROFILE``, and one the stack does not know is recorded as not
+measured, with the stack's own refusal as the reason.
 
     .venv/bin/python -m benchmarks.bench_cost_curve [--scales 1,4] [--profiles local,s3] [--note TEXT]
 
@@ -28,11 +29,13 @@ Writes benchmarks/results/cost_curve.json (earlier runs kept under ``history``) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.bench_training_pipeline import (
@@ -71,29 +74,34 @@ def machine_load() -> dict:
     return {"load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()], "uptime": line}
 
 
-def stack_run(base: Path, profile: str, scale: float, with_floor: bool) -> dict:
-    """One scale on a fresh stack of ``profile`` under ``base``: generation, stack start, the run
-    (and the floor)."""
+def stack_run(base: Path, profile: str, scale: float, with_floor: bool, extra_env: dict[str, str] | None = None,
+              label: str | None = None) -> dict:  # fmt: skip
+    """One scale on a fresh stack of ``profile`` (and ``extra_env``) under ``base``: stack start,
+    generation (after the start: on object storage the bucket exists only then), the run, the floor."""
     from crossfit_mlops.data.generate import id_space_for
     from crossfit_mlops.data.ingest import ingest_snapshot
     from crossfit_mlops.data.sources import Simulator
     from crossfit_mlops.storage import Catalog
     from crossfit_mlops.training.grid import DEFAULT_GRID
-    from crossfit_stack import config, control
+    from crossfit_stack import config, control, programs, provision
 
     rows = round(scale * FULL_SIZE)
-    bench_environment(base / f"{profile}-{scale:g}x")
-    os.environ["CROSSFIT_PROFILE"] = profile
+    bench_environment(base / f"{label or profile}-{scale:g}x")
+    os.environ.update({**(extra_env or {}), "CROSSFIT_PROFILE": profile})
     cfg = config.config_from_env()  # refuses a profile the stack does not know
     t0 = time.perf_counter()
-    source = Simulator(SNAPSHOT, rows=rows, max_athlete_id=id_space_for(rows))
-    raw = ingest_snapshot(SNAPSHOT, settings=cfg.settings, source=source)
-    generation_s = time.perf_counter() - t0
-    load_before = machine_load()
-    t0 = time.perf_counter()
-    client = control.up_and_connect(cfg, DAG)
-    stack_start_s = time.perf_counter() - t0
-    try:
+    try:  # a start that fails half-way (a port taken) stops what it started too
+        client = control.up_and_connect(cfg, DAG)
+        stack_start_s = time.perf_counter() - t0
+        if cfg.settings.on_object_storage:  # the pipeline's key pair, as the stack gives its tasks
+            os.environ.update(programs.client_env(cfg, provision.ensure_secrets(cfg)))
+        t0 = time.perf_counter()
+        source = Simulator(SNAPSHOT, rows=rows, max_athlete_id=id_space_for(rows))
+        raw = ingest_snapshot(SNAPSHOT, settings=cfg.settings, source=source)
+        generation_s = time.perf_counter() - t0
+        raw_file = Catalog(cfg.settings).raw_file(raw.snapshot_id)  # read while the stack (its store) runs
+        raw_mb = _mb(raw_file.stat().st_size)
+        load_before = machine_load()
         launchers = [p["pid"] for p in control.supervisor(cfg).all_info() if p["pid"]]
         with PeakMemory(roots=lambda: launchers, label=task_instance_id) as memory:
             run_id, run, tis = run_pipeline(client, rows)
@@ -105,8 +113,8 @@ def stack_run(base: Path, profile: str, scale: float, with_floor: bool) -> dict:
     peaks = {names.get(ti_id, ti_id): peak for ti_id, peak in memory.by_label().items()}
     times = timeline(run, tis)
     return {
-        "profile": profile, "scale": scale, "rows": rows, "raw_origin": raw.origin,
-        "raw_mb": _mb(Catalog(cfg.settings).raw_file(raw.snapshot_id).stat().st_size),
+        "profile": label or profile, "data": cfg.settings.data_url or "the state directory", "scale": scale, "rows": rows,
+        "raw_origin": raw.origin, "raw_mb": raw_mb,
         "generation_s": round(generation_s, 1), "stack_start_s": round(stack_start_s, 1),
         "load_at_trigger": load_before, "load_at_gate": load_after,
         **{k: v for k, v in times.items() if k != "tasks"},
@@ -115,7 +123,7 @@ def stack_run(base: Path, profile: str, scale: float, with_floor: bool) -> dict:
         "tasks_without_a_reading": sorted({_task_name(ti) for ti in tis if ti["state"] == "success"} - set(peaks)),
         "memory_poller_cpu_s": round(memory.cpu_s, 2),
         "tasks": times["tasks"],
-        "raw_file": str(Catalog(cfg.settings).raw_file(raw.snapshot_id)),
+        "raw_file": str(raw_file),
         **({"floor": floor} if floor else {}),
     }  # fmt: skip
 
@@ -155,18 +163,46 @@ def floor_row(floor: dict, plain_wall_s: float) -> dict:
     }  # fmt: skip
 
 
-def other_profile(base: Path, profile: str, local_full: dict | None) -> dict:
-    """The full-size run on ``profile`` beside the local one, or why it was not measured."""
+@contextlib.contextmanager
+def s3_environment() -> Iterator[dict[str, str]]:
+    """The S3-backed profile on the local stack: the pipeline's data in the stack's own SeaweedFS
+    bucket (``CROSSFIT_DATA_URL``), MLflow's artifacts in another, snapshot locks and Feast's
+    registry in a PostgreSQL database of its own, the online store in an empty Redis database
+    (what the S3 profile needs: tests/support/services.py ``s3_profile``); executor and MLflow's
+    database as the local profile's."""
+    from crossfit_stack import programs
+    from tests.support.services import empty_redis_db, free_port_block, postgres_database
+
+    with postgres_database("crossfit_bench_s3") as db, empty_redis_db() as redis_db:
+        yield {
+            "CROSSFIT_OBJECT_STORE": "seaweedfs", "CROSSFIT_S3_PORT": str(free_port_block(programs.OBJECT_STORE_PORTS)),
+            "CROSSFIT_ARTIFACTS_DESTINATION": "s3://crossfit-mlflow-artifacts/", "CROSSFIT_DATA_URL": "s3://crossfit-data",
+            "CROSSFIT_LOCK_URI": db, "CROSSFIT_FEAST_REGISTRY_URI": db, "CROSSFIT_FEAST_REDIS": f"127.0.0.1:6379,db={redis_db}",
+        }  # fmt: skip
+
+
+def other_profile(base: Path, profile: str, scale: float, local: dict | None) -> dict:
+    """The run of the first scale on ``profile`` (``s3``: :func:`s3_environment`; else a
+    ``CROSSFIT_PROFILE``) beside the local one, or why it was not measured. No plain script: the
+    comparison is with the local run's trigger -> gate."""
     from crossfit_stack.config import StackSettingsError
 
     try:
-        row = scale_row(stack_run(base, profile, 1, with_floor=False))
+        if profile == "s3":
+            with s3_environment() as env:
+                measured = stack_run(base, "local", scale, with_floor=False, extra_env=env, label="s3")
+        else:
+            measured = stack_run(base, profile, scale, with_floor=False)
     except StackSettingsError as refused:
-        return {"profile": profile, "measured": False,
-                "reason": f"the stack refused the profile: {refused}. The S3-backed storage (CROSSFIT_DATA_URL) "
-                          "was not on main when this ran; run the same command once it is."}  # fmt: skip
-    if local_full:
-        row["over_local_trigger_to_gate"] = round(row["trigger_to_gate_s"] / local_full["trigger_to_gate_s"], 2)
+        return {"profile": profile, "measured": False, "reason": f"the stack refused the profile: {refused}"}
+    finally:
+        for name in ("CROSSFIT_OBJECT_STORE", "CROSSFIT_S3_PORT", "CROSSFIT_ARTIFACTS_DESTINATION", "CROSSFIT_DATA_URL",
+                     "CROSSFIT_LOCK_URI", "CROSSFIT_FEAST_REGISTRY_URI", "CROSSFIT_FEAST_REDIS", "CROSSFIT_S3_ENDPOINT"):  # fmt: skip
+            os.environ.pop(name, None)
+    row = {k: v for k, v in measured.items() if k not in {"raw_file", "floor"}}
+    row["trigger_to_gate_s"] = row["trigger_to_gate_decision_s"]
+    if local:
+        row["over_local_trigger_to_gate"] = round(row["trigger_to_gate_s"] / local["trigger_to_gate_s"], 2)
     return {"measured": True, **row}
 
 
@@ -193,7 +229,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1,4", help="multiples of the full size, comma-separated (default 1,4)")
     parser.add_argument("--profiles", default="local,s3",
-                        help="stack profiles; the first runs every scale, the others the full size only (default local,s3)")  # fmt: skip
+                        help="stack profiles; the first runs every scale, the others the first scale only; "
+                             "s3: the local stack with the pipeline's data on its object store (default local,s3)")  # fmt: skip
     parser.add_argument("--note", default="", help="what else ran on the machine, recorded with the result")
     args = parser.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
@@ -207,7 +244,7 @@ def main() -> None:
     floor = measured[0].pop("floor")
     rows = [scale_row(m) for m in measured]
     local_full = next((row for row in rows if row["scale"] == 1), None)
-    profiles = [other_profile(base, name, local_full) for name in others]
+    profiles = [other_profile(base, name, scales[0], rows[0]) for name in others]
     result = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_at_start": started,
