@@ -82,13 +82,36 @@ def artifact_bytes(root: Path) -> dict[str, int]:
     return kinds
 
 
-def plain_script(raw: Path, grid: list[dict]) -> dict:
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / "plain_script.py"), "--raw", str(raw), "--snapshot", SNAPSHOT,
-         "--grid", json.dumps(grid), "--processes", "2"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def plain_script(raw: Path, grid: list[dict], snapshot: str = SNAPSHOT) -> dict:
+    """Run benchmarks/plain_script.py on ``raw``: its summary, with the peak RSS of its largest
+    process (the main one or a fit worker: :class:`~benchmarks.process_memory.PeakMemory`)."""
+    from benchmarks.process_memory import PeakMemory
+
+    argv = [sys.executable, str(Path(__file__).parent / "plain_script.py"), "--raw", str(raw), "--snapshot", snapshot,
+            "--grid", json.dumps(grid), "--processes", "2"]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        label = {proc.pid: "plain script"}
+        with PeakMemory(roots=lambda: [proc.pid], label=lambda pid, _: label.get(pid, "plain script: fit worker"),
+                        include_roots=True) as memory:  # fmt: skip
+            out, err = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"the plain script failed ({proc.returncode}): {err.strip()[-2000:]}")
+    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mb": memory.largest()}
+
+
+def bench_environment(state: Path) -> None:
+    """Point this process (and the stack it starts) at a fresh state directory and the benchmark's
+    own ports, so a benchmark never touches the user's stack."""
+    shutil.rmtree(state, ignore_errors=True)
+    os.environ.update({
+        "CROSSFIT_STATE_DIR": str(state),
+        "CROSSFIT_MLFLOW_PORT": os.environ.get("CROSSFIT_BENCH_MLFLOW_PORT", "5071"),
+        "CROSSFIT_AIRFLOW_PORT": os.environ.get("CROSSFIT_BENCH_AIRFLOW_PORT", "8081"),
+        "CROSSFIT_API_PORT": os.environ.get("CROSSFIT_BENCH_API_PORT", "8071"),
+        "CROSSFIT_WORKER_LOG_PORT": os.environ.get("CROSSFIT_BENCH_WORKER_LOG_PORT", "8794"),
+        "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "FEAST_USAGE": "False",
+    })  # fmt: skip
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def redis_materialize(settings) -> dict:
@@ -191,16 +214,7 @@ def main() -> None:
     from crossfit_mlops.settings import get_settings
 
     state = get_settings().state_dir / "bench" / "training"
-    shutil.rmtree(state, ignore_errors=True)
-    os.environ.update({
-        "CROSSFIT_STATE_DIR": str(state),
-        "CROSSFIT_MLFLOW_PORT": os.environ.get("CROSSFIT_BENCH_MLFLOW_PORT", "5071"),
-        "CROSSFIT_AIRFLOW_PORT": os.environ.get("CROSSFIT_BENCH_AIRFLOW_PORT", "8081"),
-        "CROSSFIT_API_PORT": os.environ.get("CROSSFIT_BENCH_API_PORT", "8071"),
-        "CROSSFIT_WORKER_LOG_PORT": os.environ.get("CROSSFIT_BENCH_WORKER_LOG_PORT", "8794"),
-        "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "FEAST_USAGE": "False",
-    })  # fmt: skip
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    bench_environment(state)
     from crossfit_mlops.data.ingest import ingest_snapshot
     from crossfit_mlops.storage import Catalog
     from crossfit_mlops.training.grid import DEFAULT_GRID

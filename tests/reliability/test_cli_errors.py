@@ -75,6 +75,9 @@ BAD_ARGUMENTS = [
     (["prepare", "--snapshot", "2026-13-45"], ["2026-13-45"]),
     (["ingest", "--snapshot", "2026-02-01", "--seed", "-1", "--rows", "5000"], ["seed", "-1"]),
     (["generate", "--out", "x.csv", "--rows", "1000000000000"], ["rows must be between 10 and 2000000"]),
+    (["generate", "--out", "x.csv", "--rows", "700000"], ["rows=700000", "632000", "--max-athlete-id"]),
+    (["generate", "--out", "x.csv", "--rows", "5000", "--max-athlete-id", "4999"], ["rows=5000", "4999"]),
+    (["generate", "--out", "x.csv", "--max-athlete-id", "0"], ["max_athlete_id", "got 0"]),
     (["validate", "--snapshot", "../etc"], ["../etc"]),
     (["features", "--snapshot", "2026-01-01"], ["2026-01-01"]),
     ([STACK, "start", "nosuch"], ["nosuch"]),
@@ -249,3 +252,11 @@ def test_generate_writes_a_new_path_and_replaces_a_regular_file(cli, tmp_path):
     out.write_text("old\n")
     assert cli("generate", "--out", str(out), "--rows", "50")[0] == 0
     assert out.read_text().startswith("athlete_id")
+
+
+def test_generate_with_a_larger_id_space_writes_ids_beyond_the_real_range(cli, capsys, tmp_path):
+    out = tmp_path / "athletes.csv"
+    assert cli("generate", "--out", str(out), "--rows", "2000", "--max-athlete-id", "10000000")[0] == 0
+    assert '"max_athlete_id": 10000000' in capsys.readouterr().out
+    ids = [int(line.split(",", 1)[0]) for line in out.read_text(encoding="utf-8").splitlines()[1:] if line[0] != ","]
+    assert max(ids) > 632_000 and max(ids) <= 10_000_000

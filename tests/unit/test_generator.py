@@ -8,12 +8,31 @@ about 3 points for shares, 5% relative for means and stds, 0.05-0.06 for correla
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from crossfit_mlops.data.generate import generate_frame, write_snapshot
-from crossfit_mlops.data.vocabulary import DECLINE, LIFT_COLUMNS, RAW_COLUMNS, SURVEY_OPTIONS
+from crossfit_mlops.dag_contract import MAX_GENERATED_ROWS
+from crossfit_mlops.data.generate import (
+    MAX_ID_SPACE,
+    _draw_ids,
+    _rng_for,
+    generate_frame,
+    id_space_for,
+    write_snapshot,
+)
+from crossfit_mlops.data.sources import Simulator
+from crossfit_mlops.data.vocabulary import (
+    DECLINE,
+    FULL_SIZE,
+    LIFT_COLUMNS,
+    MAX_ATHLETE_ID,
+    RAW_COLUMNS,
+    SURVEY_OPTIONS,
+)
 
 NULL_FRACTIONS = {
     "athlete_id": 0.00, "name": 0.22, "region": 0.41, "team": 0.63, "affiliate": 0.43,
@@ -60,6 +79,75 @@ def test_ids_are_unsorted_with_three_nulls_and_duplicates(generated_sample):
     assert ids.max() <= 632_000
     assert ids.dropna().duplicated().sum() >= 2  # an exact duplicate row and a conflicting id
     assert generated_sample.duplicated().sum() >= 1
+
+
+def test_the_default_id_space_is_the_real_range_and_keeps_existing_seeds():
+    """The ids of a seed are those drawn before scale runs got their own id space."""
+    frame = generate_frame(rows=2_000, seed=1, snapshot_id="2026-01-01")
+    assert frame["athlete_id"].head(5).tolist() == [461690.0, 135245.0, 144334.0, 237453.0, 287966.0]
+    explicit = generate_frame(rows=2_000, seed=1, snapshot_id="2026-01-01", max_athlete_id=MAX_ATHLETE_ID)
+    pd.testing.assert_frame_equal(frame, explicit)
+
+
+@pytest.mark.parametrize(
+    ("rows", "space", "words"),
+    [
+        (MAX_ATHLETE_ID + 1, MAX_ATHLETE_ID, ["rows=632001", "632000 unique athlete ids of the real file's range",
+                                              "--max-athlete-id", "at least 632001", "e.g. 944253"]),
+        (4 * FULL_SIZE, MAX_ATHLETE_ID, ["rows=1692024", "e.g. 2528000"]),
+        (1_000, 999, ["rows=1000", "999 unique athlete ids of the id space asked for"]),
+    ],
+)  # fmt: skip
+def test_a_size_the_id_space_cannot_serve_is_refused_naming_rows(rows, space, words):
+    started = time.perf_counter()
+    with pytest.raises(ValueError) as refused:
+        generate_frame(rows=rows, max_athlete_id=space)
+    assert time.perf_counter() - started < 1  # refused before anything is drawn
+    for word in words:
+        assert word in str(refused.value)
+
+
+@pytest.mark.parametrize("space", [0, -5, True, 2.5, "632000", MAX_ID_SPACE + 1])
+def test_an_id_space_that_is_not_a_whole_number_in_range_is_refused(space):
+    with pytest.raises(ValueError, match="max_athlete_id must be a whole number"):
+        generate_frame(rows=100, max_athlete_id=space)
+
+
+def test_a_larger_id_space_serves_every_id_of_it():
+    """5,000 rows from 5,000 ids: every id once, apart from the recipe traps' reused ids."""
+    ids = generate_frame(rows=5_000, seed=3, max_athlete_id=5_000)["athlete_id"].dropna()
+    assert ids.min() >= 1 and ids.max() <= 5_000
+    assert ids.nunique() >= 5_000 - 3 - 2  # three null ids, two rows copied onto others
+
+
+def test_id_space_for_keeps_the_real_range_up_to_full_size_and_its_density_beyond():
+    assert id_space_for(FULL_SIZE) == MAX_ATHLETE_ID
+    assert id_space_for(1_000) == MAX_ATHLETE_ID
+    assert id_space_for(4 * FULL_SIZE) == 4 * MAX_ATHLETE_ID
+    assert id_space_for(MAX_GENERATED_ROWS) <= MAX_ID_SPACE  # every size allowed has a space allowed
+
+
+def test_the_id_draw_at_4x_the_full_size_is_fast_and_memory_bounded():
+    rows = 4 * FULL_SIZE
+    tracemalloc.start()
+    started = time.perf_counter()
+    ids = _draw_ids(_rng_for(42), rows, id_space_for(rows))
+    seconds = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(np.unique(ids)) == rows and ids.min() >= 1 and ids.max() <= id_space_for(rows)
+    assert ids.max() > MAX_ATHLETE_ID  # beyond the real file's range
+    assert peak < 64e6, f"{peak / 1e6:.0f} MB"  # 2.5 M ids x 8 bytes, plus the 1.7 M drawn
+    assert seconds < 5, f"{seconds:.1f} s"  # about 0.2 s on the 2-core machine
+
+
+def test_the_simulator_passes_the_id_space_and_names_it_beyond_the_real_data(tmp_path):
+    scaled = Simulator("2026-01-01", rows=2_000, max_athlete_id=5 * MAX_ATHLETE_ID)
+    assert "ids up to 3160000: beyond the real data" in scaled.describe()
+    assert "beyond" not in Simulator("2026-01-01", rows=2_000).describe()
+    scaled.write(tmp_path / "athletes.csv")
+    ids = pd.read_csv(tmp_path / "athletes.csv", usecols=["athlete_id"])["athlete_id"]
+    assert ids.max() > MAX_ATHLETE_ID  # 2,000 ids from 3.16 M: almost surely some above 632,000
 
 
 def test_junk_values_occur(generated_sample):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import numbers
 from dataclasses import dataclass
 from datetime import date
@@ -40,6 +41,7 @@ from crossfit_mlops.data.vocabulary import (
     DECLINE,
     FULL_SIZE,
     LIFT_COLUMNS,
+    MAX_ATHLETE_ID,
     RAW_COLUMNS,
     REGIONS,
     SURVEY_COLUMNS,
@@ -50,7 +52,12 @@ from crossfit_mlops.storage import check_output_file, publishing
 
 log = logging.getLogger(__name__)
 
-MAX_ATHLETE_ID = 632_000
+# Ids are unique and drawn without replacement from 1..max_athlete_id. The default is the real
+# file's range (MAX_ATHLETE_ID: 423,006 athletes among ids up to about 632,000), so a size up to
+# that serves the same ids for a seed as always. Scale runs of more rows pass a larger id space:
+# ids beyond the real file's range, which no real athlete has (see :func:`id_space_for`).
+# The draw shuffles an index of the whole id space (8 bytes an id): this bounds it to 128 MB.
+MAX_ID_SPACE = 16_000_000
 EMPTY_PROFILE_SHARE = 0.2175
 
 # Share of non-null values in the whole raw file (1 - DATA.md's null fractions).
@@ -113,6 +120,7 @@ class GenerationResult:
     seed: int
     snapshot_id: str
     season_shift: float = 0.0
+    max_athlete_id: int = MAX_ATHLETE_ID
 
 
 def _rng_for(seed: int, *salt: int) -> np.random.Generator:
@@ -415,9 +423,34 @@ def _draw_benchmarks(rng: np.random.Generator, dedication: np.ndarray) -> dict[s
     return {k: np.round(np.clip(v, 1 if k == "pullups" else 20, None)) for k, v in bench.items()}
 
 
-def _check_generation_inputs(rows: int, season_shift: float, seed: int) -> None:
+def id_space_for(rows: int) -> int:
+    """The id space a snapshot of ``rows`` needs at the real file's density of ids (423,006 athletes
+    among 632,000 ids), never below the real range: :data:`MAX_ATHLETE_ID` up to the full size,
+    beyond the real data above it (4x the full size: 2,528,000)."""
+    return max(MAX_ATHLETE_ID, math.ceil(rows * MAX_ATHLETE_ID / FULL_SIZE))
+
+
+def _draw_ids(rng: np.random.Generator, n: int, max_athlete_id: int) -> np.ndarray:
+    """``n`` unique ids from 1..max_athlete_id, unsorted, as floats (the raw file has null ids).
+
+    numpy shuffles the tail of an index of the whole space (8 bytes an id, then freed): 4x the full
+    size, 1.7 M ids from 2.5 M, takes about 0.2 s and 33 MB here.
+    """
+    return (rng.choice(max_athlete_id, size=n, replace=False) + 1).astype("float64")
+
+
+def _check_generation_inputs(rows: int, season_shift: float, seed: int, max_athlete_id: int = MAX_ATHLETE_ID) -> None:
     if rows < 10 or rows > MAX_GENERATED_ROWS:
         raise ValueError(f"rows must be between 10 and {MAX_GENERATED_ROWS}, got {rows}")
+    if isinstance(max_athlete_id, bool) or not isinstance(max_athlete_id, numbers.Integral) or not 1 <= max_athlete_id <= MAX_ID_SPACE:
+        raise ValueError(f"max_athlete_id must be a whole number in [1, {MAX_ID_SPACE}], got {max_athlete_id!r}")
+    if rows > max_athlete_id:
+        space = "the real file's range" if max_athlete_id == MAX_ATHLETE_ID else "the id space asked for"
+        raise ValueError(
+            f"rows={rows} is more than the {max_athlete_id} unique athlete ids of {space} (1..{max_athlete_id}); "
+            f"a scale run beyond the real data needs max_athlete_id (--max-athlete-id) of at least {rows}, "
+            f"e.g. {id_space_for(rows)} at the real file's density"
+        )
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= 2**32 - 1:
         raise ValueError(f"seed must be a whole number in [0, 2^32-1], got {seed!r}")
     if not 0.0 <= season_shift <= MAX_SEASON_SHIFT:
@@ -425,16 +458,23 @@ def _check_generation_inputs(rows: int, season_shift: float, seed: int) -> None:
 
 
 def generate_frame(
-    rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None, season_shift: float = 0.0
+    rows: int = FULL_SIZE,
+    seed: int = 42,
+    snapshot_id: str | None = None,
+    season_shift: float = 0.0,
+    max_athlete_id: int = MAX_ATHLETE_ID,
 ) -> pd.DataFrame:
     """Generate a raw snapshot as a DataFrame with the raw file's columns (as strings/floats).
 
     ``season_shift`` > 0 simulates a later season in which the same athletes came back stronger and
     heavier (see :func:`_apply_season_shift`): the drift that monitoring should catch. 0 = none.
+    ``max_athlete_id``: ids are unique, drawn from 1..max_athlete_id; the default is the real file's
+    range, so ``rows`` above it is a ``ValueError``. A larger value (:func:`id_space_for`) serves
+    scale runs with ids beyond the real data.
     """
-    _check_generation_inputs(rows, season_shift, seed)
+    _check_generation_inputs(rows, season_shift, seed, max_athlete_id)
     rng, n = _rng_for(seed), rows
-    ids = (rng.choice(MAX_ATHLETE_ID, size=n, replace=False) + 1).astype("float64")
+    ids = _draw_ids(rng, n, max_athlete_id)
     empty = rng.random(n) < EMPTY_PROFILE_SHARE
     present = _present_masks(rng, empty)
     p = _draw_profiles(rng, n)
@@ -600,13 +640,26 @@ def _vocabularies() -> tuple[_Vocabulary, _Vocabulary, _Vocabulary]:
 
 
 def write_snapshot(
-    path: Path, rows: int = FULL_SIZE, seed: int = 42, snapshot_id: str | None = None, season_shift: float = 0.0
+    path: Path,
+    rows: int = FULL_SIZE,
+    seed: int = 42,
+    snapshot_id: str | None = None,
+    season_shift: float = 0.0,
+    max_athlete_id: int = MAX_ATHLETE_ID,
 ) -> GenerationResult:
     """Generate and write ``athletes.csv`` (published in one step: never half-written). ``path``
     must be new or a regular file: anything else is refused before generating."""
     check_output_file(Path(path), "--out")
-    frame = generate_frame(rows=rows, seed=seed, snapshot_id=snapshot_id, season_shift=season_shift)
+    frame = generate_frame(
+        rows=rows, seed=seed, snapshot_id=snapshot_id, season_shift=season_shift, max_athlete_id=max_athlete_id
+    )
     with publishing(Path(path), directory=False) as tmp:
         frame.astype({"athlete_id": "Int64"}).to_csv(tmp, index=False, encoding="utf-8")
-    log.info("wrote %s rows to %s (seed=%s, snapshot=%s, season shift=%s)", rows, path, seed, snapshot_id, season_shift)
-    return GenerationResult(path=path, rows=rows, seed=seed, snapshot_id=snapshot_id or "", season_shift=season_shift)
+    log.info(
+        "wrote %s rows to %s (seed=%s, snapshot=%s, season shift=%s, ids 1..%s)",
+        rows, path, seed, snapshot_id, season_shift, max_athlete_id,
+    )  # fmt: skip
+    return GenerationResult(
+        path=path, rows=rows, seed=seed, snapshot_id=snapshot_id or "", season_shift=season_shift,
+        max_athlete_id=max_athlete_id,
+    )  # fmt: skip

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from crossfit_mlops.data.vocabulary import FULL_SIZE
+from crossfit_mlops.data.vocabulary import FULL_SIZE, MAX_ATHLETE_ID
 
 
 class RawSourceError(ValueError):
@@ -55,12 +55,19 @@ class Simulator:
     seed: int = 42
     season_shift: float = 0.0
     kind: str = "generated"
+    # unique ids are drawn from 1..max_athlete_id: the real file's range, or more for a scale run
+    max_athlete_id: int = MAX_ATHLETE_ID
 
     def write(self, target: Path) -> dict[str, Any]:
         from crossfit_mlops.data.generate import write_snapshot
 
-        write_snapshot(target, rows=self.rows, seed=self.seed, snapshot_id=self.snapshot_id, season_shift=self.season_shift)
+        write_snapshot(
+            target, rows=self.rows, seed=self.seed, snapshot_id=self.snapshot_id, season_shift=self.season_shift,
+            max_athlete_id=self.max_athlete_id,
+        )  # fmt: skip
         return {"rows": self.rows, "seed": self.seed, "season_shift": float(self.season_shift)}
 
     def describe(self) -> str:
-        return f"the simulator ({self.rows} rows, seed {self.seed}, season shift {self.season_shift})"
+        beyond = self.max_athlete_id > MAX_ATHLETE_ID
+        ids = f", ids up to {self.max_athlete_id}: beyond the real data" if beyond else ""
+        return f"the simulator ({self.rows} rows, seed {self.seed}, season shift {self.season_shift}{ids})"

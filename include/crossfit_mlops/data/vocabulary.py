@@ -8,6 +8,9 @@ from __future__ import annotations
 
 # Rows of the real Kaggle file (DATA.md): the default size of a generated snapshot.
 FULL_SIZE = 423_006
+# The real file's athlete ids go up to about this (DATA.md): a generated snapshot draws its unique
+# ids from 1..MAX_ATHLETE_ID unless a scale run asks for ids beyond the real data.
+MAX_ATHLETE_ID = 632_000
 
 RAW_COLUMNS: tuple[str, ...] = (
     "athlete_id", "name", "region", "team", "affiliate", "gender", "age", "height", "weight",

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
-from crossfit_mlops.data.vocabulary import FULL_SIZE
+from crossfit_mlops.data.vocabulary import FULL_SIZE, MAX_ATHLETE_ID
 from crossfit_mlops.features.specs import FEATURE_SETS
 from crossfit_mlops.ops.console import CommandError, command_line, emit, main_of, require_server
 
@@ -60,8 +60,9 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
     emit(
         write_snapshot(
-            Path(args.out), rows=args.rows, seed=args.seed, snapshot_id=args.snapshot, season_shift=args.season_shift
-        )
+            Path(args.out), rows=args.rows, seed=args.seed, snapshot_id=args.snapshot, season_shift=args.season_shift,
+            max_athlete_id=args.max_athlete_id,
+        )  # fmt: skip
     )
 
 
@@ -254,6 +255,11 @@ def _data_commands(sub) -> None:
     _with_snapshot(p)
     _with_size(p)
     _with_shift(p)
+    p.add_argument(
+        "--max-athlete-id", type=int, default=MAX_ATHLETE_ID,
+        help=f"unique ids are drawn from 1..N (default {MAX_ATHLETE_ID}, the real file's range, so at most that many "
+        "--rows); larger for a scale run: ids beyond the real data",
+    )  # fmt: skip
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("ingest", help="create the raw snapshot (provided file or generated)")
