@@ -321,3 +321,18 @@ def test_survey_effects_on_total_lift_match_the_real_data(cleaned_sample):
         assert generated == pytest.approx(real, abs=SURVEY_EFFECT_TOLERANCE_LB), (key, real, round(generated, 1))
     real, generated = np.array(list(REAL_SURVEY_EFFECTS.values())), np.array([effects[k] for k in REAL_SURVEY_EFFECTS])
     assert np.corrcoef(real, generated)[0, 1] >= 0.95
+
+
+def test_a_pipeline_run_asking_for_more_rows_than_the_real_range_gets_a_scale_id_space(tmp_path):
+    """Ingest (the DAGs' path) serves every size its ``rows`` Param allows: up to the real file's
+    id range with the real ids, above it with ids beyond the real data, said in the origin."""
+    from crossfit_mlops.data.generate import id_space_for
+    from crossfit_mlops.data.ingest import raw_source
+    from crossfit_mlops.data.vocabulary import MAX_ATHLETE_ID
+    from crossfit_mlops.settings import get_settings
+
+    settings = get_settings({"CROSSFIT_STATE_DIR": str(tmp_path)})
+    assert raw_source("2026-01-01", settings, rows=MAX_ATHLETE_ID).max_athlete_id == MAX_ATHLETE_ID
+    scale = raw_source("2026-01-01", settings, rows=MAX_GENERATED_ROWS)
+    assert scale.max_athlete_id == id_space_for(MAX_GENERATED_ROWS) >= MAX_GENERATED_ROWS
+    assert "beyond the real data" in scale.describe()

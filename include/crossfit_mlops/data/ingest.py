@@ -17,7 +17,7 @@ import logging
 import os
 
 from crossfit_mlops.data.sources import ProvidedFile, RawSource, RawSourceError, Simulator
-from crossfit_mlops.data.vocabulary import FULL_SIZE
+from crossfit_mlops.data.vocabulary import FULL_SIZE, MAX_ATHLETE_ID
 from crossfit_mlops.settings import Settings, get_settings
 from crossfit_mlops.storage import (
     MANIFEST_FILE,
@@ -69,7 +69,12 @@ def raw_source(
         "no provided raw file (CROSSFIT_RAW_FILE is not set and %s does not exist): "
         "snapshot %s will be generated", settings.raw_file_override, snapshot_id,
     )
-    return Simulator(snapshot_id, rows=rows, seed=seed, season_shift=season_shift)
+    # more rows than the real file's id range holds: a scale run, its ids beyond the real data (the
+    # manifest's origin says so); up to that range the ids are the real range's, as always
+    from crossfit_mlops.data.generate import id_space_for
+
+    space = MAX_ATHLETE_ID if rows <= MAX_ATHLETE_ID else id_space_for(rows)
+    return Simulator(snapshot_id, rows=rows, seed=seed, season_shift=season_shift, max_athlete_id=space)
 
 
 def ingest_snapshot(
