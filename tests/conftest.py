@@ -89,9 +89,10 @@ GROUPS = {
 }
 LONGEST_FIRST = (
     "tests/compose/test_compose_live.py",
-    "tests/compose/test_compose_workers.py",
     SHARED_STACK,
     "tests/integration/test_cluster_profile.py",
+    # after the first compose module rather than beside it: two compose stacks at once on 2 cores
+    "tests/compose/test_compose_workers.py",
     "tests/integration/test_s3_profile.py",
     "tests/integration/test_monitoring.py",
     "tests/e2e/test_uis.py",

@@ -29,7 +29,7 @@ from tests.reliability.test_data_concurrency import (
 )
 
 SNAPSHOT = "2026-05-01"
-PROCESSES, PUBLISHES = 4, 8
+PROCESSES, PUBLISHES = 3, 6
 
 
 def _versions(folder) -> list[str]:
