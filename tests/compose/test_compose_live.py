@@ -17,6 +17,7 @@ under ``CI=true`` that is a failure.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -39,8 +40,7 @@ ROWS = 5000
 LOG = []  # (step, seconds): printed at the end of the module, for the timings in the docs
 
 
-def _run(args: list[str], env: dict | None = None, timeout: float = 1800, check: bool = True, step: str = "") -> subprocess.CompletedProcess:
-    return run(args, env=env, timeout=timeout, check=check, step=step, log=LOG)
+_run = functools.partial(run, log=LOG)  # a step's duration goes to this module's LOG
 
 
 @dataclass

@@ -20,6 +20,7 @@ failure.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -57,8 +58,7 @@ KILL_GRID = [
 EXAMPLES = (ROOT / "services" / ".env.example", ROOT / "services" / "workers.env.example")
 
 
-def _run(args: list[str], check: bool = True, step: str = "", timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run(args, env=env, timeout=timeout, check=check, step=step, log=LOG)
+_run = functools.partial(run, timeout=900, log=LOG)  # a step's duration goes to this module's LOG
 
 
 @dataclass

@@ -174,14 +174,14 @@ def _reference(world, athlete_ids: list[int], version: str) -> list[float]:
 
     from crossfit_mlops.features.feast_repo import historical_features
     from crossfit_mlops.storage import snapshot_time
-    from crossfit_mlops.tracking import client
+    from crossfit_mlops.tracking import client, fluent
 
     settings = world["settings"]
     mv = client(world["uri"]).get_model_version(settings.registered_model_name, version)
     entity = pd.DataFrame({"athlete_id": athlete_ids, "event_timestamp": snapshot_time(CUR)})
     features = historical_features(entity, mv.tags["feature_version"], settings=settings)
-    mlflow.set_tracking_uri(world["uri"])
-    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}/{version}")
+    with fluent(world["uri"]):  # the process-wide URI for this block only
+        model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}/{version}")
     columns = model.metadata.get_input_schema().input_names()
     return [float(v) for v in model.predict(features[columns])]
 

@@ -109,9 +109,10 @@ def test_first_run_registers_a_champion_with_its_lineage(stack, first_run):
     import pandas as pd
 
     from crossfit_mlops.features.specs import feature_set
+    from crossfit_mlops.tracking import fluent
 
-    mlflow.set_tracking_uri(stack["uri"])
-    model = mlflow.pyfunc.load_model(f"models:/crossfit_total_lift@{CHAMPION}")
+    with fluent(stack["uri"]):  # the process-wide URI for this block only
+        model = mlflow.pyfunc.load_model(f"models:/crossfit_total_lift@{CHAMPION}")
     names = [c["name"] for c in model.metadata.get_input_schema().to_dict()]
     assert names == feature_set(tags["feature_version"]).names
     test = pd.read_parquet(stack["state"] / "data" / "training" / f"snapshot={SNAPSHOT}" / "sample=all" / tags["feature_version"] / "test.parquet")
