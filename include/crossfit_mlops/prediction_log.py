@@ -1,0 +1,127 @@
+"""The prediction log: what the API answered, one row per scored item and model, by hour.
+
+The API (:mod:`crossfit_mlops.serving.log_writer`) writes it; live monitoring reads it
+(:func:`read_log`). Both sides know only this module: the columns, the folder layout and how a
+part file is published.
+
+Layout, under ``<predictions>/live/`` of the settings (the bucket on the S3-backed profile)::
+
+    date=2026-12-07/hour=05/part-<first logged_at ns>-<host>-<pid>-<seq>.parquet
+
+A part file is written whole then published in one step (a rename on a local disk, one PUT on
+S3), so a reader never sees half a file; names starting with ``.`` are files in flight.
+
+One request gives one row per item it scored (``item`` = its index in the batch) and per model
+that scored it: ``role`` ``champion`` (the answer) and, when the shadow challenger scored the same
+request, ``challenger`` rows under the same ``request_id``. A request answered with an error gives
+one ``champion`` row with its ``status`` and ``error`` code and no prediction.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crossfit_mlops.storage import is_remote
+
+LIVE_FOLDER = "live"
+CHAMPION, CHALLENGER = "champion", "challenger"
+ROUTES = ("/predict", "/predict/features")
+
+# column -> pandas dtype of the part files (pyarrow keeps them in the parquet schema)
+COLUMNS: dict[str, str] = {
+    "request_id": "string",  # also the response's X-Request-ID header
+    "logged_at": "datetime64[us, UTC]",  # when the request arrived
+    "route": "string",  # "/predict" (features from the online store) or "/predict/features"
+    "status": "int16",  # the HTTP status of the answer
+    "error": "string",  # the error code of a non-2xx answer (None on 2xx)
+    "role": "string",  # "champion" (the answer) or "challenger" (the shadow's, never returned)
+    "item": "int32",  # index of the item in the request's batch
+    "athlete_id": "Int64",  # None for /predict/features
+    "feature_version": "string",
+    "features": "string",  # JSON object {feature name: value used}
+    "model_name": "string",
+    "model_version": "string",
+    "prediction": "float64",  # None on an error answer
+    "latency_ms": "float64",  # champion rows: the request's time in the API; challenger rows: its scoring
+}
+
+
+def live_root(settings) -> Path:
+    """The log's root folder of these settings (a local folder or the bucket's)."""
+    return settings.predictions_dir / LIVE_FOLDER
+
+
+def hour_folder(root: Path, at: datetime) -> Path:
+    at = at.astimezone(UTC)
+    return root / f"date={at:%Y-%m-%d}" / f"hour={at:%H}"
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Records (dicts with the :data:`COLUMNS` keys) as a frame of the log's schema."""
+    frame = pd.DataFrame.from_records(list(records), columns=list(COLUMNS))
+    frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True)
+    return frame.astype(COLUMNS)
+
+
+def write_part(root: Path, frame: pd.DataFrame, seq: int) -> list[Path]:
+    """Publish ``frame`` as one part file per hour it spans; returns the files written."""
+    written = []
+    hours = frame["logged_at"].dt.floor("h")
+    for hour, rows in frame.groupby(hours, sort=True):
+        folder = hour_folder(root, hour.to_pydatetime())
+        first = int(rows["logged_at"].min().value)
+        name = f"part-{first}-{socket.gethostname()}-{os.getpid()}-{seq}.parquet"
+        final = folder / name
+        if is_remote(folder):
+            with final.open("wb") as out:  # one PUT when closed: readers see all of it or nothing
+                rows.to_parquet(out, index=False)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.tmp"
+            try:
+                rows.to_parquet(tmp, index=False)
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+        written.append(final)
+    return written
+
+
+def _hours(since: datetime, until: datetime) -> Iterable[datetime]:
+    at = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while at < until:
+        yield at
+        at += timedelta(hours=1)
+
+
+def read_log(root: Path, since: datetime, until: datetime) -> pd.DataFrame:
+    """Every logged row with ``since <= logged_at < until`` (UTC-aware datetimes), oldest first."""
+    if until <= since:
+        return to_frame([])
+    parts = []
+    for hour in _hours(since, until):
+        folder = hour_folder(root, hour)
+        if not folder.exists():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or not path.name.endswith(".parquet"):
+                continue
+            with path.open("rb") as source:
+                parts.append(pd.read_parquet(source))
+    if not parts:
+        return to_frame([])
+    frame = pd.concat(parts, ignore_index=True).astype(COLUMNS)
+    keep = (frame["logged_at"] >= pd.Timestamp(since)) & (frame["logged_at"] < pd.Timestamp(until))
+    return frame[keep].sort_values(["logged_at", "request_id", "role", "item"], kind="stable").reset_index(drop=True)
