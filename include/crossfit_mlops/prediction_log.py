@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from crossfit_mlops.storage import is_remote
+from crossfit_mlops.storage import publishing
 
 LIVE_FOLDER = "live"
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -84,17 +84,10 @@ def write_part(root: Path, frame: pd.DataFrame, seq: int) -> list[Path]:
         first = int(rows["logged_at"].min().value)
         name = f"part-{first}-{socket.gethostname()}-{os.getpid()}-{seq}.parquet"
         final = folder / name
-        if is_remote(folder):
-            with final.open("wb") as out:  # one PUT when closed: readers see all of it or nothing
-                rows.to_parquet(out, index=False)
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{name}.tmp"
-            try:
-                rows.to_parquet(tmp, index=False)
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
+        # the project's one publishing idiom: a hidden temporary renamed into place on a local disk,
+        # one PUT in a bucket; readers skip names starting with "."
+        with publishing(final, directory=False) as tmp:
+            rows.to_parquet(tmp, index=False)
         written.append(final)
     return written
 
