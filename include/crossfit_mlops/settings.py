@@ -144,6 +144,13 @@ class ServingSettings(EnvSection):
     serving_max_body_bytes: Count | None = Field(None, description="request body limit (default: 1 MiB, or twice the largest valid request)")
     serving_max_items: Count | None = Field(None, description="JSON keys per request (default: 10,000, or twice the largest valid request)")
     serving_startup_wait_s: Wait = Field(10.0, description="how long a request waits for the first champion load at start")
+    serving_log: bool = Field(True, description="log every `/predict` and `/predict/features` answer to `<predictions>/live/` (off: `false`)")
+    serving_log_flush_s: Seconds = Field(5.0, description="the prediction log's writer publishes a part file at least this often")
+    serving_log_batch: Count = Field(1000, description="... or as soon as this many answers wait")
+    serving_log_queue: Count = Field(20_000, description="answers waiting to be written; more are dropped and counted (`/metrics`)")
+    serving_metrics: bool = Field(True, description="`GET /metrics` (Prometheus text) and the request counters behind it (off: `false`)")
+    shadow_share: Share = Field(1.0, description="share of 200 answers the shadow `@challenger` also scores, off the response path (0: no shadow)")
+    shadow_queue: Count = Field(1000, description="requests waiting for the shadow challenger; more are dropped and counted")
 
 
 S = TypeVar("S", bound=EnvSection)

@@ -8,6 +8,9 @@ guessed), the input columns of its signature in order, its training metrics and 
 moves, the new version is loaded completely *before* the reference is swapped, so requests keep
 being answered by the old model until the new one is ready, and a request that already holds a
 champion finishes with it (every request reads :attr:`ChampionHolder.current` exactly once).
+
+The same holder keeps the shadow ``@challenger`` (``alias=CHALLENGER``): loaded and swapped the
+same way, and not loaded at all while it is the champion's version (``unless_same_as``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from crossfit_mlops.tracking.aliases import (
     NoChampion,
     RegisteredVersion,
     RegistryUnavailable,
-    champion_version,
+    current_version,
     model_uri,
 )
 from crossfit_mlops.tracking.aliases import load_version as load_registered
@@ -58,6 +61,7 @@ class Champion:
     fast_predict: Callable[[Any], Any] | None = None  # ndarray -> predictions, verified at load
     bounds: dict[str, Bounds] = field(default_factory=dict)  # plausible range of each input column
     since: dict[str, Any] | None = None  # the alias-history event that made it champion
+    alias: str = CHAMPION  # the alias it was loaded for: champion, or challenger (the shadow)
 
     @property
     def uri(self) -> str:
@@ -78,7 +82,7 @@ class Champion:
         return {
             "model_name": self.model_name,
             "version": self.version,
-            "alias": CHAMPION,
+            "alias": self.alias,
             "model_uri": self.uri,
             "feature_version": self.feature_version,
             "feature_service": self.feature_service,
@@ -121,8 +125,9 @@ def fast_predictor(model: Any, columns: tuple[str, ...]) -> Callable[[Any], Any]
     return predict
 
 
-def load_version(tracking_uri: str, model_name: str, version: str) -> Champion:
-    """Load one registered version and check it can be served with this project's features."""
+def load_version(tracking_uri: str, model_name: str, version: str, alias: str = CHAMPION) -> Champion:
+    """Load one registered version and check it can be served with this project's features
+    (``alias``: what it is loaded as; the alias history is read for the champion only)."""
     try:
         loaded: RegisteredVersion = load_registered(tracking_uri, model_name, version)
         spec = check_model_inputs(loaded.uri, loaded.feature_version, loaded.columns)
@@ -142,7 +147,8 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> Champion:
         tags=loaded.tags,
         fast_predict=fast_predictor(loaded.model, loaded.columns),
         bounds=feature_bounds(spec.version),
-        since=_since(tracking_uri, model_name, loaded.version),
+        since=_since(tracking_uri, model_name, loaded.version) if alias == CHAMPION else None,
+        alias=alias,
     )
 
 
@@ -171,7 +177,8 @@ def _settle_heap() -> None:
 
 
 class ChampionHolder:
-    """The current champion of a registered model, refreshed by a background thread.
+    """The current champion (or the version of another ``alias``) of a registered model, refreshed
+    by a background thread.
 
     The first check runs on that thread too, so a process started while the registry is down
     answers at once (``/ready`` says why it is not ready) instead of waiting through MLflow's HTTP
@@ -183,16 +190,22 @@ class ChampionHolder:
         model_name: registered model name.
         refresh_seconds: how often the alias is polled.
         loader: ``(tracking_uri, model_name, version) -> Champion`` (injected by tests of pure logic).
+        alias: the alias followed (``challenger`` for the shadow).
+        unless_same_as: another holder (the champion's): while the alias names the version that
+            holder serves, nothing is loaded and :attr:`current` is None (no second copy, no shadow).
     """
 
-    def __init__(self, tracking_uri: str, model_name: str, refresh_seconds: float = 5.0, loader=load_version):
+    def __init__(self, tracking_uri: str, model_name: str, refresh_seconds: float = 5.0, loader=load_version,
+                 alias: str = CHAMPION, unless_same_as: ChampionHolder | None = None):  # fmt: skip
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.refresh_seconds = refresh_seconds
+        self.alias = alias
         self._loader = loader
+        self._same_as = unless_same_as
         self._current: Champion | None = None
         self.problem: tuple[str, str] | None = (
-            "starting", f"the first look for {model_name}@{CHAMPION} in the registry has not finished yet"
+            "starting", f"the first look for {model_name}@{alias} in the registry has not finished yet"
         )
         self.last_check: float | None = None
         self._checked = threading.Event()
@@ -211,7 +224,7 @@ class ChampionHolder:
     def require(self) -> Champion:
         champion = self._current
         if champion is None:
-            raise NoChampion(self.last_error or f"no @{CHAMPION} loaded")
+            raise NoChampion(self.last_error or f"no @{self.alias} loaded")
         return champion
 
     def _fail(self, code: str, message: str) -> bool:
@@ -229,16 +242,24 @@ class ChampionHolder:
 
     def _refresh(self) -> bool:
         try:
-            version = champion_version(self.tracking_uri, self.model_name)
+            found = current_version(self.tracking_uri, self.model_name, self.alias)
+            version = None if found is None else str(found.version)
         except Exception as exc:  # RegistryUnavailable (or whatever else the client raised): keep serving
             log.warning("registry at %s unreachable: %s", self.tracking_uri, exc)
             cause = str(exc) if isinstance(exc, RegistryUnavailable) else f"registry at {self.tracking_uri}: {exc}"
             message = f"registry unreachable: {cause}"
             return self._fail("registry_unavailable", message[:400])
         if version is None:
+            if self.alias != CHAMPION:  # no challenger: nothing to shadow (a champion keeps serving)
+                self._current = None
+                return self._fail(f"no_{self.alias}", f"no version of {self.model_name} has alias @{self.alias}")
             if self._current is not None:
                 log.warning("@%s disappeared; still serving v%s", CHAMPION, self._current.version)
             return self._fail("no_champion", str(NoChampion.missing(self.model_name)))
+        serving = self._same_as.current if self._same_as is not None else None
+        if serving is not None and serving.version == version:
+            self._current = None
+            return self._fail(f"same_as_{serving.alias}", f"@{self.alias} is v{version}, the @{serving.alias}: nothing to compare")
         if self._current is not None and self._current.version == version:
             self.problem = None
             return False
@@ -247,14 +268,14 @@ class ChampionHolder:
             champion = self._loader(self.tracking_uri, self.model_name, version)
         except Exception as exc:
             log.exception("cannot load %s v%s", self.model_name, version)
-            return self._fail("no_champion", f"cannot load {self.model_name} v{version} (@{CHAMPION}): {exc}")
+            return self._fail(f"no_{self.alias}", f"cannot load {self.model_name} v{version} (@{self.alias}): {exc}")
         previous = self._current
         self._current = champion  # one reference assignment: atomic for readers
         _settle_heap()
         self.problem = None
         log.info(
-            "serving %s v%s (%s features) after %.2fs load%s",
-            self.model_name, version, champion.feature_version, time.perf_counter() - started,
+            "%s %s v%s (%s features) after %.2fs load%s",
+            "serving" if self.alias == CHAMPION else f"shadowing @{self.alias}", self.model_name, version, champion.feature_version, time.perf_counter() - started,
             f", replacing v{previous.version}" if previous else "",
         )
         return True
@@ -266,12 +287,12 @@ class ChampionHolder:
             try:
                 self.refresh()
             except Exception:  # never let the refresher die: the next poll tries again
-                log.exception("refresh of @%s failed", CHAMPION)
+                log.exception("refresh of @%s failed", self.alias)
 
     def start(self) -> None:
         """Start the refresher thread (its first check runs at once)."""
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="champion-refresh", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.alias}-refresh", daemon=True)
         self._thread.start()
 
     def wait_first_check(self, timeout: float) -> bool:

@@ -202,6 +202,9 @@ class OnlineFeatureReader:
         known: the athletes of the offline feature tables.
         clock: "now" for the TTL check (injected by tests).
         ttl: the feature views' TTL.
+
+    :attr:`on_read`, when set, is told of every :meth:`read`: ``(feature_version, athletes asked,
+    unknown, unavailable)`` (the API's metrics).
     """
 
     def __init__(
@@ -216,6 +219,7 @@ class OnlineFeatureReader:
         self.clock = clock
         self.ttl = ttl
         self._services: dict[str, Any] = {}
+        self.on_read: Callable[[str, int, int, int], None] | None = None
 
     def service(self, version: str):
         service = self._services.get(version)
@@ -259,10 +263,16 @@ class OnlineFeatureReader:
             if any(i not in known for i in problems):  # the tables may have grown since: look again
                 known = self.known.refresh(version)
             unknown = [i for i in problems if i not in known]
+            self._told(version, len(athlete_ids), len(unknown), len(problems) - len(unknown))
             if unknown:
                 raise UnknownAthletes(unknown, version, sorted(self.known.problems(version)))
             raise FeaturesUnavailable(problems, version)
+        self._told(version, len(athlete_ids), 0, 0)
         return rows
+
+    def _told(self, version: str, asked: int, unknown: int, unavailable: int) -> None:
+        if self.on_read is not None:
+            self.on_read(version, asked, unknown, unavailable)
 
     def _fresh_rows(self, athlete_ids, columns, values_of, stamps_of) -> tuple[list[AthleteFeatures], dict[int, str]]:
         oldest_allowed = self.clock() - self.ttl

@@ -149,6 +149,11 @@ class ModelInfo(BaseModel):
     loaded_at: str
     refresh_seconds: float
     refresh_error: str | None
+    shadow: dict[str, Any] | None = Field(
+        None, description="the shadow challenger: `share` of requests it scores off the response path, the "
+        "`challenger` loaded (null: none, or it is the champion; `reason` says which) and its `outcomes`; "
+        "null when the shadow is off",
+    )
 
 
 # --- errors ----------------------------------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""The shadow challenger: ``@challenger`` scores live requests off the response path, never answers.
+
+After the champion's 200 answer has been sent, :meth:`ShadowScorer.offer` (on the event loop, O(1),
+never blocking) decides whether the challenger scores this request too: only when a challenger is
+loaded and is not the version that answered, and for a sampled share of the requests
+(``CROSSFIT_SHADOW_SHARE``: 1 = every one, 0 = no shadow). The request then waits in a bounded
+queue (``CROSSFIT_SHADOW_QUEUE``; when it is full the request is dropped from the shadow and
+counted), and one background thread scores it and hands the challenger's answer to the prediction
+log under the same ``request_id`` with role ``challenger``. One thread bounds the extra CPU to one
+core at most, the share and the queue bound it further; the answer never waits for it and never
+changes.
+
+Features. ``/predict``: when the challenger was trained on the champion's feature version, the
+champion's rows are reused; otherwise the challenger reads its own FeatureService from the online
+store, as a deployed challenger would (same athletes, its own view; a failed read is counted).
+``/predict/features``: the body's values, when they hold every input the challenger needs (a V1
+challenger behind a V2 champion: yes); else the request is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from crossfit_mlops.prediction_log import CHALLENGER
+from crossfit_mlops.serving.champion import Champion, ChampionHolder
+from crossfit_mlops.serving.log_writer import Answer
+
+log = logging.getLogger(__name__)
+
+# outcomes counted in ShadowScorer.counts (and /metrics)
+SCORED, QUEUE_FULL, NOT_SAMPLED, NO_FEATURES, FAILED = "scored", "queue_full", "not_sampled", "no_features", "failed"
+
+
+@dataclass(slots=True)
+class ShadowRequest:
+    """What the challenger needs of one answered request."""
+
+    request_id: str
+    logged_at: float
+    route: str
+    athlete_ids: list[int] | None
+    columns: tuple[str, ...]  # the champion's columns: the names of the values in rows
+    feature_version: str
+    rows: list[list[float]]
+    challenger: Champion
+
+
+class ShadowScorer:
+    """Scores sampled requests with the challenger on one background thread.
+
+    Args:
+        holder: the ``@challenger`` holder (its :attr:`~ChampionHolder.current` is None while there
+            is none, or while it is the champion's version).
+        reader: the online feature reader (for a challenger of another feature version).
+        submit: where the challenger's answers go (the log writer's ``submit``).
+        share: share of the offered requests scored (0 to 1).
+        queue_bound: requests that may wait.
+    """
+
+    def __init__(self, holder: ChampionHolder, reader, submit: Callable[[Answer], bool], share: float = 1.0,
+                 queue_bound: int = 1000, sample: Callable[[], float] = random.random):  # fmt: skip
+        self.holder = holder
+        self.reader = reader
+        self.share = share
+        self._submit = submit
+        self._sample = sample
+        self._queue: queue.Queue[ShadowRequest | None] = queue.Queue(maxsize=queue_bound)
+        self._thread: threading.Thread | None = None
+        self.counts = dict.fromkeys((SCORED, QUEUE_FULL, NOT_SAMPLED, NO_FEATURES, FAILED), 0)
+        self.last_error: str | None = None
+
+    @property
+    def challenger(self) -> Champion | None:
+        return self.holder.current if self.share > 0 else None
+
+    def offer(self, request_id: str, logged_at: float, route: str, champion: Champion,
+              rows: list[list[float]], athlete_ids: list[int] | None) -> bool:  # fmt: skip
+        """Queue an answered request for the challenger if the policy says so (on the event loop:
+        O(1), never blocks); True when queued."""
+        if self.share <= 0:
+            return False
+        challenger = self.holder.current
+        if challenger is None or challenger.version == champion.version:
+            return False
+        if self.share < 1.0 and self._sample() >= self.share:
+            self.counts[NOT_SAMPLED] += 1
+            return False
+        item = ShadowRequest(request_id, logged_at, route, athlete_ids, champion.columns,
+                             champion.feature_version, rows, challenger)  # fmt: skip
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.counts[QUEUE_FULL] += 1
+            return False
+        return True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="shadow-challenger", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Score what is queued (for at most ``timeout`` seconds), then stop."""
+        if self._thread is None:
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            log.warning("shadow challenger: %d queued requests not scored at shutdown", self._queue.qsize())
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self.score(item)
+            except Exception as exc:  # never let the shadow die; the champion's answers are unaffected
+                self.counts[FAILED] += 1
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                log.warning("shadow challenger v%s failed on request %s: %s", item.challenger.version,
+                            item.request_id, self.last_error)  # fmt: skip
+
+    def _challenger_rows(self, item: ShadowRequest) -> list[list[float]] | None:
+        challenger = item.challenger
+        if challenger.feature_version == item.feature_version or item.route != "/predict":
+            index = {name: i for i, name in enumerate(item.columns)}
+            if not all(name in index for name in challenger.columns):
+                return None
+            if tuple(challenger.columns) == tuple(item.columns):
+                return item.rows
+            picks = [index[name] for name in challenger.columns]
+            return [[row[i] for i in picks] for row in item.rows]
+        features = self.reader.read(item.athlete_ids, challenger.feature_version, challenger.columns)
+        return [f.values for f in features]
+
+    def score(self, item: ShadowRequest) -> None:
+        """Score one request with its challenger and log the answer under the request's id."""
+        started = time.perf_counter()
+        rows = self._challenger_rows(item)
+        if rows is None:
+            self.counts[NO_FEATURES] += 1
+            return
+        challenger = item.challenger
+        predictions = challenger.predict(rows)
+        self._submit(Answer(
+            request_id=item.request_id, logged_at=item.logged_at, route=item.route, status=200, role=CHALLENGER,
+            athlete_ids=item.athlete_ids, feature_version=challenger.feature_version, columns=challenger.columns,
+            rows=rows, model_name=challenger.model_name, model_version=challenger.version, predictions=predictions,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        ))  # fmt: skip
+        self.counts[SCORED] += 1
