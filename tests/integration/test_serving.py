@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def _ids(settings, snapshot: str, version: str = "v2") -> set[int]:
 
 
 
-def _prepare_world(settings, uri: str) -> dict:
+def _prepare_world(settings, uri: str, rows: int = ROWS) -> dict:
     """Snapshots, Feast, two trained + registered versions, v1 promoted (the project's code paths)."""
     from crossfit_mlops.data.ingest import ingest_snapshot
     from crossfit_mlops.data.validate import validate_and_clean
@@ -73,7 +74,7 @@ def _prepare_world(settings, uri: str) -> dict:
     from crossfit_mlops.training.train import RunContext, train_candidate
 
     for index, snapshot in enumerate((OLD, CUR, NEXT)):
-        ingest_snapshot(snapshot, rows=ROWS, seed=11 + index, settings=settings)
+        ingest_snapshot(snapshot, rows=rows, seed=11 + index, settings=settings)
         validate_and_clean(snapshot, settings=settings)
         for version in ("v1", "v2"):
             build_feature_table(snapshot, version, settings=settings)
@@ -104,20 +105,27 @@ def _prepare_world(settings, uri: str) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
+@contextmanager
+def serving_world(base: Path, rows: int = ROWS):
+    """The world in ``base``: a real MLflow server, the snapshots, Feast and two registered versions
+    (the first ``@champion``, the second ``@challenger``); also used by test_live_serving.py."""
     from crossfit_mlops.settings import get_settings
 
-    base = tmp_path_factory.mktemp("serving")
     state = base / "state"
     with mlflow_server(base / "mlflow_state") as uri:
         env = {**os.environ, **QUIET_ENV, "CROSSFIT_STATE_DIR": str(state), "MLFLOW_TRACKING_URI": uri}
         for name in ("CROSSFIT_FEAST_DIR", "CROSSFIT_FEAST_REGISTRY", "CROSSFIT_FEAST_ONLINE_STORE", "CROSSFIT_RAW_FILE"):
             env.pop(name, None)
         settings = get_settings(env)
-        facts = _prepare_world(settings, uri)
+        facts = _prepare_world(settings, uri, rows)
         assert facts["expired"] and facts["missing"], facts
         yield {"uri": uri, "env": env, "settings": settings, "base": base, **facts}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    with serving_world(tmp_path_factory.mktemp("serving")) as built:
+        yield built
 
 
 class Api:
