@@ -13,6 +13,14 @@ throughput (and latency) at concurrency 16 for a fixed duration; then the API at
 athlete ids that no snapshot has (answered 404 from the athlete index). Targets: API p99 < 5 ms at
 concurrency 1; API throughput >= 10x two-hop at concurrency 16 (the goal issue 24 states).
 
+Live traffic (issue 26): the **api** runs as ``serve`` does by default, with the prediction log,
+``/metrics`` and the shadow challenger on (a V1 LightGBM ``@challenger``, so the shadow reads its
+own features from the online store and scores every request). A second API process, **api-off**
+(the named baseline of this comparison: ``CROSSFIT_SERVING_LOG=false``,
+``CROSSFIT_SERVING_METRICS=false``, ``CROSSFIT_SHADOW_SHARE=0``), serves the same champion; both
+are measured at concurrency 1 and 16 in the same run. Target: p99 < 5 ms at concurrency 1 with
+everything on.
+
 Setup (in ``<state dir>/bench/serving``, deleted first): a generated snapshot (default full size,
 423,006 raw rows), Feast apply + materialize, a real MLflow server, and the champion trained by the
 project's code: the default grid's best entry of the benchmark run (LightGBM on V2, 600 trees).
@@ -51,6 +59,8 @@ CHAMPION_CONFIG = {
         "min_child_samples": 40, "subsample": 0.8, "colsample_bytree": 0.8,
     },
 }
+CHALLENGER_CONFIG = {**CHAMPION_CONFIG, "feature_version": "v1"}  # the shadow: its own feature read
+LIVE_OFF = {"CROSSFIT_SERVING_LOG": "false", "CROSSFIT_SERVING_METRICS": "false", "CROSSFIT_SHADOW_SHARE": "0"}
 
 
 def _cpu_seconds(process) -> float:
@@ -169,17 +179,68 @@ def _prepare(settings, rows: int, snapshot: str) -> dict:
         build_feature_table(snapshot, version, settings=settings)
     store = get_store(settings)
     apply_definitions(settings=settings, store=store)
-    materialize_snapshot(snapshot_time(snapshot), versions=("v2",), settings=settings, store=store)
+    materialize_snapshot(snapshot_time(snapshot), versions=("v1", "v2"), settings=settings, store=store)
     uri = settings.mlflow_tracking_uri
     experiment = ensure_experiment(uri, "crossfit_serving_benchmark")
     parent = start_parent_run(uri, experiment, "bench-serving", {"pipeline": "bench_serving"})
     ctx = RunContext(uri, experiment, parent, str(settings.emissions_dir))
-    training_set = build_training_set(snapshot, "v2", settings=settings)
-    summary = train_candidate(TrainingConfig(**CHAMPION_CONFIG), training_set, ctx)
+    summaries = {}
+    for role, config in (("champion", CHAMPION_CONFIG), ("challenger", CHALLENGER_CONFIG)):
+        training_set = build_training_set(snapshot, config["feature_version"], settings=settings)
+        summaries[role] = train_candidate(TrainingConfig(**config), training_set, ctx)
     finish_run(uri, parent)
-    version = register_challenger(uri, settings.registered_model_name, summary, {"source": "bench_serving"})
+    version = register_challenger(uri, settings.registered_model_name, summaries["champion"], {"source": "bench_serving"})
     promote(uri, settings.registered_model_name, version)
-    return {"model_version": version, "run": summary["run_name"], "val_rmse": round(summary["val_rmse"], 1)}
+    shadow = register_challenger(uri, settings.registered_model_name, summaries["challenger"], {"source": "bench_serving"})
+    summary = summaries["champion"]
+    return {"model_version": version, "run": summary["run_name"], "val_rmse": round(summary["val_rmse"], 1),
+            "shadow_challenger_version": shadow}  # fmt: skip
+
+
+def _wait_shadow(port: int, version: str, timeout: float = 60) -> None:
+    """Until the API's /model shows ``version`` as the shadow challenger."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/model", timeout=10) as answer:
+            shadow = json.load(answer).get("shadow") or {}
+        if (shadow.get("challenger") or {}).get("version") == version:
+            return
+        time.sleep(0.3)
+    raise SystemExit(f"the API never loaded the shadow challenger v{version}: {shadow}")
+
+
+def _live_counters(port: int) -> dict:
+    """What /metrics says the log and the shadow did over the whole run."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(("crossfit_prediction_log_records", "crossfit_shadow_requests")):
+                key = sample.name.removeprefix("crossfit_").removesuffix("_total")
+                out["/".join([key, *sample.labels.values()])] = sample.value
+    return out
+
+
+def _live_summary(runs: dict, c: int, live: dict) -> dict:
+    on, off = runs["api_c1"], runs["api-off_c1"]
+    return {
+        "baseline": "api-off (CROSSFIT_SERVING_LOG=false, CROSSFIT_SERVING_METRICS=false, CROSSFIT_SHADOW_SHARE=0)",
+        "single_athlete_c1": {"off_baseline": off, "on": on},
+        f"throughput_c{c}": {"off_baseline": runs[f"api-off_c{c}"], "on": runs[f"api_c{c}"]},
+        "p50_ratio_c1": round(on["p50_ms"] / off["p50_ms"], 3),
+        "p99_ratio_c1": round(on["p99_ms"] / off["p99_ms"], 3),
+        f"throughput_ratio_c{c}": round(runs[f"api_c{c}"]["throughput_rps"] / runs[f"api-off_c{c}"]["throughput_rps"], 3),
+        "on_p99_ms_c1": on["p99_ms"],
+        "target_p99_ms_below": 5.0,
+        "log_and_shadow_counters": live,
+    }
 
 
 def main() -> None:
@@ -238,16 +299,20 @@ def main() -> None:
         ids_file = state / "athlete_ids.json"
         ids_file.write_text(json.dumps(ids["athlete_id"].sample(frac=1.0, random_state=1).astype(int).tolist()))
 
-        api_port, mlflow_port = 8092, 8093
-        api_log, mlflow_log = state / "api.log", state / "mlflow-serve.log"
+        api_port, mlflow_port, off_port = 8092, 8093, 8094
+        mlflow_log = state / "mlflow-serve.log"
         # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH
         env = {**child_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        api = subprocess.Popen(
-            [sys.executable, "-m", "crossfit_mlops", "serve", "--port", str(api_port), "--log-level", "warning"],
-            env=env, stdout=api_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        procs.append(api)
-        wait_for_url(f"http://127.0.0.1:{api_port}/ready", api, api_log)
+        servers = {}
+        for mode, port, extra in (("api", api_port, {}), ("api-off", off_port, LIVE_OFF)):
+            log = state / f"{mode}.log"
+            servers[mode] = subprocess.Popen(
+                [sys.executable, "-m", "crossfit_mlops", "serve", "--port", str(port), "--log-level", "warning"],
+                env={**env, **extra}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            procs.append(servers[mode])
+            wait_for_url(f"http://127.0.0.1:{port}/ready", servers[mode], log)
+        _wait_shadow(api_port, champion["shadow_challenger_version"])
         serve = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
              f"models:/{settings.registered_model_name}@champion", "--env-manager", "local",
@@ -260,12 +325,15 @@ def main() -> None:
         unknown_file = state / "unknown_ids.json"
         unknown_file.write_text(json.dumps(list(range(900_000_000, 900_000_000 + 20_000))))
 
+        ports = {"api": api_port, "api-off": off_port, "two-hop": mlflow_port}
+        servers["two-hop"] = serve
+
         def measure(mode: str, concurrency: int, ids_path: Path = ids_file, expect: int = 200) -> dict:
-            target = f"127.0.0.1:{api_port if mode == 'api' else mlflow_port}"
+            target = f"127.0.0.1:{ports[mode]}"
             cmd = [sys.executable, __file__, "--loadgen", "--mode", mode, "--target", target, "--ids-file", str(ids_path),
                    "--concurrency", str(concurrency), "--expect", str(expect)]
             cmd += ["--requests", str(args.requests), "--seconds", "0"] if concurrency == 1 else ["--seconds", str(args.seconds)]
-            server = psutil.Process((api if mode == "api" else serve).pid)
+            server = psutil.Process(servers[mode].pid)
             cpu_before = _cpu_seconds(server)
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
@@ -283,11 +351,13 @@ def main() -> None:
 
         print("measuring (load generator in a separate process):")
         runs = {}
-        for mode in ("api", "two-hop"):
+        for mode in ("api-off", "api", "two-hop"):
             runs[f"{mode}_c1"] = measure(mode, 1)
-        for mode in ("api", "two-hop"):
+        for mode in ("api-off", "api", "two-hop"):
             runs[f"{mode}_c{args.concurrency}"] = measure(mode, args.concurrency)
         runs["unknown"] = measure("api", args.concurrency, unknown_file, expect=404)
+        time.sleep(6)  # the log's flush interval (5 s) and the shadow's backlog
+        live = _live_counters(api_port)
     finally:
         for proc in procs:
             try:
@@ -306,13 +376,14 @@ def main() -> None:
                     "load_average_1m_before_after": [load_before, round(os.getloadavg()[0], 2)]},
         "champion": {**champion, **CHAMPION_CONFIG},
         "setup_s": round(setup_s, 1),
-        "workers": {"api": 1, "mlflow_models_serve": 1},
+        "workers": {"api": 1, "api_off": 1, "mlflow_models_serve": 1},
         "single_athlete_c1": {"api": runs["api_c1"], "two_hop_baseline": runs["two-hop_c1"]},
         f"throughput_c{c}": {"api": runs[f"api_c{c}"], "two_hop_baseline": runs[f"two-hop_c{c}"]},
         "targets": {"api_p99_ms_below": 5.0, "throughput_ratio_at_least": 10.0},
         "api_p99_ms": runs["api_c1"]["p99_ms"],
         "throughput_ratio": round(ratio, 2),
         f"unknown_athletes_c{c}": runs["unknown"],
+        "live_traffic": _live_summary(runs, c, live),
         "package": str(Path(sys.modules["crossfit_mlops"].__file__).parent),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -321,7 +392,11 @@ def main() -> None:
     print(f"\nAPI single-athlete p99 {result['api_p99_ms']} ms (target < 5 ms); "
           f"throughput at c={c}: API {runs[f'api_c{c}']['throughput_rps']} req/s vs two-hop "
           f"{runs[f'two-hop_c{c}']['throughput_rps']} req/s = {ratio:.2f}x (target >= 10x); unknown ids at c={c}: "
-          f"{runs['unknown']['throughput_rps']} req/s\nwritten to {args.out}")
+          f"{runs['unknown']['throughput_rps']} req/s")
+    on, off = runs["api_c1"], runs["api-off_c1"]
+    print(f"live traffic (log + metrics + shadow) at c=1: p50 {off['p50_ms']} -> {on['p50_ms']} ms, "
+          f"p99 {off['p99_ms']} -> {on['p99_ms']} ms (target < 5 ms); at c={c}: {runs[f'api-off_c{c}']['throughput_rps']} -> "
+          f"{runs[f'api_c{c}']['throughput_rps']} req/s; {live}\nwritten to {args.out}")
 
 
 if __name__ == "__main__":
