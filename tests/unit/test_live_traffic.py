@@ -18,7 +18,7 @@ from crossfit_mlops.serving.log_writer import (
     PredictionLogWriter,
     log_rows,
 )
-from crossfit_mlops.serving.shadow import NO_FEATURES, NOT_SAMPLED, SCORED, ShadowScorer
+from crossfit_mlops.serving.shadow import FAILED, NO_FEATURES, NOT_SAMPLED, SCORED, ShadowScorer
 from crossfit_mlops.serving.shadow import QUEUE_FULL as SHADOW_FULL
 from crossfit_mlops.serving.telemetry import request_id_of
 
@@ -175,3 +175,31 @@ def test_each_app_has_its_own_metrics_registry():
         assert 'crossfit_api_requests_total{route="/health",status="200"} 2.0' in first.get("/metrics").text
         assert 'crossfit_api_requests_total{route="/health",status="200"} 1.0' in second.get("/metrics").text
         assert len(first.get("/health").headers["x-request-id"]) == 32
+
+
+def test_waiting_requests_share_one_read_and_one_bad_athlete_fails_only_its_request():
+    class Reader(_Reader):
+        def read(self, ids, version, columns):
+            if 999 in ids:
+                raise LookupError("no row for 999")
+            self.asked.append((ids, version))
+            return [SimpleNamespace(athlete_id=i, values=[float(i)] * len(columns)) for i in ids]
+
+    v1 = _model("2", "v1", ("bmi", "age"))
+    answers, reader = [], Reader()
+    shadow = ShadowScorer(SimpleNamespace(current=v1), reader, answers.append, 1.0, 10)
+    for rid, ids in (("a", [1, 2]), ("b", [3])):
+        shadow.offer(rid, 0.0, "/predict", CHAMPION, [[0.0, 0.0, 0.0]] * len(ids), ids)
+    shadow.start()  # both wait before the thread starts: one batch
+    shadow.close(timeout=5)
+    assert reader.asked == [([1, 2, 3], "v1")]
+    assert {a.request_id: a.predictions for a in answers} == {"a": [2.0, 4.0], "b": [6.0]}
+
+    answers.clear()
+    reader.asked.clear()
+    shadow = ShadowScorer(SimpleNamespace(current=v1), reader, answers.append, 1.0, 10)
+    for rid, ids in (("c", [4]), ("d", [999])):
+        shadow.offer(rid, 0.0, "/predict", CHAMPION, [[0.0, 0.0, 0.0]], ids)
+    shadow.start()
+    shadow.close(timeout=5)
+    assert [a.request_id for a in answers] == ["c"] and shadow.counts[FAILED] == 1

@@ -152,6 +152,9 @@ class PredictionLogWriter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # stuck on a store that does not answer: do not wait on it too
+                log.warning("prediction log: %d answers not written at shutdown (the writer is stuck)", self.waiting)
+                return
         self.flush()
 
     def flush(self) -> int:

@@ -5,7 +5,8 @@ never blocking) decides whether the challenger scores this request too: only whe
 loaded and is not the version that answered, and for a sampled share of the requests
 (``CROSSFIT_SHADOW_SHARE``: 1 = every one, 0 = no shadow). The request then waits in a bounded
 queue (``CROSSFIT_SHADOW_QUEUE``; when it is full the request is dropped from the shadow and
-counted), and one background thread scores it and hands the challenger's answer to the prediction
+counted), and one background thread scores it (with whatever else waits, up to :data:`BATCH`
+requests in one online read and one predict) and hands the challenger's answer to the prediction
 log under the same ``request_id`` with role ``challenger``. One thread bounds the extra CPU to one
 core at most, the share and the queue bound it further; the answer never waits for it and never
 changes.
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # outcomes counted in ShadowScorer.counts (and /metrics)
 SCORED, QUEUE_FULL, NOT_SAMPLED, NO_FEATURES, FAILED = "scored", "queue_full", "not_sampled", "no_features", "failed"
+BATCH = 64  # requests scored together at most: one online read and one predict for all of them
 
 
 @dataclass(slots=True)
@@ -116,16 +118,61 @@ class ShadowScorer:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            items = [self._queue.get()]
+            while len(items) < BATCH and items[-1] is not None:  # what else waits: scored together
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = items[-1] is None
+            self.score_batch([item for item in items if item is not None])
+            if stop:
                 return
+
+    def score_batch(self, items: list[ShadowRequest]) -> None:
+        """Score waiting requests together: one online read for the ``/predict`` athletes whose
+        challenger needs its own features, one predict call per challenger. A failed batch read is
+        retried one request at a time, so one athlete without a row fails only its request."""
+        reads = [i for i in items if self._needs_read(i)]
+        if len(reads) > 1:
+            try:
+                self._score_together(reads)
+                items = [i for i in items if not self._needs_read(i)]
+            except Exception:  # one athlete's missing row fails the batch read: one by one below
+                log.debug("shadow batch read failed; scoring one request at a time", exc_info=True)
+        for item in items:
             try:
                 self.score(item)
             except Exception as exc:  # never let the shadow die; the champion's answers are unaffected
-                self.counts[FAILED] += 1
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-                log.warning("shadow challenger v%s failed on request %s: %s", item.challenger.version,
-                            item.request_id, self.last_error)  # fmt: skip
+                self._failed(item, exc)
+
+    def _failed(self, item: ShadowRequest, exc: Exception) -> None:
+        self.counts[FAILED] += 1
+        self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log.warning("shadow challenger v%s failed on request %s: %s", item.challenger.version,
+                    item.request_id, self.last_error)  # fmt: skip
+
+    @staticmethod
+    def _needs_read(item: ShadowRequest) -> bool:
+        return item.route == "/predict" and item.challenger.feature_version != item.feature_version
+
+    def _score_together(self, items: list[ShadowRequest]) -> None:
+        started = time.perf_counter()
+        by_challenger: dict[str, list[ShadowRequest]] = {}
+        for item in items:
+            by_challenger.setdefault(item.challenger.version, []).append(item)
+        answers = []
+        for group in by_challenger.values():
+            challenger = group[0].challenger
+            ids = list(dict.fromkeys(a for item in group for a in item.athlete_ids))
+            features = self.reader.read(ids, challenger.feature_version, challenger.columns)
+            values = {f.athlete_id: f.values for f in features}
+            rows = [[values[a] for a in item.athlete_ids] for item in group]
+            predictions = iter(challenger.predict([row for item_rows in rows for row in item_rows]))
+            answers += [(item, item_rows, [next(predictions) for _ in item_rows]) for item, item_rows in zip(group, rows, strict=True)]
+        took_ms = (time.perf_counter() - started) * 1000
+        for item, item_rows, predictions in answers:
+            self._answer(item, item_rows, predictions, took_ms)
 
     def _challenger_rows(self, item: ShadowRequest) -> list[list[float]] | None:
         challenger = item.challenger
@@ -147,12 +194,15 @@ class ShadowScorer:
         if rows is None:
             self.counts[NO_FEATURES] += 1
             return
+        predictions = item.challenger.predict(rows)
+        self._answer(item, rows, predictions, (time.perf_counter() - started) * 1000)
+
+    def _answer(self, item: ShadowRequest, rows: list[list[float]], predictions: list[float], took_ms: float) -> None:
         challenger = item.challenger
-        predictions = challenger.predict(rows)
         self._submit(Answer(
             request_id=item.request_id, logged_at=item.logged_at, route=item.route, status=200, role=CHALLENGER,
             athlete_ids=item.athlete_ids, feature_version=challenger.feature_version, columns=challenger.columns,
             rows=rows, model_name=challenger.model_name, model_version=challenger.version, predictions=predictions,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=took_ms,
         ))  # fmt: skip
         self.counts[SCORED] += 1
