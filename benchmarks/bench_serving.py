@@ -15,11 +15,12 @@ concurrency 1; API throughput >= 10x two-hop at concurrency 16 (the goal issue 2
 
 Live traffic (issue 26): the **api** runs as ``serve`` does by default, with the prediction log,
 ``/metrics`` and the shadow challenger on (a V1 LightGBM ``@challenger``, so the shadow reads its
-own features from the online store and scores every request). A second API process, **api-off**
+own features from the online store; the default share, a quarter of the requests). A second API process, **api-off**
 (the named baseline of this comparison: ``CROSSFIT_SERVING_LOG=false``,
 ``CROSSFIT_SERVING_METRICS=false``, ``CROSSFIT_SHADOW_SHARE=0``), serves the same champion; both
 are measured at concurrency 1 and 16 in the same run, and a third, **api-log** (log and metrics on,
-``CROSSFIT_SHADOW_SHARE=0``), at concurrency 1: the shadow's own share of the cost. Target: p99 < 5 ms at concurrency 1 with
+``CROSSFIT_SHADOW_SHARE=0``) and a fourth, **api-shadow-all** (``CROSSFIT_SHADOW_SHARE=1``), at
+concurrency 1: the shadow's own share of the cost. Target: p99 < 5 ms at concurrency 1 with
 everything on.
 
 Setup (in ``<state dir>/bench/serving``, deleted first): a generated snapshot (default full size,
@@ -63,6 +64,7 @@ CHAMPION_CONFIG = {
 CHALLENGER_CONFIG = {**CHAMPION_CONFIG, "feature_version": "v1"}  # the shadow: its own feature read
 LIVE_OFF = {"CROSSFIT_SERVING_LOG": "false", "CROSSFIT_SERVING_METRICS": "false", "CROSSFIT_SHADOW_SHARE": "0"}
 NO_SHADOW = {"CROSSFIT_SHADOW_SHARE": "0"}  # log + metrics on: the shadow's own share of the cost
+SHADOW_ALL = {"CROSSFIT_SHADOW_SHARE": "1"}  # every request shadowed (the default share is 0.25)
 
 
 def _cpu_seconds(process) -> float:
@@ -234,7 +236,8 @@ def _live_summary(runs: dict, c: int, live: dict) -> dict:
     on, off = runs["api_c1"], runs["api-off_c1"]
     return {
         "baseline": "api-off (CROSSFIT_SERVING_LOG=false, CROSSFIT_SERVING_METRICS=false, CROSSFIT_SHADOW_SHARE=0)",
-        "single_athlete_c1": {"off_baseline": off, "log_and_metrics_only": runs["api-log_c1"], "on": on},
+        "single_athlete_c1": {"off_baseline": off, "log_and_metrics_only": runs["api-log_c1"], "on": on,
+                              "on_shadow_share_1": runs["api-shadow-all_c1"]},  # fmt: skip
         f"throughput_c{c}": {"off_baseline": runs[f"api-off_c{c}"], "on": runs[f"api_c{c}"]},
         "p50_ratio_c1": round(on["p50_ms"] / off["p50_ms"], 3),
         "p99_ratio_c1": round(on["p99_ms"] / off["p99_ms"], 3),
@@ -301,12 +304,14 @@ def main() -> None:
         ids_file = state / "athlete_ids.json"
         ids_file.write_text(json.dumps(ids["athlete_id"].sample(frac=1.0, random_state=1).astype(int).tolist()))
 
-        api_port, mlflow_port, off_port, log_port = 8092, 8093, 8094, 8095
+        api_port, mlflow_port, off_port, log_port, all_port = 8092, 8093, 8094, 8095, 8096
         mlflow_log = state / "mlflow-serve.log"
         # `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH
         env = {**child_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         servers = {}
-        for mode, port, extra in (("api", api_port, {}), ("api-off", off_port, LIVE_OFF), ("api-log", log_port, NO_SHADOW)):
+        live_modes = (("api", api_port, {}), ("api-off", off_port, LIVE_OFF), ("api-log", log_port, NO_SHADOW),
+                      ("api-shadow-all", all_port, SHADOW_ALL))  # fmt: skip
+        for mode, port, extra in live_modes:
             log = state / f"{mode}.log"
             servers[mode] = subprocess.Popen(
                 [sys.executable, "-m", "crossfit_mlops", "serve", "--port", str(port), "--log-level", "warning"],
@@ -314,7 +319,8 @@ def main() -> None:
             )
             procs.append(servers[mode])
             wait_for_url(f"http://127.0.0.1:{port}/ready", servers[mode], log)
-        _wait_shadow(api_port, champion["shadow_challenger_version"])
+        for port in (api_port, all_port):
+            _wait_shadow(port, champion["shadow_challenger_version"])
         serve = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
              f"models:/{settings.registered_model_name}@champion", "--env-manager", "local",
@@ -327,7 +333,7 @@ def main() -> None:
         unknown_file = state / "unknown_ids.json"
         unknown_file.write_text(json.dumps(list(range(900_000_000, 900_000_000 + 20_000))))
 
-        ports = {"api": api_port, "api-off": off_port, "api-log": log_port, "two-hop": mlflow_port}
+        ports = {"api": api_port, "api-off": off_port, "api-log": log_port, "api-shadow-all": all_port, "two-hop": mlflow_port}
         servers["two-hop"] = serve
 
         def measure(mode: str, concurrency: int, ids_path: Path = ids_file, expect: int = 200) -> dict:
@@ -353,7 +359,7 @@ def main() -> None:
 
         print("measuring (load generator in a separate process):")
         runs = {}
-        for mode in ("api-off", "api-log", "api", "two-hop"):
+        for mode in ("api-off", "api-log", "api", "api-shadow-all", "two-hop"):
             runs[f"{mode}_c1"] = measure(mode, 1)
         for mode in ("api-off", "api", "two-hop"):
             runs[f"{mode}_c{args.concurrency}"] = measure(mode, args.concurrency)

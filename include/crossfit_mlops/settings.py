@@ -149,7 +149,7 @@ class ServingSettings(EnvSection):
     serving_log_batch: Count = Field(1000, description="... or as soon as this many answers wait")
     serving_log_queue: Count = Field(20_000, description="answers waiting to be written; more are dropped and counted (`/metrics`)")
     serving_metrics: bool = Field(True, description="`GET /metrics` (Prometheus text) and the request counters behind it (off: `false`)")
-    shadow_share: Share = Field(1.0, description="share of 200 answers the shadow `@challenger` also scores, off the response path (0: no shadow)")
+    shadow_share: Share = Field(0.25, description="share of 200 answers the shadow `@challenger` also scores, off the response path (0: no shadow; 1: every one)")
     shadow_queue: Count = Field(1000, description="requests waiting for the shadow challenger; more are dropped and counted")
 
 

@@ -3,7 +3,7 @@
 After the champion's 200 answer has been sent, :meth:`ShadowScorer.offer` (on the event loop, O(1),
 never blocking) decides whether the challenger scores this request too: only when a challenger is
 loaded and is not the version that answered, and for a sampled share of the requests
-(``CROSSFIT_SHADOW_SHARE``: 1 = every one, 0 = no shadow). The request then waits in a bounded
+(``CROSSFIT_SHADOW_SHARE``: default 0.25, 1 = every one, 0 = no shadow). The request then waits in a bounded
 queue (``CROSSFIT_SHADOW_QUEUE``; when it is full the request is dropped from the shadow and
 counted), and one background thread scores it (with whatever else arrives within
 :data:`LINGER_S`, up to :data:`BATCH` requests in one online read and one predict) and hands the challenger's answer to the prediction
@@ -69,7 +69,7 @@ class ShadowScorer:
         queue_bound: requests that may wait.
     """
 
-    def __init__(self, holder: ChampionHolder, reader, submit: Callable[[Answer], bool], share: float = 1.0,
+    def __init__(self, holder: ChampionHolder, reader, submit: Callable[[Answer], bool], share: float = 0.25,
                  queue_bound: int = 1000, sample: Callable[[], float] = random.random,
                  linger_s: float = LINGER_S):  # fmt: skip
         self.holder = holder
