@@ -151,6 +151,8 @@ def loadgen(args: argparse.Namespace) -> None:
     ms = [v * 1000 for v in latencies]
     if not ms:
         raise SystemExit(f"{args.mode} c={args.concurrency}: no request succeeded in {elapsed:.1f} s; first errors: {errors[:3]}")
+    if args.raw:
+        Path(args.raw).write_text(json.dumps(ms))
     print(json.dumps({
         "mode": args.mode, "concurrency": args.concurrency, "requests": len(ms), "errors": len(errors),
         "first_errors": errors[:3], "seconds": round(elapsed, 2), "throughput_rps": round(len(ms) / elapsed, 1),
@@ -232,6 +234,29 @@ def _live_counters(port: int) -> dict:
     return out
 
 
+def _interleaved(measure, modes: tuple[str, ...], args: argparse.Namespace, state: Path) -> dict:
+    """c=1 latency of each mode over ``args.live_rounds`` rounds taken in turn, pooled."""
+    pooled: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu: dict[str, float] = dict.fromkeys(modes, 0.0)
+    per_round = max(100, args.requests // args.live_rounds)
+    for round_ in range(args.live_rounds):
+        for mode in modes if round_ % 2 == 0 else tuple(reversed(modes)):
+            raw = state / f"raw-{mode}-{round_}.json"
+            result = measure(mode, 1, requests=per_round, raw=raw)
+            pooled[mode] += json.loads(raw.read_text())
+            cpu[mode] += result["server_cpu_ms_per_request"] / args.live_rounds
+    out = {}
+    for mode, ms in pooled.items():
+        out[mode] = {
+            "requests": len(ms), "p50_ms": round(_percentile(ms, 0.50), 3), "p90_ms": round(_percentile(ms, 0.90), 3),
+            "p99_ms": round(_percentile(ms, 0.99), 3), "mean_ms": round(sum(ms) / len(ms), 3),
+            "server_cpu_ms_per_request": round(cpu[mode], 3),
+        }
+        print(f"  {mode:15s} pooled {len(ms)} req: p50 {out[mode]['p50_ms']:.3f} ms, p90 {out[mode]['p90_ms']:.3f} ms, "
+              f"p99 {out[mode]['p99_ms']:.3f} ms, server CPU {out[mode]['server_cpu_ms_per_request']:.3f} ms/req")
+    return out
+
+
 def _live_summary(runs: dict, c: int, live: dict) -> dict:
     on, off = runs["api_c1"], runs["api-off_c1"]
     return {
@@ -261,6 +286,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--expect", type=int, default=200, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--raw", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--live-rounds", type=int, default=5,
+                        help="live-traffic comparison at c=1: rounds, each mode in turn (--requests in all)")
     args = parser.parse_args()
     if args.loadgen:
         loadgen(args)
@@ -336,11 +364,13 @@ def main() -> None:
         ports = {"api": api_port, "api-off": off_port, "api-log": log_port, "api-shadow-all": all_port, "two-hop": mlflow_port}
         servers["two-hop"] = serve
 
-        def measure(mode: str, concurrency: int, ids_path: Path = ids_file, expect: int = 200) -> dict:
+        def measure(mode: str, concurrency: int, ids_path: Path = ids_file, expect: int = 200, requests: int = 0,
+                    raw: Path | None = None) -> dict:  # fmt: skip
             target = f"127.0.0.1:{ports[mode]}"
             cmd = [sys.executable, __file__, "--loadgen", "--mode", mode, "--target", target, "--ids-file", str(ids_path),
                    "--concurrency", str(concurrency), "--expect", str(expect)]
-            cmd += ["--requests", str(args.requests), "--seconds", "0"] if concurrency == 1 else ["--seconds", str(args.seconds)]
+            cmd += ["--requests", str(requests or args.requests), "--seconds", "0"] if concurrency == 1 else ["--seconds", str(args.seconds)]
+            cmd += ["--raw", str(raw)] if raw else []
             server = psutil.Process(servers[mode].pid)
             cpu_before = _cpu_seconds(server)
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -364,6 +394,8 @@ def main() -> None:
         for mode in ("api-off", "api", "two-hop"):
             runs[f"{mode}_c{args.concurrency}"] = measure(mode, args.concurrency)
         runs["unknown"] = measure("api", args.concurrency, unknown_file, expect=404)
+        print(f"live traffic at c=1, {args.live_rounds} interleaved rounds (a busy machine drifts less between modes):")
+        interleaved = _interleaved(measure, ("api-off", "api-log", "api", "api-shadow-all"), args, state)
         time.sleep(6)  # the log's flush interval (5 s) and the shadow's backlog
         live = _live_counters(api_port)
     finally:
@@ -391,7 +423,7 @@ def main() -> None:
         "api_p99_ms": runs["api_c1"]["p99_ms"],
         "throughput_ratio": round(ratio, 2),
         f"unknown_athletes_c{c}": runs["unknown"],
-        "live_traffic": _live_summary(runs, c, live),
+        "live_traffic": {**_live_summary(runs, c, live), "interleaved_c1": interleaved},
         "package": str(Path(sys.modules["crossfit_mlops"].__file__).parent),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -401,8 +433,8 @@ def main() -> None:
           f"throughput at c={c}: API {runs[f'api_c{c}']['throughput_rps']} req/s vs two-hop "
           f"{runs[f'two-hop_c{c}']['throughput_rps']} req/s = {ratio:.2f}x (target >= 10x); unknown ids at c={c}: "
           f"{runs['unknown']['throughput_rps']} req/s")
-    on, off = runs["api_c1"], runs["api-off_c1"]
-    print(f"live traffic (log + metrics + shadow) at c=1: p50 {off['p50_ms']} -> {on['p50_ms']} ms, "
+    on, off = interleaved["api"], interleaved["api-off"]
+    print(f"live traffic (log + metrics + shadow) at c=1, interleaved: p50 {off['p50_ms']} -> {on['p50_ms']} ms, "
           f"p99 {off['p99_ms']} -> {on['p99_ms']} ms (target < 5 ms); at c={c}: {runs[f'api-off_c{c}']['throughput_rps']} -> "
           f"{runs[f'api_c{c}']['throughput_rps']} req/s; {live}\nwritten to {args.out}")
 
