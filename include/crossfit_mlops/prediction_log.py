@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from crossfit_mlops.storage import is_remote
+from crossfit_mlops.storage import publishing
 
 LIVE_FOLDER = "live"
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -47,6 +47,9 @@ COLUMNS: dict[str, str] = {
     "athlete_id": "Int64",  # None for /predict/features
     "feature_version": "string",
     "features": "string",  # JSON object {feature name: value used}
+    # /predict: the time of the online-store row the features came from (its snapshot); a label
+    # for the prediction is the athlete's total lift in a later snapshot. None for /predict/features
+    "features_at": "datetime64[us, UTC]",
     "model_name": "string",
     "model_version": "string",
     "prediction": "float64",  # None on an error answer
@@ -71,7 +74,8 @@ def new_request_id() -> str:
 def to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Records (dicts with the :data:`COLUMNS` keys) as a frame of the log's schema."""
     frame = pd.DataFrame.from_records(list(records), columns=list(COLUMNS))
-    frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True)
+    for column in ("logged_at", "features_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame.astype(COLUMNS)
 
 
@@ -84,17 +88,8 @@ def write_part(root: Path, frame: pd.DataFrame, seq: int) -> list[Path]:
         first = int(rows["logged_at"].min().value)
         name = f"part-{first}-{socket.gethostname()}-{os.getpid()}-{seq}.parquet"
         final = folder / name
-        if is_remote(folder):
-            with final.open("wb") as out:  # one PUT when closed: readers see all of it or nothing
-                rows.to_parquet(out, index=False)
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{name}.tmp"
-            try:
-                rows.to_parquet(tmp, index=False)
-                os.replace(tmp, final)
-            finally:
-                tmp.unlink(missing_ok=True)
+        with publishing(final, directory=False) as tmp:  # a rename here, one PUT in a bucket
+            rows.to_parquet(tmp, index=False)
         written.append(final)
     return written
 

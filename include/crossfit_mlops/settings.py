@@ -146,8 +146,17 @@ class ServingSettings(EnvSection):
     serving_startup_wait_s: Wait = Field(10.0, description="how long a request waits for the first champion load at start")
 
 
+class MonitoringSettings(EnvSection):
+    """What monitoring may do by itself (the thresholds are the monitoring DAG's Params)."""
+
+    title: ClassVar[str] = "Monitoring"
+    auto_rollback: bool = Field(True, description="the monitoring DAG may move `@champion` back when live traffic says so (`false`: it only reports)")
+
+
 S = TypeVar("S", bound=EnvSection)
-SECTIONS: tuple[type[EnvSection], ...] = (PathSettings, MlflowSettings, FeastSettings, StorageSettings, DataSettings, ServingSettings)
+SECTIONS: tuple[type[EnvSection], ...] = (
+    PathSettings, MlflowSettings, FeastSettings, StorageSettings, DataSettings, ServingSettings, MonitoringSettings,
+)  # fmt: skip
 
 
 def read_section(section: type[S], environ: Mapping[str, str] | None = None) -> S:

@@ -134,3 +134,136 @@ def test_a_season_shift_on_an_existing_snapshot_is_refused(stack, champion):
     assert result["state"] == "failed"
     assert result["tasks"][M.PREPARE] == "failed"
     assert "raw snapshots are never rewritten" in result["log"]
+
+
+# --- live traffic: a bad champion is rolled back --------------------------------------------------
+BAD_SEASON, LABELS_ARRIVE = "2026-12-03", "2026-12-20"
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it (the alert webhook)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def _logged(settings, request_ids: set[str], timeout: float = 30):
+    """The prediction log's rows of ``request_ids`` once all of them were flushed."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from crossfit_mlops.prediction_log import live_root, read_log
+
+    deadline = time.monotonic() + timeout
+    while True:
+        now = datetime.now(UTC)
+        rows = read_log(live_root(settings), now - timedelta(hours=2), now + timedelta(minutes=1))
+        if request_ids <= set(rows["request_id"]) or time.monotonic() > deadline:
+            return rows[rows["request_id"].isin(request_ids)]
+        time.sleep(0.5)
+
+
+def test_a_champion_bad_on_live_traffic_is_rolled_back_and_serving_switches(stack, champion, tmp_path):
+    """A season whose lifts were recorded 25% too heavy trains a champion that looks fine on its own
+    test split; the labels that arrive later (a snapshot of the same athletes, no shift) show its live
+    error far above that. The monitoring run rolls @champion back to the previous champion, records
+    why, alerts, and the API, under a stream of requests, switches with no 5xx."""
+    import threading
+
+    from crossfit_mlops.data.ingest import ingest_snapshot
+    from crossfit_mlops.registry.promotion import move_alias
+    from crossfit_mlops.settings import get_settings
+    from crossfit_mlops.storage import Catalog
+    from crossfit_mlops.tracking.history import history
+    from tests.integration.test_serving import Api
+
+    receiver = Receiver()
+    env = {**stack["env"], "CROSSFIT_ALERT_WEBHOOK_URL": receiver.url}
+    settings = get_settings(env)
+    ingest_snapshot(BAD_SEASON, rows=30000, seed=5, settings=settings, season_shift=0.25)
+    trained = run_dag({**stack, "env": env}, "crossfit_training_pipeline",
+                      {"snapshot": BAD_SEASON, "grid": GRID, "r2_floor": 0.3})  # fmt: skip
+    assert trained["state"] == "success", trained["log"][-6000:]
+    c = _client(stack["uri"])
+    bad = str(c.get_model_version_by_alias("crossfit_total_lift", "champion").version)
+    assert bad != champion, "the season's model should beat the old champion on that season's test split"
+    # the operator shadows the previous champion: the API scores it too, off the response path
+    move_alias(stack["uri"], "crossfit_total_lift", "challenger", champion, "registration", "test", "shadow the previous champion")
+
+    athletes = Catalog(settings).load_labels(BAD_SEASON)["athlete_id"].head(150).tolist()
+    api = Api(env, tmp_path / "api.log", CROSSFIT_SERVING_REFRESH_S="0.5")
+    try:
+        api.wait_ready()
+        ids = set()
+        for athlete in athletes:
+            response = api.post("/predict", {"athlete_id": int(athlete)})
+            assert response.status_code == 200 and response.json()["model_version"] == bad, response.text
+            ids.add(response.headers["X-Request-ID"])
+        rows = _logged(settings, ids)
+        assert set(rows["request_id"]) == ids
+        assert set(rows.loc[rows["role"] == "challenger", "model_version"]) == {champion}, "the shadow should be logged"
+
+        answers, stop = [], threading.Event()
+
+        def stream():
+            while not stop.is_set():
+                response = api.post("/predict", {"athlete_id": int(athletes[len(answers) % len(athletes)])})
+                answers.append((response.status_code, response.json().get("model_version")))
+                stop.wait(0.05)  # about 20 requests a second beside the DAG run
+
+        streamer = threading.Thread(target=stream, daemon=True)
+        streamer.start()
+        # labels arrive: the monitoring run ingests the later snapshot of the same athletes
+        result = run_dag({**stack, "env": env}, "crossfit_monitoring", {"snapshot": LABELS_ARRIVE, "retrain": False})
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not answers or answers[-1][1] != champion):
+            time.sleep(0.2)
+        stop.set()
+        streamer.join(timeout=30)
+    finally:
+        api.stop()
+        receiver.close()
+
+    assert result["state"] == "success", result["log"][-6000:]
+    assert result["tasks"][M.ROLLBACK] == "success" and result["tasks"][M.KEEP_SERVING] == "skipped", result["tasks"]
+    assert c.get_model_version_by_alias("crossfit_total_lift", "champion").version == int(champion)
+    statuses = {status for status, _ in answers}
+    assert statuses == {200}, f"serving must not fail while @champion moves: {statuses}"
+    assert answers[0][1] == bad and answers[-1][1] == champion, (answers[0], answers[-1])
+
+    event = history(stack["uri"], "crossfit_total_lift")[-1]
+    assert (event["event"], event["from_version"], event["to_version"]) == ("rollback", bad, champion)
+    assert event["actor"].startswith("airflow:crossfit_monitoring/") and "live RMSE" in event["reason"], event
+
+    live = c.get_run(c.get_model_version("crossfit_total_lift", bad).tags["rollback.evidence_run_id"])
+    assert live.data.tags["monitoring.kind"] == "live" and live.data.tags["decision"] == "rollback"
+    metrics = live.data.metrics
+    assert metrics["labelled"] >= 150 and metrics["live_rmse_low"] > 1.2 * metrics["test_rmse"], metrics
+    assert metrics["shadow_rows"] >= 150 and metrics["shadow_challenger_rmse"] < metrics["live_rmse"], metrics
+    assert {"summary.json", "dashboard.png", "report.html"} <= {a.path for a in c.list_artifacts(live.info.run_id)}
+    shadow_tags = c.get_model_version("crossfit_total_lift", champion).tags
+    assert shadow_tags["shadow.run_id"] == live.info.run_id and float(shadow_tags["shadow.improvement_low"]) > 0
+
+    rollbacks = [a for a in receiver.received if a["event"] == "rollback"]
+    assert len(rollbacks) == 1 and f"v{bad}" in rollbacks[0]["summary"], receiver.received
