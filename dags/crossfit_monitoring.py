@@ -215,12 +215,13 @@ def measure_live_traffic(run: dict[str, Any], reference: dict[str, Any] | None) 
     from airflow.exceptions import AirflowSkipException
 
     from crossfit_mlops.monitoring.live import measure_live
+    from crossfit_mlops.registry.card import write_card
 
     if not reference:
         raise AirflowSkipException("nothing to monitor: no @champion")
-    spec = MonitoringRun.from_xcom(run)
-    return measure_live(
-        task_settings(),
+    spec, settings = MonitoringRun.from_xcom(run), task_settings()
+    summary = measure_live(
+        settings,
         datetime.fromisoformat(spec.until),
         RollbackPolicy(**spec.rollback_policy),
         run_key=spec.run_id,
@@ -228,6 +229,9 @@ def measure_live_traffic(run: dict[str, Any], reference: dict[str, Any] | None) 
         max_hours=spec.live_window_hours,
         tags=spec.tags,
     )
+    if summary["shadow"]:  # the shadow challenger's card shows the live evidence
+        write_card(settings.mlflow_tracking_uri, summary["model_name"], summary["challenger_version"])
+    return summary
 
 
 @task.branch(task_id=T.JUDGE_LIVE, **timeout("quick"))
@@ -258,6 +262,7 @@ def rollback_champion(run: dict[str, Any], live: dict[str, Any]) -> dict[str, An
     """``@champion`` back to the previous champion, with the evidence in the alias history; an alert."""
     from crossfit_mlops.monitoring.live import rollback_reason
     from crossfit_mlops.ops.alerts import ROLLBACK, notify
+    from crossfit_mlops.registry.card import write_card
     from crossfit_mlops.registry.promotion import rollback_on_evidence
 
     spec, settings = MonitoringRun.from_xcom(run), task_settings()
@@ -265,6 +270,7 @@ def rollback_champion(run: dict[str, Any], live: dict[str, Any]) -> dict[str, An
         settings.mlflow_tracking_uri, live["model_name"], live["model_version"], rollback_reason(live),
         evidence_run_id=live["mlflow_run_id"], actor=f"airflow:{spec.tags['airflow.dag_id']}/{spec.run_id}",
     )  # fmt: skip
+    write_card(settings.mlflow_tracking_uri, live["model_name"], done["from_version"])  # its card says why
     notify(
         ROLLBACK,
         f"{live['model_name']}: @champion rolled back from v{done['from_version']} to v{done['to_version']}",

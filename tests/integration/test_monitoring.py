@@ -58,10 +58,11 @@ def _client(uri):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _monitoring_run(uri: str, airflow_run_id: str):
+def _monitoring_run(uri: str, airflow_run_id: str, kind: str = "snapshot"):
     c = _client(uri)
     experiment = c.get_experiment_by_name("crossfit_monitoring")
-    runs = c.search_runs([experiment.experiment_id], filter_string=f"tags.`airflow.run_id` = '{airflow_run_id}'")
+    query = f"tags.`airflow.run_id` = '{airflow_run_id}' and tags.`monitoring.kind` = '{kind}'"
+    runs = c.search_runs([experiment.experiment_id], filter_string=query)
     assert len(runs) == 1
     return runs[0]
 

@@ -201,6 +201,17 @@ def paired_test(tracking_uri: str, model_name: str, champion: str, challenger: s
     )  # fmt: skip
 
 
+def shadow_evidence(tags: dict[str, str], champion_mv) -> dict[str, float] | None:
+    """The ``shadow.*`` tags live monitoring wrote on a version, if they were measured against the
+    current champion (evidence against another champion says nothing about this one)."""
+    if champion_mv is None or tags.get("shadow.champion_version") != str(champion_mv.version):
+        return None
+    try:
+        return {k: float(tags[f"shadow.{k}"]) for k in ("improvement", "improvement_low", "improvement_high", "rows")}
+    except (KeyError, ValueError):
+        return None
+
+
 def judge_challenger(
     tracking_uri: str,
     model_name: str,
@@ -226,7 +237,8 @@ def judge_challenger(
     if champion_mv is not None:
         champion = evaluate_version(tracking_uri, model_name, champion_mv.version, test_sets, policy)
         paired = paired_test(tracking_uri, model_name, str(champion_mv.version), challenger_version, test_sets, policy)
-    decision = decide(challenger, champion, policy, paired=paired)
+    shadow = shadow_evidence(c.get_model_version(model_name, challenger_version).tags, champion_mv)
+    decision = decide(challenger, champion, policy, paired=paired, shadow=shadow)
     reason = f"{decision.reason}; challenger chosen as {selection}" if selection else decision.reason
     result = {
         "model_name": model_name,
