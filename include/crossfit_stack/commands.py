@@ -107,7 +107,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     client = control.airflow_client(cfg)
     control.set_declared_variables(cfg, client)
     # batch inference is scheduled on the assets the training run updates: unpaused, it follows;
-    # monitoring runs only when triggered (schedule None): unpaused, a trigger from the UI just runs
+    # monitoring watches live traffic hourly and when the online store gets new features (its
+    # scheduled runs measure the prediction log only), and a trigger from the UI just runs
     for dag_id in (BATCH_DAG, MONITORING_DAG):
         client.wait_for_dag(dag_id)
         client.unpause(dag_id)
