@@ -229,6 +229,8 @@ def _launch_mlflow(cfg: StackConfig) -> tuple[str, list[str]]:
     names = _mlflow_names(cfg)
     if all(_healthy(cfg, n) for n in names):
         return "reused", []
+    if _state(cfg, "mlflow") != "RUNNING":  # (a running server's workers hold their files open)
+        provision.reset_mlflow_metrics(cfg)
     _launch(cfg, names)
     return "started", names
 

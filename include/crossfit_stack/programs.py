@@ -211,10 +211,17 @@ def mlflow_argv(cfg: StackConfig) -> list[str]:
     return [*argv, "--app-name", "crossfit-basic-auth" if cfg.mlflow_auth else "crossfit"]
 
 
+def mlflow_metrics_dir(cfg: StackConfig) -> Path:
+    """Where the MLflow server's workers keep their Prometheus metrics (``GET /metrics`` sums them)."""
+    return cfg.mlflow_dir / "metrics"
+
+
 def mlflow_server_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
-    """The server's own environment: the object store's keys (only the server holds them) and the
-    basic-auth configuration. Written into supervisord.conf (0600), not into the shared env."""
-    env = {}
+    """The server's own environment: its Prometheus metrics folder, the object store's keys (only
+    the server holds them) and the basic-auth configuration. Written into supervisord.conf (0600),
+    not into the shared env: every process that imports prometheus_client (Airflow, Feast,
+    CodeCarbon) would otherwise write its metrics into the server's folder."""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(mlflow_metrics_dir(cfg))}
     if cfg.mlflow_auth:
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(cfg.mlflow_dir / "basic_auth.ini")
         # the CSRF key basic-auth refuses to start without; one value for both workers

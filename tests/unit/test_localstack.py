@@ -66,3 +66,28 @@ def test_the_cluster_profile_gives_tasks_the_pipelines_key_pair_and_the_object_s
     assert store[0] == "env" and all(["-u", name] == store[i : i + 2] for i, name in
                                      zip(range(1, 7, 2), stack_programs.OBJECT_STORE_UNSET, strict=True))  # fmt: skip
     assert found["mlflow"].environment["AWS_ACCESS_KEY_ID"] == "mlflow-key"
+
+
+def test_only_the_mlflow_server_gets_the_prometheus_folder_in_the_state_dir(tmp_path):
+    """Every process that imports prometheus_client with PROMETHEUS_MULTIPROC_DIR set writes its
+    metrics there: the server's own environment has it, the shared one (tasks, Airflow) must not."""
+    from crossfit_stack import config, control
+    from crossfit_stack import programs as stack_programs
+
+    cfg = config.config_from_env({"CROSSFIT_STATE_DIR": str(tmp_path / "state")})
+    server = {p.name: p for p in stack_programs.programs(cfg, {"fernet_key": "f", "jwt_secret": "j"})}["mlflow"]
+    folder = server.environment["PROMETHEUS_MULTIPROC_DIR"]
+    assert folder == str(tmp_path / "state" / "mlflow" / "metrics")
+    assert "crossfit" in server.argv[server.argv.index("--app-name") + 1]  # the app that serves /metrics
+    assert "PROMETHEUS_MULTIPROC_DIR" not in control.stack_environment(cfg)
+
+
+def test_the_metrics_endpoint_label_is_bounded():
+    from crossfit_mlops.tracking.server_app import endpoint_of
+
+    assert endpoint_of("/api/2.0/mlflow/runs/search") == "/api/2.0/mlflow/runs/search"
+    assert endpoint_of("/ajax-api/2.0/mlflow/runs/search/more") == "/ajax-api/2.0/mlflow/runs/search"
+    # an artifact's path (any length, any name) is not a label value
+    assert endpoint_of("/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/model/MLmodel") == "/api/2.0/mlflow-artifacts/artifacts"
+    assert endpoint_of("/static-files/static/js/main.123.js") == "/static-files"
+    assert endpoint_of("/") == "/"
