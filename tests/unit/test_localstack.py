@@ -2,6 +2,8 @@
 
 import sqlite3
 
+import pytest
+
 from crossfit_stack.provision import sqlite_wal
 
 
@@ -91,3 +93,34 @@ def test_the_metrics_endpoint_label_is_bounded():
     assert endpoint_of("/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/model/MLmodel") == "/api/2.0/mlflow-artifacts/artifacts"
     assert endpoint_of("/static-files/static/js/main.123.js") == "/static-files"
     assert endpoint_of("/") == "/"
+
+
+def test_feast_ui_is_a_service_only_when_switched_on(tmp_path):
+    """Off by default (no program, no name); ``CROSSFIT_FEAST_UI=1`` adds it on the bind host and
+    its own port, with a readiness check on the registry API and a port variable to name."""
+    from crossfit_stack import config
+    from crossfit_stack import programs as stack_programs
+
+    secrets = {"fernet_key": "f", "jwt_secret": "j"}
+    off = config.config_from_env({"CROSSFIT_STATE_DIR": str(tmp_path)})
+    assert stack_programs.FEAST_UI not in stack_programs.names(off)
+    assert stack_programs.FEAST_UI not in {p.name for p in stack_programs.programs(off, secrets)}
+
+    on = config.config_from_env({"CROSSFIT_STATE_DIR": str(tmp_path), "CROSSFIT_FEAST_UI": "1", "CROSSFIT_FEAST_UI_PORT": "18888"})
+    assert stack_programs.names(on)[-1] == stack_programs.FEAST_UI
+    program = {p.name: p for p in stack_programs.programs(on, secrets)}[stack_programs.FEAST_UI]
+    assert program.argv[1:] == ["-m", "crossfit_stack.feast_ui", "--host", "127.0.0.1", "--port", "18888"]
+    assert stack_programs.health_url(on, stack_programs.FEAST_UI) == "http://127.0.0.1:18888/api/v1/feature_views?project=crossfit"
+    assert stack_programs.port_of(on, stack_programs.FEAST_UI) == 18888
+    assert stack_programs.port_variable(stack_programs.FEAST_UI) == "CROSSFIT_FEAST_UI_PORT"
+
+
+def test_the_stack_says_why_feast_ui_did_not_start_instead_of_failing(tmp_path, monkeypatch):
+    from crossfit_stack import config, control, feast_ui
+
+    cfg = config.config_from_env({"CROSSFIT_STATE_DIR": str(tmp_path), "CROSSFIT_FEAST_UI": "1"})
+    monkeypatch.setattr(feast_ui, "missing_packages", lambda: ["grpcio-health-checking"])
+    assert control.start_feast_ui(cfg).startswith("not started: it needs grpcio-health-checking (feast[grpcio])")
+    with pytest.raises(SystemExit) as exited:
+        feast_ui.main(["--port", "18888"])
+    assert exited.value.code == 2
