@@ -1,4 +1,5 @@
-"""The project's MLflow server app: MLflow's own, plus one answer MLflow does not give.
+"""The project's MLflow server app: MLflow's own, plus one answer MLflow does not give and its
+Prometheus metrics.
 
 ``mlflow server --app-name crossfit`` (or ``crossfit-basic-auth`` when the stack turns basic-auth
 on) loads these factories through the ``mlflow.app`` entry points in ``pyproject.toml``. They
@@ -38,19 +39,22 @@ def create_app() -> FastAPI:
     """MLflow's tracking server (tracking, registry, proxied artifacts), without authentication."""
     from mlflow.server.fastapi_app import app
 
-    return _explain_a_full_store(app)
+    return _with_project_additions(app)
 
 
 def create_app_with_auth() -> FastAPI:
     """The same with MLflow's basic-auth (users database, permissions): ``--app-name basic-auth``."""
     from mlflow.server.auth import create_app as with_basic_auth
 
-    return _explain_a_full_store(with_basic_auth())
+    return _with_project_additions(with_basic_auth())
 
 
-def _explain_a_full_store(app: FastAPI) -> FastAPI:
+def _with_project_additions(app: FastAPI) -> FastAPI:
+    """The 507 for a full store; the metrics when their folder is given (created if missing, as
+    MLflow's own exporter does: a missing folder would fail every request)."""
     app.add_exception_handler(OSError, _store_full)
     if os.environ.get(METRICS_DIR_ENV):
+        os.makedirs(os.environ[METRICS_DIR_ENV], exist_ok=True)
         app.add_middleware(PrometheusMetrics)
     return app
 
