@@ -72,8 +72,8 @@ def test_the_catalog_lists_the_model_versions_and_mlflow_exposes_metrics(tmp_pat
         assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
         searched = [
             line for line in metrics.text.splitlines()
-            if line.startswith("mlflow_http_requests_total{") and 'endpoint="/api/2.0/mlflow/experiments/search"' in line
+            if line.startswith("mlflow_server_http_requests_total{") and 'endpoint="/api/2.0/mlflow/experiments/search"' in line
         ]  # fmt: skip
         assert searched and sum(float(line.rsplit(" ", 1)[1]) for line in searched) >= 3, metrics.text[:3000]
-        assert "mlflow_http_request_duration_seconds_bucket" in metrics.text
+        assert "mlflow_server_http_request_duration_seconds_bucket" in metrics.text
         assert list((tmp_path / "mlflow_state" / "mlflow" / "metrics").glob("*.db"))  # in the state dir

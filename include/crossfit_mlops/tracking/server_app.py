@@ -80,11 +80,13 @@ class PrometheusMetrics:
 
         self.app = app
         labels = ("method", "status", "endpoint")
+        # named mlflow_server_*: MLflow's --expose-prometheus (prometheus-flask-exporter) writes
+        # mlflow_http_request_* into the same folder, and the two would merge into one metric.
         # no registry: in multiprocess mode the values go to the worker's file, and /metrics reads
         # every worker's files (a second app in one process would not collide on names either)
-        self.requests = Counter("mlflow_http_requests_total", "HTTP requests to the MLflow server", labels, registry=None)
+        self.requests = Counter("mlflow_server_http_requests_total", "HTTP requests to the MLflow server", labels, registry=None)
         self.latency = Histogram(
-            "mlflow_http_request_duration_seconds", "latency of the MLflow server's HTTP requests", labels, registry=None
+            "mlflow_server_http_request_duration_seconds", "latency of the MLflow server's HTTP requests", labels, registry=None
         )
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
