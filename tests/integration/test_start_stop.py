@@ -98,6 +98,10 @@ def test_start_all_runs_the_pipeline_and_stop_all_leaves_nothing(tmp_path):
                                headers={"Content-Type": "application/json"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["model_version"] == "1" and answer.json()["prediction"] > 0
+        # MLflow's Prometheus metrics: the run's calls, counted by endpoint over both workers
+        metrics = requests.get(f"http://127.0.0.1:{mlflow_port}/metrics", timeout=10)
+        assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+        assert 'endpoint="/api/2.0/mlflow/registered-models/alias"' in metrics.text, metrics.text[:2000]
 
         again = subprocess.run(
             ["bash", str(ROOT / "start-all.sh")], env={**env, "CROSSFIT_TRIGGER": "0"}, capture_output=True, text=True, timeout=300
