@@ -339,7 +339,7 @@ def start_feast_ui(cfg: StackConfig) -> str:
 
     missing = missing_packages()
     if missing:
-        return f"not started: it needs {', '.join(missing)} (feast[grpcio]), which requirements.lock does not hold"
+        return f"not started: it needs {', '.join(missing)} (feast[grpcio]), missing from this environment (requirements.lock installs them)"
     try:
         return start_service(cfg, programs.FEAST_UI, timeout=120)
     except StackError as exc:

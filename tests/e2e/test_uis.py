@@ -169,16 +169,12 @@ def _set_input(driver, element, value: str) -> None:
     element.send_keys(value)
 
 
-FEAST_UI_MISSING = missing_packages()
-
-
-# Feast 0.67's UI needs the packages of its `grpcio` extra, which requirements.lock does not hold
-# yet: until it does, this test must fail (strict), and the stack starts without the UI, saying why
-@pytest.mark.xfail(bool(FEAST_UI_MISSING), reason=f"not installed: {FEAST_UI_MISSING}", strict=True)
 def test_feast_ui_shows_the_feature_views_and_services(stack, browser, shots):
     import requests
 
     from crossfit_stack import control
+
+    assert missing_packages() == [], "Feast's UI needs its grpcio extra: requirements.txt installs feast[grpcio]"
 
     cfg, driver = stack["cfg"], browser
     assert control.start_feast_ui(cfg) == "reused"  # `up` started it
