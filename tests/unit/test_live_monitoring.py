@@ -111,3 +111,16 @@ def test_a_prediction_is_labelled_by_the_first_snapshot_after_its_features(setti
     assert labelled["label"].tolist()[:3] == [110.0, pytest.approx(np.nan, nan_ok=True), 120.0]
     assert labelled["label_snapshot"].tolist() == ["2026-12-01", None, "2026-12-15", None, None]
     assert np.isnan(labelled["label"].iloc[3]) and np.isnan(labelled["label"].iloc[4])
+
+
+def test_the_monitor_command_prints_the_live_decision_and_its_reasons():
+    from crossfit_stack.follow import format_live
+
+    live = {"since": "2026-12-07T04:00:00+00:00", "until": "2026-12-07T05:00:00+00:00", "requests": 150, "labelled": 150,
+            "live": {"rmse": 260.0}, "test_rmse": 150.0, "decision": "rollback", "reasons": ["live RMSE 260.0 lb ..."],
+            "blocked": "", "path": "/state/monitoring/live/run=x"}  # fmt: skip
+    text = format_live(live, rolled_back=True)
+    assert "150 requests, 150 labelled, live RMSE 260.0 lb (test 150.0): ROLLED BACK" in text
+    assert "  - live RMSE 260.0 lb ..." in text and "run=x/dashboard.png" in text
+    blocked = format_live({**live, "decision": "rollback_blocked", "blocked": "no rollback: cool-down"}, rolled_back=False)
+    assert "ROLLBACK_BLOCKED" in blocked and "  - no rollback: cool-down" in blocked
