@@ -17,7 +17,9 @@ Checks whether `crossfit_total_lift@champion` still fits **a later snapshot**, a
    `monitoring/snapshot=<id>/run=<dag run id>/` of the state directory and in the MLflow experiment
    `crossfit_monitoring`; the champion's model version gets `monitoring.*` tags.
 4. **decide** branches to **trigger_retraining** (a `crossfit_training_pipeline` run on this
-   snapshot) or **no_retraining**; the reasons are in the summary either way.
+   snapshot; alert `retraining_triggered`) or **no_retraining**; the reasons are in the summary
+   either way. A failed run posts the alert `dag_run_failed` (alerts only with
+   `CROSSFIT_ALERT_WEBHOOK_URL` set).
 
 Retrain when the champion's RMSE rose more than `max_rmse_increase` (relative) or at least
 `max_drift_share` of its features drifted (distance >= `drift_threshold`).
@@ -31,6 +33,7 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from crossfit_mlops.alerts import DAG_RUN_FAILED, RETRAINING_TRIGGERED
 from crossfit_mlops.dag_contract import (
     DAG_RUN_TIMEOUT,
     MONITORING_DAG,
@@ -44,6 +47,7 @@ from crossfit_mlops.dag_contract import (
 )
 from crossfit_mlops.dag_contract import MonitoringTasks as T
 from crossfit_mlops.monitoring.policy import MonitoringPolicy
+from crossfit_mlops.ops.alert_notifier import WebhookNotifier
 from crossfit_mlops.payloads import MonitoringRun
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.tracking import fail_fast_when_full
@@ -170,6 +174,7 @@ def no_retraining(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
     tags=["crossfit", "monitoring", "evidently"],
     doc_md=__doc__,
     default_args={"owner": "crossfit-mlops", "retries": 0},
+    on_failure_callback=WebhookNotifier(DAG_RUN_FAILED),  # the alert (off unless CROSSFIT_ALERT_WEBHOOK_URL)
     # the retraining trigger's conf is an XCom dict: rendered as a dict, not as its string
     render_template_as_native_obj=True,
     params=PARAMS,
@@ -183,6 +188,8 @@ def crossfit_monitoring():
         skip_when_already_exists=True,
         wait_for_completion=False,
         execution_timeout=timeout("quick")["execution_timeout"],
+        # alert retraining_triggered with the snapshot and the policy's reasons (from measure_drift)
+        on_success_callback=WebhookNotifier(RETRAINING_TRIGGERED, result_of=T.MEASURE),
         doc_md="Starts `crossfit_training_pipeline` on this snapshot (same training sample size as the champion's).",
     )
 

@@ -21,7 +21,9 @@ squat) and promotes the best one through a champion/challenger gate.
    of the model with alias `@challenger`.
 8. **judge_challenger** compares challenger and champion on the same untouched test set;
    **gate** branches to **promote_challenger** (alias `@champion`) or **keep_champion** (the
-   challenger stays registered, tagged rejected with the reason).
+   challenger stays registered, tagged rejected with the reason; alert `challenger_rejected`).
+
+A failed run posts the alert `dag_run_failed` (both alerts only with `CROSSFIT_ALERT_WEBHOOK_URL` set).
 
 Parameters (trigger form): snapshot, rows, seed, sample size, the grid, how many candidates must
 train, the gate's thresholds.
@@ -37,6 +39,7 @@ import pendulum
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from crossfit_mlops.alerts import CHALLENGER_REJECTED, DAG_RUN_FAILED
 from crossfit_mlops.dag_contract import (
     APPROVE,
     CHAMPION_MODEL,
@@ -52,6 +55,7 @@ from crossfit_mlops.dag_contract import (
 )
 from crossfit_mlops.dag_contract import TrainingTasks as T
 from crossfit_mlops.features.specs import FEATURE_SETS
+from crossfit_mlops.ops.alert_notifier import WebhookNotifier
 from crossfit_mlops.payloads import Challenger, ParentRun, RunSpec, Verdict
 from crossfit_mlops.registry.gate import GatePolicy
 from crossfit_mlops.settings import task_settings
@@ -347,7 +351,8 @@ def promote_challenger(decision: dict[str, Any], parent: dict[str, str], run: di
     return {**verdict.to_xcom(), "previous_champion": previous}
 
 
-@task(task_id=T.KEEP, **SERVER_RETRIES, **timeout("quick"))
+# alert challenger_rejected (CROSSFIT_ALERT_WEBHOOK_URL) with the version and the gate's reason
+@task(task_id=T.KEEP, on_success_callback=WebhookNotifier(CHALLENGER_REJECTED, result_of=T.KEEP), **SERVER_RETRIES, **timeout("quick"))
 @fail_fast_when_full
 def keep_champion(decision: dict[str, Any], parent: dict[str, str], run: dict[str, Any]) -> dict[str, Any]:
     """The challenger stays registered, visibly rejected; @champion does not move."""
@@ -374,7 +379,10 @@ def promote_approved(decision: dict[str, Any], parent: dict[str, str]) -> dict[s
     return outcome
 
 
-@task(task_id=T.RECORD_REJECTION, **SERVER_RETRIES, **timeout("quick"))
+@task(
+    task_id=T.RECORD_REJECTION, on_success_callback=WebhookNotifier(CHALLENGER_REJECTED, result_of=T.RECORD_REJECTION),
+    **SERVER_RETRIES, **timeout("quick"),
+)  # fmt: skip
 @fail_fast_when_full
 def record_rejection(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """A person rejected the challenger, or nobody answered in time: it is rejected, and says so."""
@@ -427,6 +435,7 @@ def await_approval() -> ApprovalBranch:
     doc_md=__doc__,
     tags=["crossfit", "training", "mlflow", "feast"],
     default_args={"owner": "crossfit-mlops", "retries": 0, "on_failure_callback": _fail_parent_run},
+    on_failure_callback=WebhookNotifier(DAG_RUN_FAILED),  # the alert (off unless CROSSFIT_ALERT_WEBHOOK_URL)
     params=PARAMS,
 )
 def crossfit_training_pipeline():
