@@ -4,7 +4,9 @@ real Airflow metadata database in temp dirs.
 Without a champion the run is skipped. After one training run (one LightGBM entry, so it is quick),
 a later snapshot of the same athletes is judged "keep" (no retraining triggered), and a snapshot of
 a simulated later season (lifts +20%, weight +10%) is judged "retrain", which queues a run of
-``crossfit_training_pipeline`` on that snapshot.
+``crossfit_training_pipeline`` on that snapshot and posts the alert ``retraining_triggered`` to a
+webhook receiver this module starts; a refused run posts ``dag_run_failed`` (Airflow's DAG-level
+failure callback, which ``dag.test()`` runs too).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from crossfit_mlops.alerts import DAG_RUN_FAILED, RETRAINING_TRIGGERED
 from crossfit_mlops.dag_contract import MonitoringTasks as M
 from tests.support.services import airflow_env, dag_test, mlflow_server
+from tests.support.webhook import webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,9 +39,9 @@ GRID = [{"model": "lightgbm", "feature_version": "v2", "params": {"n_estimators"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     base = tmp_path_factory.mktemp("monitoring")
-    with mlflow_server(base / "mlflow_state") as uri:
-        env = airflow_env(base / "airflow", base / "state", uri)
-        yield {"uri": uri, "env": env, "state": base / "state"}
+    with mlflow_server(base / "mlflow_state") as uri, webhook_receiver() as alerts:
+        env = {**airflow_env(base / "airflow", base / "state", uri), "CROSSFIT_ALERT_WEBHOOK_URL": alerts.url}
+        yield {"uri": uri, "env": env, "state": base / "state", "alerts": alerts}
 
 
 def run_dag(stack, dag_id: str, conf: dict) -> dict:
@@ -128,9 +132,21 @@ def test_a_drifted_season_triggers_retraining_on_that_snapshot(stack, champion):
     assert [r["run_id"] for r in queued] == [f"retrain__{result['run_id']}"]
     assert queued[0]["conf"] == {"snapshot": "2026-12-02", "sample_size": 0}
 
+    alert = stack["alerts"].wait_for(RETRAINING_TRIGGERED, timeout=10, run_id=result["run_id"])
+    assert (alert["dag_id"], alert["task_id"]) == ("crossfit_monitoring", M.TRIGGER_RETRAINING)
+    assert alert["details"]["snapshot"] == "2026-12-02" and alert["details"]["model_version"] == champion
+    assert "; ".join(alert["details"]["reasons"]) == run.data.tags["reasons"], "the policy's reasons, as recorded"
+    assert alert["summary"] == f"retraining crossfit_total_lift on snapshot 2026-12-02: {run.data.tags['reasons']}"
+    assert len(stack["alerts"].events(RETRAINING_TRIGGERED)) == 1, "the run that kept the champion sent none"
+
 
 def test_a_season_shift_on_an_existing_snapshot_is_refused(stack, champion):
     result = run_dag(stack, "crossfit_monitoring", {"snapshot": TRAINED_ON, "season_shift": 0.3})
     assert result["state"] == "failed"
     assert result["tasks"][M.PREPARE] == "failed"
     assert "raw snapshots are never rewritten" in result["log"]
+    # Airflow's DAG-level on_failure_callback (dag.test() runs it; a deployment's DAG processor does)
+    alert = stack["alerts"].wait_for(DAG_RUN_FAILED, timeout=10, run_id=result["run_id"])
+    assert alert["dag_id"] == "crossfit_monitoring" and "task_id" not in alert
+    assert alert["details"] == {"reason": "task_failure", "failed_task": M.PREPARE}
+    assert alert["summary"] == f"crossfit_monitoring run {result['run_id']} failed at {M.PREPARE}"
