@@ -128,19 +128,25 @@ def test_the_notifier_describes_a_rejection_and_keeps_quiet_otherwise():
         WebhookNotifier(ROLLBACK, result_of="some_task")
 
 
-def test_the_notifier_as_a_dag_failure_callback_posts_the_run_and_the_task_that_ended_it(monkeypatch):
+@pytest.mark.parametrize("serialized", [False, True], ids=["dag-processor", "dag.test"])
+def test_the_notifier_as_a_dag_failure_callback_posts_the_run_and_the_task_that_ended_it(monkeypatch, serialized):
     """Called the way Airflow calls a DAG's on_failure_callback: a context with the DAG, the run id,
-    the reason and the last failed task instance."""
+    the reason and the last failed task instance. Under ``dag.test()`` the context's DAG is a
+    SerializedDAG, on which a BaseNotifier's template rendering fails (apache/airflow#64649)."""
     from types import SimpleNamespace
 
     from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
 
     from crossfit_mlops.ops.alert_notifier import WebhookNotifier
 
+    dag = DAG("crossfit_monitoring", schedule=None)
+    if serialized:
+        dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
     with webhook_receiver() as receiver:
         monkeypatch.setenv("CROSSFIT_ALERT_WEBHOOK_URL", receiver.url)
         ti = SimpleNamespace(task_id="some_task", dag_id="crossfit_monitoring", run_id="manual__1")
-        WebhookNotifier(DAG_RUN_FAILED)({"dag": DAG("crossfit_monitoring", schedule=None), "run_id": "manual__1", "reason": "task_failure", "ti": ti})
+        WebhookNotifier(DAG_RUN_FAILED)({"dag": dag, "run_id": "manual__1", "reason": "task_failure", "ti": ti})
         (post,) = receiver.posts
     assert (post["event"], post["dag_id"], post["run_id"]) == (DAG_RUN_FAILED, "crossfit_monitoring", "manual__1")
     assert post["summary"] == "crossfit_monitoring run manual__1 failed at some_task"

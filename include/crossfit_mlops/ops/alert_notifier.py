@@ -61,6 +61,14 @@ class WebhookNotifier(BaseNotifier):
         super().__init__()
         self.event, self.result_of = event, result_of
 
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Nothing to render: this notifier has no templated fields. Skipping the render also lets
+        a DAG callback run under ``dag.test()`` / ``airflow dags test``, whose context holds a
+        ``SerializedDAG`` without ``get_template_env`` (apache/airflow#64649, open in Airflow 3.3;
+        the fix proposed upstream, apache/airflow#64993, does the same)."""
+        if self.template_fields:
+            super().render_template_fields(context, jinja_env)
+
     def notify(self, context: Any) -> None:
         ti, dag = context.get("ti"), context.get("dag")
         dag_id = getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None)
