@@ -246,3 +246,10 @@ def test_one_failed_candidate_does_not_fail_the_training_run(parsed):
     assert tasks[T.REGISTER]["on_failure_callback"] and tasks[T.START_MLFLOW_RUN]["on_failure_callback"]
     schema = parsed["dags"]["crossfit_training_pipeline"]["param_schemas"]["min_successful_candidates"]
     assert (schema["type"], schema["minimum"]) == ("integer", 1)
+
+
+def test_a_failed_run_of_each_pipeline_dag_posts_an_alert(parsed):
+    """The DAG-level on_failure_callback of the three pipeline DAGs is the alerts' notifier
+    (it posts only when CROSSFIT_ALERT_WEBHOOK_URL is set)."""
+    for dag_id in ("crossfit_training_pipeline", "crossfit_monitoring", "crossfit_batch_inference"):
+        assert parsed["dags"][dag_id]["on_failure_callback"] == ["WebhookNotifier"], dag_id
