@@ -40,6 +40,9 @@ def test_the_mapped_task_states_are_read_by_map_index():
     states = {f"{T.TRAIN}_0": "success", f"{T.TRAIN}_12": "failed", f"{T.TRAIN}_x": "odd",
               T.REGISTER: "running", T.TRAIN: "upstream_failed"}  # fmt: skip
     assert map_states(states, T.TRAIN) == {0: "success", 12: "failed", -1: "upstream_failed"}
+    from airflow.utils.state import TaskInstanceState
+
+    assert map_states({f"{T.TRAIN}_0": TaskInstanceState.FAILED}, T.TRAIN) == {0: "failed"}, "Airflow's enum reads the same"
 
 
 def test_the_jobs_without_a_result_are_the_failed_candidates_with_their_error():

@@ -56,15 +56,19 @@ def describe_error(exc: BaseException) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
+def _state(state: Any) -> str:
+    return str(getattr(state, "value", state))  # a plain string from the API, or Airflow's enum
+
+
 def map_states(task_states: dict[str, Any], task_id: str) -> dict[int, str]:
     """``{map index: state}`` of a mapped task from Airflow's task states of one run
     (``{"<task_id>_<map index>": state}``; the unexpanded task is ``"<task_id>"``: index -1)."""
     states: dict[int, str] = {}
     for key, state in task_states.items():
         if key == task_id:
-            states[-1] = str(state)
+            states[-1] = _state(state)
         elif key.startswith(f"{task_id}_") and key.removeprefix(f"{task_id}_").isdigit():
-            states[int(key.removeprefix(f"{task_id}_"))] = str(state)
+            states[int(key.removeprefix(f"{task_id}_"))] = _state(state)
     return states
 
 
@@ -134,7 +138,7 @@ def never_ran(task_states: dict[str, Any], task_id: str) -> str | None:
     the failed tasks of the run; None when it ran. ``task_states``: the run's ``{task key: state}``."""
     if any(index >= 0 for index in map_states(task_states, task_id)):
         return None
-    failed = sorted(key for key, state in task_states.items() if str(state) == "failed")
+    failed = sorted(key for key, state in task_states.items() if _state(state) == "failed")
     return f"the training fan-out did not run: {', '.join(failed) or 'a task before it'} failed"
 
 
