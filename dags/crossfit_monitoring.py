@@ -17,7 +17,9 @@ Checks whether `crossfit_total_lift@champion` still fits **a later snapshot**, a
    `monitoring/snapshot=<id>/run=<dag run id>/` of the state directory and in the MLflow experiment
    `crossfit_monitoring`; the champion's model version gets `monitoring.*` tags.
 4. **decide** branches to **trigger_retraining** (a `crossfit_training_pipeline` run on this
-   snapshot) or **no_retraining**; the reasons are in the summary either way.
+   snapshot; alert `retraining_triggered`) or **no_retraining**; the reasons are in the summary
+   either way. A failed run posts the alert `dag_run_failed` (alerts only with
+   `CROSSFIT_ALERT_WEBHOOK_URL` set).
 
 Retrain when the champion's RMSE rose more than `max_rmse_increase` (relative) or at least
 `max_drift_share` of its features drifted (distance >= `drift_threshold`).
@@ -55,6 +57,7 @@ from airflow.sdk import (
     task,
 )
 
+from crossfit_mlops.alerts import DAG_RUN_FAILED, RETRAINING_TRIGGERED
 from crossfit_mlops.dag_contract import (
     DAG_RUN_TIMEOUT,
     MONITORING_DAG,
@@ -69,6 +72,7 @@ from crossfit_mlops.dag_contract import (
 )
 from crossfit_mlops.dag_contract import MonitoringTasks as T
 from crossfit_mlops.monitoring.policy import MonitoringPolicy, RollbackPolicy
+from crossfit_mlops.ops.alert_notifier import WebhookNotifier
 from crossfit_mlops.payloads import MonitoringRun
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.tracking import fail_fast_when_full
@@ -260,8 +264,8 @@ def task_settings_allow_rollback() -> bool:
 @fail_fast_when_full
 def rollback_champion(run: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
     """``@champion`` back to the previous champion, with the evidence in the alias history; an alert."""
+    from crossfit_mlops.alerts import ROLLBACK, notify
     from crossfit_mlops.monitoring.live import rollback_reason
-    from crossfit_mlops.ops.alerts import ROLLBACK, notify
     from crossfit_mlops.registry.card import write_card
     from crossfit_mlops.registry.promotion import rollback_on_evidence
 
@@ -274,7 +278,9 @@ def rollback_champion(run: dict[str, Any], live: dict[str, Any]) -> dict[str, An
     notify(
         ROLLBACK,
         f"{live['model_name']}: @champion rolled back from v{done['from_version']} to v{done['to_version']}",
-        {**done, "dag_id": spec.tags["airflow.dag_id"], "run_id": spec.run_id},
+        {**done, "model_name": live["model_name"]},
+        settings,
+        dag_id=spec.tags["airflow.dag_id"], run_id=spec.run_id, task_id=T.ROLLBACK,
     )
     return done
 
@@ -295,6 +301,7 @@ def keep_serving(live: dict[str, Any]) -> dict[str, Any]:
     tags=["crossfit", "monitoring", "evidently"],
     doc_md=__doc__,
     default_args={"owner": "crossfit-mlops", "retries": 0},
+    on_failure_callback=WebhookNotifier(DAG_RUN_FAILED),  # the alert (off unless CROSSFIT_ALERT_WEBHOOK_URL)
     # the retraining trigger's conf is an XCom dict: rendered as a dict, not as its string
     render_template_as_native_obj=True,
     params=PARAMS,
@@ -308,6 +315,8 @@ def crossfit_monitoring():
         skip_when_already_exists=True,
         wait_for_completion=False,
         execution_timeout=timeout("quick")["execution_timeout"],
+        # alert retraining_triggered with the snapshot and the policy's reasons (from measure_drift)
+        on_success_callback=WebhookNotifier(RETRAINING_TRIGGERED, result_of=T.MEASURE),
         doc_md="Starts `crossfit_training_pipeline` on this snapshot (same training sample size as the champion's).",
     )
 

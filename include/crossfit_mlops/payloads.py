@@ -40,6 +40,7 @@ class RunSpec(_Payload):
     approval: str  # gate mode: automatic | human
     policy: dict[str, Any]  # GatePolicy.as_dict()
     tags: dict[str, str]  # lineage: airflow.dag_id, airflow.run_id, git_commit, code_version
+    min_successful_candidates: int = 1  # fewer trained candidates fail the run
 
     @property
     def run_id(self) -> str:

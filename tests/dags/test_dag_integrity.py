@@ -37,11 +37,13 @@ for dag_id, dag in bag.dags.items():
                 "outlets": sorted(getattr(o, "name", str(o)) for o in (t.outlets or [])),
                 "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
                 "queue": t.queue,
-                "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
+                "trigger_rule": getattr(getattr(t, "trigger_rule", None), "value", None),
+                "on_failure_callback": bool(getattr(t, "on_failure_callback", None)),
             }
             for t in dag.tasks
         },
         "dagrun_timeout_s": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
+        "on_failure_callback": [type(c).__name__ for c in (dag.on_failure_callback if isinstance(dag.on_failure_callback, list) else [dag.on_failure_callback]) if c],
         "schedule_assets": sorted(a.name for a in getattr(getattr(dag.timetable, "asset_condition", None), "objects", ())),
         "schedule_summary": str(getattr(getattr(dag.timetable, "timetable", None), "expression", "")),
     }
@@ -247,3 +249,24 @@ def test_every_step_after_resolve_run_waits_for_the_mlflow_parent_run(parsed):
                 reached.add(nxt)
                 todo.append(nxt)
     assert set(tasks) - reached == {T.RESOLVE_RUN, T.START_MLFLOW_RUN}
+
+
+def test_one_failed_candidate_does_not_fail_the_training_run(parsed):
+    """register_challenger runs once every training task is done, trained or failed (it decides
+    whether enough trained); a failed candidate does not mark the MLflow parent run failed."""
+    tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
+    assert tasks[T.REGISTER]["trigger_rule"] == "all_done"
+    assert tasks[T.FINISH]["trigger_rule"] == "none_failed_min_one_success"
+    others = {name for name in tasks if name not in {T.REGISTER, T.FINISH}}
+    assert {tasks[name]["trigger_rule"] for name in others} == {"all_success"}
+    assert not tasks[T.TRAIN]["on_failure_callback"], "a failed candidate leaves the parent run alone"
+    assert tasks[T.REGISTER]["on_failure_callback"] and tasks[T.START_MLFLOW_RUN]["on_failure_callback"]
+    schema = parsed["dags"]["crossfit_training_pipeline"]["param_schemas"]["min_successful_candidates"]
+    assert (schema["type"], schema["minimum"]) == ("integer", 1)
+
+
+def test_a_failed_run_of_each_pipeline_dag_posts_an_alert(parsed):
+    """The DAG-level on_failure_callback of the three pipeline DAGs is the alerts' notifier
+    (it posts only when CROSSFIT_ALERT_WEBHOOK_URL is set)."""
+    for dag_id in ("crossfit_training_pipeline", "crossfit_monitoring", "crossfit_batch_inference"):
+        assert parsed["dags"][dag_id]["on_failure_callback"] == ["WebhookNotifier"], dag_id

@@ -4,7 +4,9 @@ real Airflow metadata database in temp dirs.
 Without a champion the run is skipped. After one training run (one LightGBM entry, so it is quick),
 a later snapshot of the same athletes is judged "keep" (no retraining triggered), and a snapshot of
 a simulated later season (lifts +20%, weight +10%) is judged "retrain", which queues a run of
-``crossfit_training_pipeline`` on that snapshot.
+``crossfit_training_pipeline`` on that snapshot and posts the alert ``retraining_triggered`` to a
+webhook receiver this module starts; a refused run posts ``dag_run_failed`` (Airflow's DAG-level
+failure callback, which ``dag.test()`` runs too).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from crossfit_mlops.alerts import DAG_RUN_FAILED, RETRAINING_TRIGGERED, ROLLBACK
 from crossfit_mlops.dag_contract import MonitoringTasks as M
 from tests.support.services import airflow_env, dag_test, mlflow_server
+from tests.support.webhook import webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,9 +39,9 @@ GRID = [{"model": "lightgbm", "feature_version": "v2", "params": {"n_estimators"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     base = tmp_path_factory.mktemp("monitoring")
-    with mlflow_server(base / "mlflow_state") as uri:
-        env = airflow_env(base / "airflow", base / "state", uri)
-        yield {"uri": uri, "env": env, "state": base / "state"}
+    with mlflow_server(base / "mlflow_state") as uri, webhook_receiver() as alerts:
+        env = {**airflow_env(base / "airflow", base / "state", uri), "CROSSFIT_ALERT_WEBHOOK_URL": alerts.url}
+        yield {"uri": uri, "env": env, "state": base / "state", "alerts": alerts}
 
 
 def run_dag(stack, dag_id: str, conf: dict) -> dict:
@@ -129,42 +133,28 @@ def test_a_drifted_season_triggers_retraining_on_that_snapshot(stack, champion):
     assert [r["run_id"] for r in queued] == [f"retrain__{result['run_id']}"]
     assert queued[0]["conf"] == {"snapshot": "2026-12-02", "sample_size": 0}
 
+    alert = stack["alerts"].wait_for(RETRAINING_TRIGGERED, timeout=10, run_id=result["run_id"])
+    assert (alert["dag_id"], alert["task_id"]) == ("crossfit_monitoring", M.TRIGGER_RETRAINING)
+    assert alert["details"]["snapshot"] == "2026-12-02" and alert["details"]["model_version"] == champion
+    assert "; ".join(alert["details"]["reasons"]) == run.data.tags["reasons"], "the policy's reasons, as recorded"
+    assert alert["summary"] == f"retraining crossfit_total_lift on snapshot 2026-12-02: {run.data.tags['reasons']}"
+    assert len(stack["alerts"].events(RETRAINING_TRIGGERED)) == 1, "the run that kept the champion sent none"
+
 
 def test_a_season_shift_on_an_existing_snapshot_is_refused(stack, champion):
     result = run_dag(stack, "crossfit_monitoring", {"snapshot": TRAINED_ON, "season_shift": 0.3})
     assert result["state"] == "failed"
     assert result["tasks"][M.PREPARE] == "failed"
     assert "raw snapshots are never rewritten" in result["log"]
+    # Airflow's DAG-level on_failure_callback (dag.test() runs it; a deployment's DAG processor does)
+    alert = stack["alerts"].wait_for(DAG_RUN_FAILED, timeout=10, run_id=result["run_id"])
+    assert alert["dag_id"] == "crossfit_monitoring" and "task_id" not in alert
+    assert alert["details"] == {"reason": "task_failure", "failed_task": M.PREPARE}
+    assert alert["summary"] == f"crossfit_monitoring run {result['run_id']} failed at {M.PREPARE}"
 
 
 # --- live traffic: a bad champion is rolled back --------------------------------------------------
 BAD_SEASON, LABELS_ARRIVE = "2026-12-03", "2026-12-20"
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it (the alert webhook)."""
-
-    def __init__(self):
-        import http.server
-        import threading
-
-        received = self.received = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
 
 
 def _logged(settings, request_ids: set[str], timeout: float = 30):
@@ -197,12 +187,10 @@ def test_a_champion_bad_on_live_traffic_is_rolled_back_and_serving_switches(stac
     from crossfit_mlops.tracking.history import history
     from tests.integration.test_serving import Api
 
-    receiver = Receiver()
-    env = {**stack["env"], "CROSSFIT_ALERT_WEBHOOK_URL": receiver.url}
+    env = stack["env"]  # alerts go to the module's webhook receiver
     settings = get_settings(env)
     ingest_snapshot(BAD_SEASON, rows=30000, seed=5, settings=settings, season_shift=0.25)
-    trained = run_dag({**stack, "env": env}, "crossfit_training_pipeline",
-                      {"snapshot": BAD_SEASON, "grid": GRID, "r2_floor": 0.3})  # fmt: skip
+    trained = run_dag(stack, "crossfit_training_pipeline", {"snapshot": BAD_SEASON, "grid": GRID, "r2_floor": 0.3})
     assert trained["state"] == "success", trained["log"][-6000:]
     c = _client(stack["uri"])
     bad = str(c.get_model_version_by_alias("crossfit_total_lift", "champion").version)
@@ -234,7 +222,7 @@ def test_a_champion_bad_on_live_traffic_is_rolled_back_and_serving_switches(stac
         streamer = threading.Thread(target=stream, daemon=True)
         streamer.start()
         # labels arrive: the monitoring run ingests the later snapshot of the same athletes
-        result = run_dag({**stack, "env": env}, "crossfit_monitoring", {"snapshot": LABELS_ARRIVE, "retrain": False})
+        result = run_dag(stack, "crossfit_monitoring", {"snapshot": LABELS_ARRIVE, "retrain": False})
         import time
 
         deadline = time.monotonic() + 30
@@ -244,7 +232,6 @@ def test_a_champion_bad_on_live_traffic_is_rolled_back_and_serving_switches(stac
         streamer.join(timeout=30)
     finally:
         api.stop()
-        receiver.close()
 
     assert result["state"] == "success", result["log"][-6000:]
     assert result["tasks"][M.ROLLBACK] == "success" and result["tasks"][M.KEEP_SERVING] == "skipped", result["tasks"]
@@ -266,5 +253,7 @@ def test_a_champion_bad_on_live_traffic_is_rolled_back_and_serving_switches(stac
     shadow_tags = c.get_model_version("crossfit_total_lift", champion).tags
     assert shadow_tags["shadow.run_id"] == live.info.run_id and float(shadow_tags["shadow.improvement_low"]) > 0
 
-    rollbacks = [a for a in receiver.received if a["event"] == "rollback"]
-    assert len(rollbacks) == 1 and f"v{bad}" in rollbacks[0]["summary"], receiver.received
+    alert = stack["alerts"].wait_for(ROLLBACK, timeout=10, run_id=result["run_id"])
+    assert (alert["dag_id"], alert["task_id"]) == ("crossfit_monitoring", M.ROLLBACK)
+    assert f"from v{bad} to v{champion}" in alert["summary"] and alert["details"]["evidence_run_id"] == live.info.run_id
+    assert len(stack["alerts"].events(ROLLBACK)) == 1
