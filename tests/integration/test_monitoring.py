@@ -199,7 +199,7 @@ def test_a_champion_bad_on_live_traffic_is_rolled_back_and_serving_switches(stac
     move_alias(stack["uri"], "crossfit_total_lift", "challenger", champion, "registration", "test", "shadow the previous champion")
 
     athletes = Catalog(settings).load_labels(BAD_SEASON)["athlete_id"].head(150).tolist()
-    api = Api(env, tmp_path / "api.log", CROSSFIT_SERVING_REFRESH_S="0.5")
+    api = Api(env, tmp_path / "api.log", CROSSFIT_SERVING_REFRESH_S="0.5", CROSSFIT_SHADOW_SHARE="1")
     try:
         api.wait_ready()
         ids = set()
