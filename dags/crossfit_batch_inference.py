@@ -15,6 +15,7 @@ Scores **every athlete** of a snapshot with the model behind `crossfit_total_lif
   goes to the MLflow experiment `crossfit_batch_inference`.
 - Without a champion (the very first pipeline run materializes before anything is promoted) the
   scoring task is **skipped** with the reason in its log; nothing is written.
+- A failed run posts the alert `dag_run_failed` (only with `CROSSFIT_ALERT_WEBHOOK_URL` set).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from crossfit_mlops.alerts import DAG_RUN_FAILED
 from crossfit_mlops.dag_contract import (
     BATCH_DAG,
     CHAMPION_MODEL,
@@ -33,6 +35,7 @@ from crossfit_mlops.dag_contract import (
     timeout,
 )
 from crossfit_mlops.dag_contract import BatchTasks as T
+from crossfit_mlops.ops.alert_notifier import WebhookNotifier
 from crossfit_mlops.settings import task_settings
 from crossfit_mlops.tracking import fail_fast_when_full
 
@@ -79,6 +82,7 @@ def score_snapshot(snapshot_id: str | None) -> dict[str, Any]:
     dagrun_timeout=DAG_RUN_TIMEOUT,
     tags=["crossfit", "inference"],
     doc_md=__doc__,
+    on_failure_callback=WebhookNotifier(DAG_RUN_FAILED),  # the alert (off unless CROSSFIT_ALERT_WEBHOOK_URL)
     params={
         "snapshot": Param(
             None,

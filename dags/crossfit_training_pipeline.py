@@ -13,14 +13,20 @@ squat) and promotes the best one through a champion/challenger gate.
 5. **build_training_set** reads the labels' features point-in-time through each version's
    FeatureService and splits by athlete (70/15/15, stable hash).
 6. **train_candidate** (dynamic task mapping, one task per grid entry) trains one model in an MLflow
-   child run with CodeCarbon emissions, plots, the model and its datasets.
-7. **register_challenger** takes the best run on validation, registers it as a new version of the
-   model with alias `@challenger` and logs the leaderboard on the parent run.
+   child run with CodeCarbon emissions, plots, the model and its datasets. A candidate that fails
+   (after its retries; a fit the library refuses fails at once) does not fail the run.
+7. **register_challenger** (once every training task is done) logs the leaderboard on the parent
+   run, failed candidates with their error; it fails the run when fewer than
+   `min_successful_candidates` trained, else registers the best run on validation as a new version
+   of the model with alias `@challenger`.
 8. **judge_challenger** compares challenger and champion on the same untouched test set;
    **gate** branches to **promote_challenger** (alias `@champion`) or **keep_champion** (the
-   challenger stays registered, tagged rejected with the reason).
+   challenger stays registered, tagged rejected with the reason; alert `challenger_rejected`).
 
-Parameters (trigger form): snapshot, rows, seed, sample size, the grid, the gate's thresholds.
+A failed run posts the alert `dag_run_failed` (both alerts only with `CROSSFIT_ALERT_WEBHOOK_URL` set).
+
+Parameters (trigger form): snapshot, rows, seed, sample size, the grid, how many candidates must
+train, the gate's thresholds.
 Where to look: MLflow UI -> experiment `crossfit_athlete_airflow_run`, parent run named after this
 DAG run; Models -> `crossfit_total_lift`.
 """
@@ -33,6 +39,7 @@ import pendulum
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from crossfit_mlops.alerts import CHALLENGER_REJECTED, DAG_RUN_FAILED
 from crossfit_mlops.dag_contract import (
     APPROVE,
     CHAMPION_MODEL,
@@ -48,6 +55,7 @@ from crossfit_mlops.dag_contract import (
 )
 from crossfit_mlops.dag_contract import TrainingTasks as T
 from crossfit_mlops.features.specs import FEATURE_SETS
+from crossfit_mlops.ops.alert_notifier import WebhookNotifier
 from crossfit_mlops.payloads import Challenger, ParentRun, RunSpec, Verdict
 from crossfit_mlops.registry.gate import GatePolicy
 from crossfit_mlops.settings import task_settings
@@ -225,11 +233,20 @@ def plan_training(run: dict[str, Any], training_sets: list[dict[str, Any]]) -> l
     return plan_jobs(RunSpec.from_xcom(run).grid, training_sets)
 
 
-@task(task_id=T.TRAIN, queue=TRAINING_QUEUE, map_index_template="{{ run_label }}", **SERVER_RETRIES, **timeout("train"))
+# on_failure_callback=None: one failed candidate does not fail the parent run (register_challenger
+# decides whether enough trained, and its own failure does)
+@task(
+    task_id=T.TRAIN, queue=TRAINING_QUEUE, map_index_template="{{ run_label }}", on_failure_callback=None,
+    **SERVER_RETRIES, **timeout("train"),
+)  # fmt: skip
 @fail_fast_when_full
 def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
-    """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets)."""
+    """One grid entry -> one MLflow child run (metrics, emissions, plots, model, datasets). A fit
+    the library refuses fails at once (no retry: it would fail the same way), its run tagged with the error."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from crossfit_mlops.ops.priority import lower_cpu_priority
+    from crossfit_mlops.training.fan_out import FitError
     from crossfit_mlops.training.train import RunContext
     from crossfit_mlops.training.train import train_candidate as train
 
@@ -244,22 +261,40 @@ def train_candidate(job: dict[str, Any], run: dict[str, Any], parent: dict[str, 
         country_iso_code=spec.country,
         tags=_lineage_tags(spec),
     )
-    return train(job["config"], job["training_set"], ctx)
+    try:
+        return train(job["config"], job["training_set"], ctx)
+    except FitError as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
-@task(task_id=T.REGISTER, **SERVER_RETRIES, **timeout("quick"))
+# all_done: runs once every training task ended, trained or failed (a failed one has no XCom: the
+# results hold the trained ones only)
+@task(task_id=T.REGISTER, trigger_rule="all_done", **SERVER_RETRIES, **timeout("quick"))
 @fail_fast_when_full
 def register_challenger(results: list[dict[str, Any]], run: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
-    """Best run on validation -> new model version with @challenger; leaderboard on the parent run."""
+    """The leaderboard on the parent run (failed candidates with their error); then, if at least
+    `min_successful_candidates` trained, the best run on validation -> new model version with @challenger."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from crossfit_mlops.features.feast_repo import get_store
     from crossfit_mlops.registry.lineage import tag_lineage
     from crossfit_mlops.registry.promotion import register_challenger as register
     from crossfit_mlops.registry.promotion import registration_key
+    from crossfit_mlops.training.fan_out import TooFewCandidates, never_ran, outcome, require_enough
     from crossfit_mlops.training.leaderboard import log_leaderboard, select_best
 
+    ti = get_current_context()["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    if reason := never_ran(states, T.TRAIN):  # all_done fires also when the fan-out never started
+        raise AirflowFailException(f"nothing to register: {reason}")
     spec, mlflow_parent, settings = RunSpec.from_xcom(run), ParentRun.from_xcom(parent), task_settings()
-    uri, results = mlflow_parent.tracking_uri, list(results)
-    log_leaderboard(uri, mlflow_parent.parent_run_id, results)
+    uri, jobs = mlflow_parent.tracking_uri, ti.xcom_pull(task_ids=T.PLAN)
+    results, failed = outcome(jobs, results, states, T.TRAIN, uri, mlflow_parent.experiment_id, mlflow_parent.parent_run_id)
+    log_leaderboard(uri, mlflow_parent.parent_run_id, results, [f.as_row() for f in failed])
+    try:
+        require_enough(len(results), failed, spec.min_successful_candidates)
+    except TooFewCandidates as exc:  # the same tasks stay failed: a retry would fail the same way
+        raise AirflowFailException(str(exc)) from exc
     best = select_best(results, energy_tolerance=spec.policy["energy_tolerance"])
     key = registration_key(best["training_set"], spec.grid, spec.code_version)
     version = register(uri, settings.registered_model_name, best, spec.tags, key=key, actor=spec.actor)
@@ -316,7 +351,8 @@ def promote_challenger(decision: dict[str, Any], parent: dict[str, str], run: di
     return {**verdict.to_xcom(), "previous_champion": previous}
 
 
-@task(task_id=T.KEEP, **SERVER_RETRIES, **timeout("quick"))
+# alert challenger_rejected (CROSSFIT_ALERT_WEBHOOK_URL) with the version and the gate's reason
+@task(task_id=T.KEEP, on_success_callback=WebhookNotifier(CHALLENGER_REJECTED, result_of=T.KEEP), **SERVER_RETRIES, **timeout("quick"))
 @fail_fast_when_full
 def keep_champion(decision: dict[str, Any], parent: dict[str, str], run: dict[str, Any]) -> dict[str, Any]:
     """The challenger stays registered, visibly rejected; @champion does not move."""
@@ -343,7 +379,10 @@ def promote_approved(decision: dict[str, Any], parent: dict[str, str]) -> dict[s
     return outcome
 
 
-@task(task_id=T.RECORD_REJECTION, **SERVER_RETRIES, **timeout("quick"))
+@task(
+    task_id=T.RECORD_REJECTION, on_success_callback=WebhookNotifier(CHALLENGER_REJECTED, result_of=T.RECORD_REJECTION),
+    **SERVER_RETRIES, **timeout("quick"),
+)  # fmt: skip
 @fail_fast_when_full
 def record_rejection(decision: dict[str, Any], parent: dict[str, str]) -> dict[str, Any]:
     """A person rejected the challenger, or nobody answered in time: it is rejected, and says so."""
@@ -396,6 +435,7 @@ def await_approval() -> ApprovalBranch:
     doc_md=__doc__,
     tags=["crossfit", "training", "mlflow", "feast"],
     default_args={"owner": "crossfit-mlops", "retries": 0, "on_failure_callback": _fail_parent_run},
+    on_failure_callback=WebhookNotifier(DAG_RUN_FAILED),  # the alert (off unless CROSSFIT_ALERT_WEBHOOK_URL)
     params=PARAMS,
 )
 def crossfit_training_pipeline():

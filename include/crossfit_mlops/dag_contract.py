@@ -58,6 +58,10 @@ class MonitoringTasks:
     DECIDE = "decide"
     TRIGGER_RETRAINING = "trigger_retraining"
     NO_RETRAINING = "no_retraining"
+    MEASURE_LIVE = "measure_live_traffic"
+    JUDGE_LIVE = "judge_live"
+    ROLLBACK = "rollback_champion"
+    KEEP_SERVING = "keep_serving"
 
 
 class BatchTasks:

@@ -40,6 +40,7 @@ class RunSpec(_Payload):
     approval: str  # gate mode: automatic | human
     policy: dict[str, Any]  # GatePolicy.as_dict()
     tags: dict[str, str]  # lineage: airflow.dag_id, airflow.run_id, git_commit, code_version
+    min_successful_candidates: int = 1  # fewer trained candidates fail the run
 
     @property
     def run_id(self) -> str:
@@ -109,6 +110,13 @@ class MonitoringRun(_Payload):
     policy: dict[str, Any]  # MonitoringPolicy.as_dict()
     retrain_allowed: bool  # the `retrain` param: off, the policy's "retrain" only logs
     tags: dict[str, str]  # airflow.dag_id, airflow.run_id
+    # live traffic: measured in every run; the snapshot lane only in manual runs (a scheduled or
+    # Asset-triggered run has no snapshot of its own to judge)
+    snapshot_lane: bool = True
+    until: str = ""  # ISO time: the end of the live window (the run's start)
+    live_window_hours: float = 24.0
+    rollback_policy: dict[str, Any] | None = None  # RollbackPolicy.as_dict()
+    rollback_allowed: bool = True  # the `auto_rollback` param
 
     @property
     def run_id(self) -> str:

@@ -47,6 +47,9 @@ COLUMNS: dict[str, str] = {
     "athlete_id": "Int64",  # None for /predict/features
     "feature_version": "string",
     "features": "string",  # JSON object {feature name: value used}
+    # /predict: the time of the online-store row the features came from (its snapshot); a label
+    # for the prediction is the athlete's total lift in a later snapshot. None for /predict/features
+    "features_at": "datetime64[us, UTC]",
     "model_name": "string",
     "model_version": "string",
     "prediction": "float64",  # None on an error answer
@@ -71,7 +74,8 @@ def new_request_id() -> str:
 def to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Records (dicts with the :data:`COLUMNS` keys) as a frame of the log's schema."""
     frame = pd.DataFrame.from_records(list(records), columns=list(COLUMNS))
-    frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True)
+    for column in ("logged_at", "features_at"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame.astype(COLUMNS)
 
 
@@ -84,9 +88,7 @@ def write_part(root: Path, frame: pd.DataFrame, seq: int) -> list[Path]:
         first = int(rows["logged_at"].min().value)
         name = f"part-{first}-{socket.gethostname()}-{os.getpid()}-{seq}.parquet"
         final = folder / name
-        # the project's one publishing idiom: a hidden temporary renamed into place on a local disk,
-        # one PUT in a bucket; readers skip names starting with "."
-        with publishing(final, directory=False) as tmp:
+        with publishing(final, directory=False) as tmp:  # a rename here, one PUT in a bucket
             rows.to_parquet(tmp, index=False)
         written.append(final)
     return written

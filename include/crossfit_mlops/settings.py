@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar, get_args
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -46,6 +46,21 @@ Port = Annotated[int, Field(ge=1, le=65535, strict=False), Must("a port number (
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False), Must("a number of seconds greater than 0")]
 Count = Annotated[int, Field(ge=1), Must("a whole number of at least 1")]
 Wait = Annotated[float, Field(ge=0, allow_inf_nan=False), Must("a number of seconds, 0 or more")]
+
+
+def _check_http_url(value: str) -> str:
+    """``value`` stripped if it is empty or an http(s) URL with a host, else a ValueError."""
+    from urllib.parse import urlsplit
+
+    value = value.strip()
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("not an http(s) URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url), Must("an http:// or https:// URL with a host (empty: off)")]
 
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("crossfit_environ", default=None)
 
@@ -153,8 +168,27 @@ class ServingSettings(EnvSection):
     shadow_queue: Count = Field(1000, description="requests waiting for the shadow challenger; more are dropped and counted")
 
 
+class AlertSettings(EnvSection):
+    """Where alerts go (failed DAG runs, rejected challengers, retraining triggers, rollbacks): a
+    webhook that receives each as a JSON POST. Off by default."""
+
+    title: ClassVar[str] = "Alerts"
+    alert_webhook_url: HttpUrl = Field("", description="the URL each alert is POSTed to as JSON (`event`, `dag_id`, `run_id`, `task_id`, `summary`, `details`, `at`); empty: alerts are off")
+    alert_timeout_s: Seconds = Field(5.0, description="how long one alert may take; a webhook that is down or slower is logged as a warning, never fails or holds a task")
+
+
+class MonitoringSettings(EnvSection):
+    """What monitoring may do by itself (the thresholds are the monitoring DAG's Params)."""
+
+    title: ClassVar[str] = "Monitoring"
+    auto_rollback: bool = Field(True, description="the monitoring DAG may move `@champion` back when live traffic says so (`false`: it only reports)")
+
+
 S = TypeVar("S", bound=EnvSection)
-SECTIONS: tuple[type[EnvSection], ...] = (PathSettings, MlflowSettings, FeastSettings, StorageSettings, DataSettings, ServingSettings)
+SECTIONS: tuple[type[EnvSection], ...] = (
+    PathSettings, MlflowSettings, FeastSettings, StorageSettings, DataSettings, ServingSettings, AlertSettings,
+    MonitoringSettings,
+)  # fmt: skip
 
 
 def read_section(section: type[S], environ: Mapping[str, str] | None = None) -> S:
@@ -246,6 +280,8 @@ class Settings:
     data_url: str = ""  # "s3://bucket[/prefix]": the pipeline's data on object storage ("" = under state_dir)
     s3_endpoint: str = ""  # the S3 endpoint URL of data_url ("" = AWS)
     lock_uri: str = ""  # PostgreSQL URI of the cross-host snapshot locks (required with data_url)
+    alert_webhook_url: str = ""  # http(s) URL alerts are POSTed to ("" = alerts off)
+    alert_timeout_s: float = 5.0  # the longest one alert may take
 
     @property
     def on_object_storage(self) -> bool:
@@ -274,6 +310,8 @@ class Settings:
             "CROSSFIT_DATA_URL": self.data_url,
             "CROSSFIT_S3_ENDPOINT": self.s3_endpoint,
             "CROSSFIT_LOCK_URI": self.lock_uri,
+            "CROSSFIT_ALERT_WEBHOOK_URL": self.alert_webhook_url,
+            "CROSSFIT_ALERT_TIMEOUT_S": str(self.alert_timeout_s),
         }
 
     def describe(self) -> dict[str, str]:
@@ -294,7 +332,7 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Resolve the settings from ``environ`` (default: ``os.environ``)."""
     env = dict(os.environ if environ is None else environ)
     paths, mlflow, feast = (read_section(c, env) for c in (PathSettings, MlflowSettings, FeastSettings))
-    data, serving = read_section(DataSettings, env), read_section(ServingSettings, env)
+    data, serving, alerts = read_section(DataSettings, env), read_section(ServingSettings, env), read_section(AlertSettings, env)
     root = (paths.project_root or _default_root()).expanduser().resolve()
 
     def under_root(path: Path | None, default: Path) -> Path:
@@ -336,6 +374,8 @@ def get_settings(environ: Mapping[str, str] | None = None) -> Settings:
         data_url=data_url,
         s3_endpoint=storage.s3_endpoint.strip(),
         lock_uri=storage.lock_uri.strip(),
+        alert_webhook_url=alerts.alert_webhook_url,
+        alert_timeout_s=alerts.alert_timeout_s,
     )
 
 

@@ -37,11 +37,13 @@ def _start_api_if_champion(cfg: StackConfig) -> str:
 def _print_up(cfg: StackConfig, status: dict[str, str], api: str) -> None:
     secrets = cfg.secrets_path
     auth = f", basic-auth: user admin, password: mlflow_admin_password in {secrets}" if cfg.mlflow_auth else ""
+    feast_ui = f"Feast UI ({status['feast_ui']}): {cfg.feast_ui_url}\n" if "feast_ui" in status else ""
     print(
         f"MLflow  ({status['mlflow']}): {cfg.mlflow_url}{auth}\n"
         f"Airflow ({status['airflow']}): {cfg.airflow_url}  user {provision.ADMIN_USER}, "
         f"password: admin_password in {secrets} (mode 0600)\n"
         f"API     ({api}): {cfg.api_url}/docs\n"
+        f"{feast_ui}"
         f"profile {cfg.profile}, executor {cfg.executor}; services supervised by supervisord ({status['supervisor']}): "
         f"python -m crossfit_stack status\n"
         f"logs: {cfg.log_dir}"
@@ -107,7 +109,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> None:
     client = control.airflow_client(cfg)
     control.set_declared_variables(cfg, client)
     # batch inference is scheduled on the assets the training run updates: unpaused, it follows;
-    # monitoring runs only when triggered (schedule None): unpaused, a trigger from the UI just runs
+    # monitoring watches live traffic hourly and when the online store gets new features (its
+    # scheduled runs measure the prediction log only), and a trigger from the UI just runs
     for dag_id in (BATCH_DAG, MONITORING_DAG):
         client.wait_for_dag(dag_id)
         client.unpause(dag_id)

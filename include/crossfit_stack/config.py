@@ -108,6 +108,8 @@ class StackSettings(EnvSection):
     s3_endpoint: str = Field("", description="the S3 endpoint the MLflow server uses (unset: the stack's object store, if it runs one)")
     stop_grace_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(10.0, description="the launcher's `--grace`: SIGTERM -> SIGKILL for what a stopped or crashed service left")
     preload: bool = Field(True, description='warm the task imports in the scheduler (LocalExecutor)')
+    feast_ui: bool = Field(False, description="Feast's web UI over the stack's feature registry, a service of the stack (off: 260 MB and a CPU-bound start the pipeline does not need)")
+    feast_ui_port: Port = Field(8888, description="Feast's web UI (`CROSSFIT_FEAST_UI=1`)")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> StackSettings:
@@ -164,6 +166,8 @@ class StackConfig:
     worker_log_port: int = 8793
     stop_grace_s: float = 10.0
     preload: bool = True
+    feast_ui: bool = False
+    feast_ui_port: int = 8888
 
     @property
     def run_dir(self) -> Path:
@@ -196,6 +200,10 @@ class StackConfig:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def feast_ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.feast_ui_port}"
 
     @property
     def celery(self) -> bool:
@@ -240,6 +248,8 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> StackConfig:
         worker_log_port=stack.worker_log_port,
         stop_grace_s=stack.stop_grace_s,
         preload=stack.preload,
+        feast_ui=stack.feast_ui,
+        feast_ui_port=stack.feast_ui_port,
     )
 
 

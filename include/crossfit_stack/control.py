@@ -10,7 +10,8 @@ basic-auth database), ``seaweedfs/`` (the object store's data, cluster profile).
 
 Services (names for :func:`start_service`, :func:`stop_service`, :func:`running_pid`):
 ``object-store`` (cluster profile), ``mlflow``, ``airflow-api-server``, ``airflow-scheduler``,
-``airflow-dag-processor``, ``airflow-triggerer``, ``airflow-worker-1`` ... (CeleryExecutor), ``api``.
+``airflow-dag-processor``, ``airflow-triggerer``, ``airflow-worker-1`` ... (CeleryExecutor), ``api``, ``feast-ui``
+(``CROSSFIT_FEAST_UI=1``).
 
 Knobs: the ``CROSSFIT_*`` variables of :class:`crossfit_stack.config.StackSettings` (ports, bind
 host, backends, executor, Celery, object store, ...), with the defaults of ``CROSSFIT_PROFILE``
@@ -229,6 +230,8 @@ def _launch_mlflow(cfg: StackConfig) -> tuple[str, list[str]]:
     names = _mlflow_names(cfg)
     if all(_healthy(cfg, n) for n in names):
         return "reused", []
+    if _state(cfg, "mlflow") != "RUNNING":  # (a running server's workers hold their files open)
+        provision.reset_mlflow_metrics(cfg)
     _launch(cfg, names)
     return "started", names
 
@@ -321,9 +324,27 @@ def _up(cfg: StackConfig) -> dict[str, str]:
     warm = threading.Thread(target=warm_execution_api, args=(cfg,), daemon=True)
     warm.start()
     apply_definitions(cfg.settings)
+    if cfg.feast_ui:  # after the apply: it shows the registry as it is now
+        status["feast_ui"] = start_feast_ui(cfg)
     warm.join(timeout=60)
     provision.private_files(cfg)
     return status
+
+
+def start_feast_ui(cfg: StackConfig) -> str:
+    """Feast's web UI over the registry (``CROSSFIT_FEAST_UI=1``): "started", "reused", or why it
+    did not start. An optional viewer: the stack and the pipeline run without it, so its failure is
+    reported, not raised."""
+    from crossfit_stack.feast_ui import missing_packages
+
+    missing = missing_packages()
+    if missing:
+        return f"not started: it needs {', '.join(missing)} (feast[grpcio]), missing from this environment (requirements.lock installs them)"
+    try:
+        return start_service(cfg, programs.FEAST_UI, timeout=120)
+    except StackError as exc:
+        log.warning("Feast UI: %s", exc)
+        return f"failed: see {cfg.log_dir / (programs.FEAST_UI + '.log')}"
 
 
 def airflow_client(cfg: StackConfig):

@@ -126,7 +126,21 @@ def monitoring_outcome(client: AirflowClient, run_id: str, instances: list[dict[
     if states.get(MonitoringTasks.FIND_CHAMPION) == "skipped":
         return None
     summary = client.xcom(MONITORING_DAG, run_id, MonitoringTasks.MEASURE)
-    return {**summary, "retraining_triggered": states.get(MonitoringTasks.TRIGGER_RETRAINING) == "success"}
+    live = client.xcom(MONITORING_DAG, run_id, MonitoringTasks.MEASURE_LIVE) if states.get(MonitoringTasks.MEASURE_LIVE) == "success" else None
+    return {**summary, "retraining_triggered": states.get(MonitoringTasks.TRIGGER_RETRAINING) == "success",
+            "live": live, "rolled_back": states.get(MonitoringTasks.ROLLBACK) == "success"}  # fmt: skip
+
+
+def format_live(live: dict[str, Any], rolled_back: bool) -> str:
+    """The live lane's lines of ``monitor``'s output."""
+    error = live.get("live") or {}
+    said = f", live RMSE {error['rmse']:.1f} lb (test {live['test_rmse']:.1f})" if error and live.get("test_rmse") else ""
+    action = "rolled back" if rolled_back else live["decision"]
+    return (
+        f"live traffic {live['since']} .. {live['until']}: {live['requests']} requests, {live['labelled']} labelled{said}: "
+        f"{action.upper()}\n" + "".join(f"  - {reason}\n" for reason in [*live["reasons"], *([live["blocked"]] if live["blocked"] else [])])
+        + f"live dashboard: {live['path']}/dashboard.png\n"
+    )  # fmt: skip
 
 
 def format_monitoring(outcome: dict[str, Any], mlflow_ui: str, airflow_ui: str, experiment_id: str) -> str:
@@ -138,7 +152,8 @@ def format_monitoring(outcome: dict[str, Any], mlflow_ui: str, airflow_ui: str, 
         + f"  target drift {outcome['target_drift']['score']:.3f}, prediction drift {outcome['prediction_drift']['score']:.3f}\n"
         f"retraining: {retraining}\n"
         f"dashboard: {outcome['path']}/report.html and dashboard.png\n"
-        f"MLflow: {mlflow_ui}/#/experiments/{experiment_id}/runs/{outcome['mlflow_run_id']}"
+        + (format_live(outcome["live"], outcome["rolled_back"]) if outcome.get("live") else "")
+        + f"MLflow: {mlflow_ui}/#/experiments/{experiment_id}/runs/{outcome['mlflow_run_id']}"
     )
 
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 OBJECT_STORE = "object-store"
 LOG_SERVER = "airflow-log-server"  # the LocalExecutor's task-log server (log_server.py)
+FEAST_UI = "feast-ui"  # Feast's web UI (feast_ui.py), CROSSFIT_FEAST_UI=1
 MLFLOW_ADMIN = "admin"
 
 # MLflow's client retries a failed call 7 times with backoff factor 2 and a 120 s timeout: about 4
@@ -124,7 +125,7 @@ def airflow_programs(cfg: StackConfig) -> list[str]:
 def names(cfg: StackConfig) -> list[str]:
     """The services of the profile, in start order."""
     store = [OBJECT_STORE] if cfg.object_store else []
-    return [*store, "mlflow", *airflow_programs(cfg), "api"]
+    return [*store, "mlflow", *airflow_programs(cfg), "api", *([FEAST_UI] if cfg.feast_ui else [])]
 
 
 def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
@@ -167,10 +168,15 @@ def programs(cfg: StackConfig, secrets: dict[str, str]) -> list[Program]:
         "--host", cfg.host, "--port", str(cfg.api_port), "--log-level", "warning",
     ]
     found.append(Program("api", api, priority=60, stop_wait_s=10))
+    if cfg.feast_ui:
+        argv = [str(cfg.bin_dir / "python"), "-m", "crossfit_stack.feast_ui", "--host", cfg.host, "--port", str(cfg.feast_ui_port)]
+        found.append(Program(FEAST_UI, argv, priority=60, stop_wait_s=10))
     return found
 
 
 def health_url(cfg: StackConfig, name: str) -> str | None:
+    from crossfit_mlops.features.feast_repo import FEAST_PROJECT  # (pandas: not at import)
+
     urls = {
         "mlflow": f"{cfg.mlflow_url}/health",
         "airflow-api-server": f"{cfg.airflow_url}/api/v2/monitor/health",
@@ -178,19 +184,21 @@ def health_url(cfg: StackConfig, name: str) -> str | None:
         # the S3 gateway's own health (it answers before the filer takes writes: ensure_bucket
         # then waits for a real write)
         OBJECT_STORE: f"http://127.0.0.1:{cfg.s3_port}/healthz",
+        # the registry's REST API behind the UI: it answers once the registry is read
+        FEAST_UI: f"{cfg.feast_ui_url}/api/v1/feature_views?project={FEAST_PROJECT}",
     }
     return urls.get(name)
 
 
 def port_of(cfg: StackConfig, name: str) -> int | None:
     ports = {"mlflow": cfg.mlflow_port, "airflow-api-server": cfg.airflow_port, "api": cfg.api_port, OBJECT_STORE: cfg.s3_port,
-             LOG_SERVER: cfg.worker_log_port}  # fmt: skip
+             LOG_SERVER: cfg.worker_log_port, FEAST_UI: cfg.feast_ui_port}  # fmt: skip
     return ports.get(name)
 
 
 def port_variable(name: str) -> str:
     variables = {"mlflow": "CROSSFIT_MLFLOW_PORT", "airflow-api-server": "CROSSFIT_AIRFLOW_PORT", "api": "CROSSFIT_API_PORT",
-                 LOG_SERVER: "CROSSFIT_WORKER_LOG_PORT"}  # fmt: skip
+                 LOG_SERVER: "CROSSFIT_WORKER_LOG_PORT", FEAST_UI: "CROSSFIT_FEAST_UI_PORT"}  # fmt: skip
     return variables.get(name, "CROSSFIT_S3_PORT")
 
 
@@ -211,10 +219,17 @@ def mlflow_argv(cfg: StackConfig) -> list[str]:
     return [*argv, "--app-name", "crossfit-basic-auth" if cfg.mlflow_auth else "crossfit"]
 
 
+def mlflow_metrics_dir(cfg: StackConfig) -> Path:
+    """Where the MLflow server's workers keep their Prometheus metrics (``GET /metrics`` sums them)."""
+    return cfg.mlflow_dir / "metrics"
+
+
 def mlflow_server_env(cfg: StackConfig, secrets: dict[str, str]) -> dict[str, str]:
-    """The server's own environment: the object store's keys (only the server holds them) and the
-    basic-auth configuration. Written into supervisord.conf (0600), not into the shared env."""
-    env = {}
+    """The server's own environment: its Prometheus metrics folder, the object store's keys (only
+    the server holds them) and the basic-auth configuration. Written into supervisord.conf (0600),
+    not into the shared env: every process that imports prometheus_client (Airflow, Feast,
+    CodeCarbon) would otherwise write its metrics into the server's folder."""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(mlflow_metrics_dir(cfg))}
     if cfg.mlflow_auth:
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(cfg.mlflow_dir / "basic_auth.ini")
         # the CSRF key basic-auth refuses to start without; one value for both workers

@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from crossfit_stack.config import StackConfig
-from crossfit_stack.programs import MLFLOW_ADMIN, artifacts_destination
+from crossfit_stack.programs import MLFLOW_ADMIN, artifacts_destination, mlflow_metrics_dir
 from crossfit_stack.supervisor import write_private
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,19 @@ def sqlite_wal(uri: str) -> bool:
     return mode == "wal"
 
 
+def reset_mlflow_metrics(cfg: StackConfig) -> None:
+    """An empty Prometheus metrics folder for a server about to start: the files of a previous
+    server's workers would add their counts to the new one's."""
+    folder = mlflow_metrics_dir(cfg)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
+
+
 def prepare_mlflow(cfg: StackConfig, secrets: dict[str, str]) -> None:
-    """basic-auth's configuration (0600): its users database beside the store, the admin user
-    created at the first start with the generated password, READ for users without a grant."""
+    """The Prometheus metrics folder; basic-auth's configuration (0600): its users database beside
+    the store, the admin user created at the first start with the generated password, READ for
+    users without a grant."""
+    mlflow_metrics_dir(cfg).mkdir(mode=0o700, parents=True, exist_ok=True)
     if not cfg.mlflow_auth:
         return
     ini = "\n".join(

@@ -1,6 +1,6 @@
 """Helpers of the live compose tests (``test_compose_live.py``, ``test_compose_workers.py``): the
-Docker preconditions, commands with their timings, HTTP with or without basic-auth, waiting, and
-MLflow's ``@champion`` read through its REST API."""
+Docker preconditions, commands with their timings, HTTP with or without basic-auth, waiting,
+MLflow's ``@champion`` read through its REST API and its Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -96,3 +96,16 @@ def champion(mlflow_url: str, auth: str, model: str = MODEL) -> dict | None:
     """The model version ``@champion`` points at (MLflow's REST API, basic-auth), or None."""
     status, body = http(f"{mlflow_url}/api/2.0/mlflow/registered-models/alias?name={model}&alias=champion", auth=auth)
     return body["model_version"] if status == 200 else None
+
+
+def prometheus_counter(url: str, auth: str, name: str, **labels: str) -> float:
+    """A counter's value in the Prometheus text that ``GET url`` answers (basic-auth), summed over
+    the samples that carry ``labels``; 0 when none does (a counter nothing has counted yet)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers.get_content_type() == "text/plain", response.headers["Content-Type"]
+        text = response.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())

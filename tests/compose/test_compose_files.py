@@ -195,6 +195,22 @@ def test_mlflow_runs_basic_auth_and_only_the_server_holds_the_s3_key():
     assert "COPY basic_auth.ini" in (ROOT / "services" / "Dockerfile.mlflow").read_text()
 
 
+def test_mlflow_exposes_prometheus_metrics_from_a_folder_new_at_every_start(compose):
+    rendered = yaml.safe_load(_config(compose, "-f", str(SERVICES), "--env-file", str(ENV_EXAMPLE)).stdout)
+    server = rendered["services"]["mlflow-server"]
+    command = server["command"]
+    folder = command[command.index("--expose-prometheus") + 1]
+    # prometheus_client's multiprocess files must not outlive their processes (MLflow never empties
+    # the folder): a tmpfs, new at each start of the container, restarts included; not a volume
+    assert folder in server.get("tmpfs", []), f"{folder} is not a tmpfs of mlflow-server"
+    assert not [v for v in server.get("volumes", []) if folder in str(v)], f"{folder} is also a volume"
+    # --expose-prometheus imports prometheus-flask-exporter, which mlflow[auth] does not bring
+    dockerfile = (ROOT / "services" / "Dockerfile.mlflow").read_text()
+    assert re.search(r"prometheus-flask-exporter==\d", dockerfile), "prometheus-flask-exporter is not pinned in the image"
+    # workers mode merges onto this file and keeps MLflow's command and mounts as they are
+    assert "mlflow-server" not in _load(ROOT / "services" / "docker-compose.workers.yaml")["services"]
+
+
 # --- scripts/compose.sh: the secrets file, with stand-ins for docker and astro ---------------------
 STUB = """#!/bin/sh
 echo "$(basename "$0") $* MLFLOW_ADMIN_PASSWORD=${MLFLOW_ADMIN_PASSWORD:+set}" >> "$STUB_LOG"

@@ -31,7 +31,15 @@ import pytest
 
 from crossfit_mlops.dag_contract import TRAINING_DAG, TrainingTasks
 from crossfit_stack.airflow_rest import AirflowClient
-from tests.compose.live import basic_auth, champion, http, require_docker, run, until
+from tests.compose.live import (
+    basic_auth,
+    champion,
+    http,
+    prometheus_counter,
+    require_docker,
+    run,
+    until,
+)
 from tests.support.pipeline import GRID
 from tests.support.services import ROOT, free_port
 
@@ -120,6 +128,11 @@ def stacks(tmp_path_factory) -> Stacks:
 _http, _until = http, until
 
 
+def _unauthorized_count(stacks: Stacks) -> float:
+    """How many calls MLflow answered 401 since its container started (its Prometheus counter)."""
+    return prometheus_counter(f"{stacks.mlflow}/metrics", stacks.auth, "mlflow_http_request_total", status="401")
+
+
 def _champion(stacks: Stacks) -> str | None:
     version = champion(stacks.mlflow, stacks.auth)
     return version["version"] if version else None
@@ -156,6 +169,17 @@ def test_both_stacks_share_one_network_and_the_runtime_user(stacks):
     status, _ = _http(f"{stacks.mlflow}/api/2.0/mlflow/experiments/search?max_results=1", auth=stacks.auth)
     assert status == 200
     assert _http(f"{stacks.mlflow}/api/2.0/mlflow/experiments/search?max_results=1")[0] == 401  # basic-auth on
+    # MLflow's Prometheus metrics (--expose-prometheus), behind the credential like the API. Only
+    # this test calls MLflow without it, so the 401s counted are exactly its calls, whichever of
+    # the two workers answered them: both workers write their counts, /metrics sums them
+    assert _http(f"{stacks.mlflow}/metrics")[0] == 401
+    before = _unauthorized_count(stacks)
+    for _ in range(8):
+        assert _http(f"{stacks.mlflow}/api/2.0/mlflow/experiments/search?max_results=1")[0] == 401
+    assert _unauthorized_count(stacks) - before == 8
+    assert prometheus_counter(f"{stacks.mlflow}/metrics", stacks.auth, "mlflow_http_request_total", status="200") > 0
+    files = stacks.exec("mlflow-server", "ls /mlflow/metrics").stdout.split()  # e.g. counter_<pid>.db
+    assert len({f.rsplit("_", 1)[-1] for f in files}) == 2, files  # the two workers' files, no other process's
 
 
 def test_feast_apply_in_the_scheduler_container_both_ways(stacks):
@@ -203,6 +227,7 @@ def test_scheduler_killed_and_mlflow_restarted_mid_run_end_in_a_clear_state(stac
            120, "the restart policy to bring the scheduler back")
     _until(lambda: any(k.startswith(TrainingTasks.TRAIN) and s == "running" for k, s in _task_states(stacks, run_id).items())
            or client.dag_run(TRAINING_DAG, run_id)["state"] != "running", 600, "the training fan-out")
+    assert _unauthorized_count(stacks) > 0  # counted by the first test
     _run(["docker", "restart", "-t", "5", stacks.container("mlflow-server")], step="MLflow container restart")
     final = client.wait_for_run(TRAINING_DAG, run_id, timeout=1500, poll=3.0)
     states = _task_states(stacks, run_id)
@@ -211,6 +236,8 @@ def test_scheduler_killed_and_mlflow_restarted_mid_run_end_in_a_clear_state(stac
     LOG.append((f"run with both faults, trigger to end ({final['state']})", round(time.monotonic() - start, 1)))
     after = _champion(stacks)
     assert after is not None and (before is None or int(after) >= int(before)), (before, after)  # nothing lost
+    # the restarted server counts from zero: its metrics folder (a tmpfs) kept no file of the old workers
+    assert _unauthorized_count(stacks) == 0
 
 
 def test_redis_restarted_while_the_api_serves(stacks):

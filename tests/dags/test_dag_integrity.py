@@ -37,11 +37,15 @@ for dag_id, dag in bag.dags.items():
                 "outlets": sorted(getattr(o, "name", str(o)) for o in (t.outlets or [])),
                 "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
                 "queue": t.queue,
+                "trigger_rule": getattr(getattr(t, "trigger_rule", None), "value", None),
+                "on_failure_callback": bool(getattr(t, "on_failure_callback", None)),
             }
             for t in dag.tasks
         },
         "dagrun_timeout_s": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
+        "on_failure_callback": [type(c).__name__ for c in (dag.on_failure_callback if isinstance(dag.on_failure_callback, list) else [dag.on_failure_callback]) if c],
         "schedule_assets": sorted(a.name for a in getattr(getattr(dag.timetable, "asset_condition", None), "objects", ())),
+        "schedule_summary": str(getattr(getattr(dag.timetable, "timetable", None), "expression", "")),
     }
 print("JSON" + json.dumps(out))
 """
@@ -69,13 +73,17 @@ def test_monitoring_graph_branches_to_retraining_or_not(parsed):
     dag = parsed["dags"]["crossfit_monitoring"]
     tasks = dag["tasks"]
     expected_edges = {
-        M.RESOLVE_RUN: {M.PREPARE, M.MEASURE, M.DECIDE, M.NO_RETRAINING},
-        M.FIND_CHAMPION: {M.PREPARE, M.MEASURE},
-        M.PREPARE: {M.MEASURE},
+        M.RESOLVE_RUN: {M.PREPARE, M.MEASURE, M.DECIDE, M.NO_RETRAINING, M.MEASURE_LIVE, M.JUDGE_LIVE, M.ROLLBACK},
+        M.FIND_CHAMPION: {M.PREPARE, M.MEASURE, M.MEASURE_LIVE},
+        M.PREPARE: {M.MEASURE, M.MEASURE_LIVE},
         M.MEASURE: {M.DECIDE, M.NO_RETRAINING},
         M.DECIDE: {M.TRIGGER_RETRAINING, M.NO_RETRAINING},
         M.TRIGGER_RETRAINING: set(),
         M.NO_RETRAINING: set(),
+        M.MEASURE_LIVE: {M.JUDGE_LIVE, M.ROLLBACK, M.KEEP_SERVING},
+        M.JUDGE_LIVE: {M.ROLLBACK, M.KEEP_SERVING},
+        M.ROLLBACK: set(),
+        M.KEEP_SERVING: set(),
     }
     assert set(tasks) == set(expected_edges)
     for task_id, downstream in expected_edges.items():
@@ -84,6 +92,18 @@ def test_monitoring_graph_branches_to_retraining_or_not(parsed):
     assert tasks[M.PREPARE]["retries"] == 0, "a data step fails fast: a retry would fail the same way"
     assert {"snapshot", "season_shift", "max_rmse_increase", "max_drift_share", "retrain"} <= set(dag["params"])
     assert dag["doc_md"]
+
+
+def test_monitoring_watches_live_traffic_hourly_and_on_new_features(parsed):
+    dag = parsed["dags"]["crossfit_monitoring"]
+    tasks = dag["tasks"]
+    assert dag["schedule_assets"] == ["crossfit_online_features"]
+    assert "0 * * * *" in dag["schedule_summary"], dag["schedule_summary"]
+    # the live lane runs after the snapshot lane whatever it did (its labels count), never instead of a rollback check
+    assert tasks[M.MEASURE_LIVE]["trigger_rule"] == "all_done"
+    assert tasks[M.MEASURE_LIVE]["retries"] > 0 and tasks[M.ROLLBACK]["retries"] > 0
+    assert {"live_window_hours", "max_live_rmse_increase", "max_error_rate", "min_labeled", "cooldown_hours",
+            "auto_rollback"} <= set(dag["params"])  # fmt: skip
 
 
 def test_training_pipeline_graph(parsed):
@@ -229,3 +249,24 @@ def test_every_step_after_resolve_run_waits_for_the_mlflow_parent_run(parsed):
                 reached.add(nxt)
                 todo.append(nxt)
     assert set(tasks) - reached == {T.RESOLVE_RUN, T.START_MLFLOW_RUN}
+
+
+def test_one_failed_candidate_does_not_fail_the_training_run(parsed):
+    """register_challenger runs once every training task is done, trained or failed (it decides
+    whether enough trained); a failed candidate does not mark the MLflow parent run failed."""
+    tasks = parsed["dags"]["crossfit_training_pipeline"]["tasks"]
+    assert tasks[T.REGISTER]["trigger_rule"] == "all_done"
+    assert tasks[T.FINISH]["trigger_rule"] == "none_failed_min_one_success"
+    others = {name for name in tasks if name not in {T.REGISTER, T.FINISH}}
+    assert {tasks[name]["trigger_rule"] for name in others} == {"all_success"}
+    assert not tasks[T.TRAIN]["on_failure_callback"], "a failed candidate leaves the parent run alone"
+    assert tasks[T.REGISTER]["on_failure_callback"] and tasks[T.START_MLFLOW_RUN]["on_failure_callback"]
+    schema = parsed["dags"]["crossfit_training_pipeline"]["param_schemas"]["min_successful_candidates"]
+    assert (schema["type"], schema["minimum"]) == ("integer", 1)
+
+
+def test_a_failed_run_of_each_pipeline_dag_posts_an_alert(parsed):
+    """The DAG-level on_failure_callback of the three pipeline DAGs is the alerts' notifier
+    (it posts only when CROSSFIT_ALERT_WEBHOOK_URL is set)."""
+    for dag_id in ("crossfit_training_pipeline", "crossfit_monitoring", "crossfit_batch_inference"):
+        assert parsed["dags"][dag_id]["on_failure_callback"] == ["WebhookNotifier"], dag_id

@@ -7,7 +7,9 @@ agree across them, the package and deploy/README.md. Nothing is applied to a clu
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -184,6 +186,32 @@ def test_mlflow_serves_artifacts_from_the_object_store_with_auth_on():
         host = urlparse(uri).netloc
         for name in (host, f"{urlparse(uri).hostname}.crossfit.svc.cluster.local:{urlparse(uri).port}"):
             assert any(fnmatch.fnmatch(name, pattern) for pattern in allowed), f"MLflow refuses Host {name}"
+
+
+def test_mlflow_exposes_prometheus_metrics_from_an_emptied_folder(tmp_path):
+    mlflow = _workloads()["mlflow"]
+    _, server = _containers(mlflow)
+    args = server["args"]
+    folder = args[args.index("--expose-prometheus") + 1]
+    # the folder is an emptyDir of the pod, mounted writable (the server's user cannot write the image)
+    mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
+    assert folder in mounts and not mounts[folder].get("readOnly"), f"{folder} is not mounted writable"
+    volumes = {v["name"]: v for v in mlflow["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[mounts[folder]["name"]], f"{folder} is not an emptyDir"
+    # an emptyDir outlives a restart of the container: the command empties it, then execs
+    # `mlflow server` with the args. Run it, with a stub `mlflow` that reports what it was given
+    stub_bin, metrics = tmp_path / "bin", tmp_path / "metrics"
+    stub_bin.mkdir()
+    (stub_bin / "mlflow").write_text('#!/bin/sh\necho "$@"\nls -A "$METRICS"\n')
+    (stub_bin / "mlflow").chmod(0o755)
+    metrics.mkdir()
+    (metrics / "counter_41.db").write_text("stale")
+    (metrics / "sub").mkdir()
+    command = [part.replace(folder, str(metrics)) for part in server["command"]]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PATH": f"{stub_bin}:{os.environ['PATH']}", "METRICS": str(metrics)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["server " + " ".join(args)], "mlflow server did not get the args, or stale files stayed"
 
 
 def test_the_prediction_api_runs_the_package_cli_and_probes_its_endpoints():

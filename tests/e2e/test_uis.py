@@ -8,7 +8,9 @@ Against a real local stack (MLflow + Airflow processes, own ports and state dir)
    the run succeeds (the run itself is found through the REST API);
 3. in the MLflow UI, find the DAG run's parent run and its 8 child runs, open the comparison of
    the children and see the metric and emissions columns;
-4. open the registry and see ``@champion``.
+4. open the registry and see ``@champion``;
+5. Feast's web UI (``CROSSFIT_FEAST_UI=1``, started by the stack): the feature views and the
+   feature services of the project, and a feature view's features.
 
 Screenshots are saved under ``$CROSSFIT_E2E_SCREENSHOTS`` (default: the test's temp dir), one per
 step, and their paths printed.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from crossfit_stack.feast_ui import missing_packages
 from tests.support.services import QUIET_ENV, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -45,6 +48,9 @@ def stack(tmp_path_factory):
         "CROSSFIT_AIRFLOW_PORT": str(free_port()),
         # its own task-log server port: two stacks of the suite run at once (8793 was taken)
         "CROSSFIT_WORKER_LOG_PORT": str(free_port()),
+        # Feast's UI is off by default; here the stack starts it (after its feast apply)
+        "CROSSFIT_FEAST_UI": "1",
+        "CROSSFIT_FEAST_UI_PORT": str(free_port()),
     }
     saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_TRACKING_URI", "AIRFLOW_HOME"]}
     os.environ.update(env)
@@ -161,6 +167,32 @@ def _set_input(driver, element, value: str) -> None:
     element.send_keys(Keys.CONTROL, "a")
     element.send_keys(Keys.DELETE)
     element.send_keys(value)
+
+
+def test_feast_ui_shows_the_feature_views_and_services(stack, browser, shots):
+    import requests
+
+    from crossfit_stack import control
+
+    assert missing_packages() == [], "Feast's UI needs its grpcio extra: requirements.txt installs feast[grpcio]"
+
+    cfg, driver = stack["cfg"], browser
+    assert control.start_feast_ui(cfg) == "reused"  # `up` started it
+    api = requests.get(f"{cfg.feast_ui_url}/api/v1/feature_views", params={"project": "crossfit"}, timeout=30)
+    assert sorted(v["spec"]["name"] for v in api.json()["featureViews"]) == ["athlete_features_v1", "athlete_features_v2"]
+
+    driver.get(f"{cfg.feast_ui_url}/p/crossfit/feature-view/")
+    for name in ("athlete_features_v1", "athlete_features_v2"):
+        _wait(driver, _text_present(name), what=f"{name} in Feast's feature view list")
+    time.sleep(1)
+    _snap(driver, shots, "15_feast_feature_views")
+    driver.get(f"{cfg.feast_ui_url}/p/crossfit/feature-service/")
+    _wait(driver, _text_present("model_v2"), what="model_v2 in Feast's feature service list")
+    driver.get(f"{cfg.feast_ui_url}/p/crossfit/feature-view/athlete_features_v2")
+    for feature in ("bmi", "region_code"):
+        _wait(driver, _text_present(feature), what=f"{feature} on athlete_features_v2's page")
+    time.sleep(1)
+    _snap(driver, shots, "16_feast_feature_view_v2")
 
 
 @pytest.fixture(scope="module")

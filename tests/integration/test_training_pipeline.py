@@ -3,21 +3,29 @@ MLflow server started here and a Feast repo (registry, offline tables, online st
 
 Run 1 (the default 8-entry grid) must leave 8 finished child runs with metrics, emissions and
 artifacts, and a registered version with @champion. Run 2, with a deliberately worse grid, must
-register a challenger that the gate rejects, leaving @champion where it was.
+register a challenger that the gate rejects, leaving @champion where it was, and post the alert
+``challenger_rejected`` to a webhook receiver this module starts. Its grid also holds an entry
+LightGBM refuses at fit time (``subsample`` 1e-9 passes the grid's check, a share in (0, 1], but
+bags no row of the training set): that candidate's task fails, its child run ends FAILED with the
+error, the leaderboard lists it, and the run still succeeds with a challenger from the other entry.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from crossfit_mlops.alerts import CHALLENGER_REJECTED, DAG_RUN_FAILED
 from crossfit_mlops.dag_contract import TrainingTasks as T
 from crossfit_mlops.tracking.aliases import CHALLENGER, CHAMPION
+from crossfit_mlops.training.fan_out import ERROR_TAG
 from crossfit_mlops.training.grid import DEFAULT_GRID
 from tests.support.services import airflow_env, dag_test, mlflow_server
+from tests.support.webhook import webhook_receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,15 +35,15 @@ SNAPSHOT = "2026-11-01"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     base = tmp_path_factory.mktemp("pipeline")
-    with mlflow_server(base / "mlflow_state") as uri:
-        env = airflow_env(base / "airflow", base / "state", uri)
-        yield {"uri": uri, "env": env, "state": base / "state"}
+    with mlflow_server(base / "mlflow_state") as uri, webhook_receiver() as alerts:
+        env = {**airflow_env(base / "airflow", base / "state", uri), "CROSSFIT_ALERT_WEBHOOK_URL": alerts.url}
+        yield {"uri": uri, "env": env, "state": base / "state", "alerts": alerts}
 
 
-def run_dag(stack, conf: dict) -> str:
+def run_dag(stack, conf: dict, with_states: bool = False):
     run = dag_test(stack["env"], "crossfit_training_pipeline", conf)
     assert run.state == "success", run.log[-6000:]
-    return run.run_id
+    return run if with_states else run.run_id
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +127,15 @@ def test_first_run_registers_a_champion_with_its_lineage(stack, first_run):
     assert len(model.predict(test[names])) == len(test)
 
 
+# passes the grid's check (a share in (0, 1]) but bags no row: LightGBM refuses it at fit time
+REFUSED = {"model": "lightgbm", "feature_version": "v2", "params": {"n_estimators": 40, "subsample": 1e-9}}
+REFUSED_NAME = "lightgbm-v2-n_estimators=40-subsample=1e-09"
+
+
 def test_a_worse_challenger_is_registered_but_rejected(stack, first_run):
     worse = [{"model": "random_forest", "feature_version": "v1", "params": {"n_estimators": 2, "max_depth": 1}}]
-    second = run_dag(stack, {"snapshot": SNAPSHOT, "grid": worse, "r2_floor": 0.0})
+    run = run_dag(stack, {"snapshot": SNAPSHOT, "grid": [*worse, REFUSED], "r2_floor": 0.0}, with_states=True)
+    second = run.run_id
     client = _client(stack["uri"])
     assert client.get_model_version_by_alias("crossfit_total_lift", CHAMPION).version == "1"
     challenger = client.get_model_version_by_alias("crossfit_total_lift", CHALLENGER)
@@ -130,8 +144,32 @@ def test_a_worse_challenger_is_registered_but_rejected(stack, first_run):
     assert "does not beat the champion" in challenger.tags["gate.reason"]
     assert challenger.tags["gate.champion_version"] == "1"
     assert challenger.tags["legacy_stage"] == "Archived"
-    _, parent = _parent(client, second)
-    assert parent.data.tags["gate.decision"] == "rejected"
+    exp, parent = _parent(client, second)
+    assert parent.data.tags["gate.decision"] == "rejected" and parent.info.status == "FINISHED"
+
+    # the fan-out survived the candidate LightGBM refused; the challenger came from the other one
+    assert sorted(run.map_states(T.TRAIN)) == ["failed", "success"], run.mapped
+    assert run.tasks[T.REGISTER] == "success"
+    assert client.get_run(challenger.run_id).info.run_name.startswith("random_forest-v1")
+    children = {c.info.run_name: c for c in client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    refused = children[REFUSED_NAME]
+    assert refused.info.status == "FAILED"
+    assert refused.data.tags[ERROR_TAG].startswith(f"LightGBMError in the fit of {REFUSED_NAME}: Check failed"), refused.data.tags
+    assert run.log.count(f"LightGBMError in the fit of {REFUSED_NAME}") >= 1
+    board = json.loads(Path(client.download_artifacts(parent.info.run_id, "leaderboard.json")).read_text())
+    rows = [dict(zip(board["columns"], row, strict=True)) for row in board["data"]]
+    assert [(r["run_name"].split("-")[0], r["status"], r["rank"]) for r in rows] == [("random_forest", "trained", 1), ("lightgbm", "failed", None)]
+    assert rows[1]["error"] == refused.data.tags[ERROR_TAG] and rows[1]["run_id"] == refused.info.run_id
+    assert parent.data.metrics["failed_runs"] == 1 and parent.data.metrics["runs"] == 1
+
+    # the alert: the rejected challenger, with its version and the gate's reason
+    alert = stack["alerts"].wait_for(CHALLENGER_REJECTED, timeout=10, run_id=second)
+    assert alert["dag_id"] == "crossfit_training_pipeline" and alert["task_id"] == T.KEEP
+    assert alert["details"]["version"] == "2" and alert["details"]["champion_version"] == "1"
+    assert alert["details"]["reason"] == challenger.tags["gate.reason"]
+    assert alert["summary"].startswith("crossfit_total_lift v2 not promoted: ")
+    assert not stack["alerts"].events(DAG_RUN_FAILED), "no run failed"
+    assert len(stack["alerts"].events(CHALLENGER_REJECTED)) == 1, "the first run promoted: nothing to alert"
 
 
 def test_promote_then_roll_back_with_the_cli(stack, first_run):

@@ -1,6 +1,7 @@
 """One local stack (MLflow + Airflow processes, LocalExecutor, own ports and state directory)
 shared by the modules here that drive the pipeline through the REST API: the fault scenarios and
-the human-approval flow. Started when the first test asks for it, stopped at the end."""
+the human-approval flow. Started when the first test asks for it, stopped at the end. Its alerts
+go to a webhook receiver of the tests (``pipeline_stack["alerts"]``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from crossfit_mlops.dag_contract import TRAINING_DAG
 from tests.support.services import QUIET_ENV, free_port
+from tests.support.webhook import webhook_receiver
 
 APPROVAL_TIMEOUT_S = 20
 
@@ -31,7 +33,9 @@ def pipeline_stack(tmp_path_factory):
         # gate mode "human": a challenger nobody answers is rejected after this (the DAG reads it)
         "CROSSFIT_APPROVAL_TIMEOUT_S": str(APPROVAL_TIMEOUT_S),
     }
-    with pytest.MonkeyPatch.context() as mp:
+    # the stack's alerts go to a receiver of the tests (the stack hands the variable to Airflow)
+    with webhook_receiver() as alerts, pytest.MonkeyPatch.context() as mp:
+        env["CROSSFIT_ALERT_WEBHOOK_URL"] = alerts.url
         for name, value in env.items():
             mp.setenv(name, value)
         for name in ("MLFLOW_TRACKING_URI", "AIRFLOW_HOME", "CROSSFIT_MLFLOW_BACKEND_URI", "CROSSFIT_AIRFLOW_DB_URI"):
@@ -40,6 +44,6 @@ def pipeline_stack(tmp_path_factory):
         try:
             client = control.up_and_connect(cfg, TRAINING_DAG)
             client.unpause(TRAINING_DAG)
-            yield {"cfg": cfg, "client": client, "uri": cfg.settings.mlflow_tracking_uri, "module": control}
+            yield {"cfg": cfg, "client": client, "uri": cfg.settings.mlflow_tracking_uri, "module": control, "alerts": alerts}
         finally:
             control.down(cfg)

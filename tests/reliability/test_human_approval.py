@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from crossfit_mlops.alerts import CHALLENGER_REJECTED
 from crossfit_mlops.dag_contract import APPROVE, REJECT, TRAINING_DAG
 from crossfit_mlops.dag_contract import TrainingTasks as T
 from tests.reliability.conftest import APPROVAL_TIMEOUT_S
@@ -89,6 +90,9 @@ def test_a_person_rejects_and_no_alias_moves(stack):
     event = _events(stack, version)[-1]
     assert event["event"] == "approval_rejected" and event["actor"] == "approver:admin"
     assert "rejected by admin" in _card(stack, version)
+    alert = stack["alerts"].wait_for(CHALLENGER_REJECTED, timeout=30, run_id=run_id)
+    assert alert["task_id"] == T.RECORD_REJECTION and alert["details"]["version"] == version
+    assert alert["details"]["reason"].startswith("rejected by admin")
 
 
 def test_nobody_answers_and_the_timeout_rejects(stack):

@@ -6,7 +6,8 @@ runs every scenario through the REST API, as a scheduler or an operator would:
 - a run cleared and run again replaces its outputs and registers nothing twice;
 - a training task SIGKILLed mid-fit is retried, its aborted MLflow run is marked FAILED;
 - MLflow stopped before a run: the server-facing tasks retry with backoff, then the run fails
-  with a clear error, nothing is registered and no alias moves; after recovery a rerun completes;
+  with a clear error, nothing is registered and no alias moves, and the alert ``dag_run_failed``
+  reaches the webhook; after recovery a rerun completes;
 - MLflow's artifact store full (a small tmpfs over it, filled): the task that logs an artifact
   fails at once, without retries, with "artifact store is full" in its log, and the parent run is
   FAILED;
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from crossfit_mlops.alerts import CHALLENGER_REJECTED, DAG_RUN_FAILED
 from crossfit_mlops.dag_contract import TRAINING_DAG
 from crossfit_mlops.dag_contract import TrainingTasks as T
 from tests.reliability.test_data_disk_full import fill
@@ -57,6 +59,7 @@ def test_a_cleared_run_replaces_its_outputs_and_registers_nothing_twice(pipeline
     assert P.champion(pipeline_stack) == "1"
     decision = pipeline_stack["client"].xcom(TRAINING_DAG, run_id, T.JUDGE)
     assert decision["decision"] == "unchanged" and "already the champion" in decision["reason"]
+    assert not pipeline_stack["alerts"].events(CHALLENGER_REJECTED, run_id=run_id), "unchanged is not a rejection: no alert"
     v1 = P.mlflow_client(pipeline_stack["uri"]).get_model_version(MODEL, "1")
     assert v1.tags["gate.decision"] == "promoted" and v1.tags["legacy_stage"] == "Production"
 
@@ -98,7 +101,15 @@ def test_mlflow_down_fails_the_run_clearly_and_a_rerun_after_recovery_completes(
         assert states[T.START_MLFLOW_RUN] == "failed", states
         start = next(t for t in pipeline_stack["client"].task_instances(TRAINING_DAG, run_id) if t["task_id"] == T.START_MLFLOW_RUN)
         assert start["try_number"] >= 3, "it retried with backoff before failing"
-        assert states[T.REGISTER] in {"upstream_failed", None}
+        # register_challenger runs once the fan-out is done whatever its state (trigger rule all_done):
+        # here the fan-out never started, so it fails, registering nothing, and says why
+        assert states[T.REGISTER] == "failed", states
+        register = next(t for t in pipeline_stack["client"].task_instances(TRAINING_DAG, run_id) if t["task_id"] == T.REGISTER)
+        assert f"the training fan-out did not run: {T.START_MLFLOW_RUN} failed" in P.task_log(pipeline_stack, run_id, register)
+        # the alert, from the DAG's on_failure_callback, which the stack's DAG processor runs
+        alert = pipeline_stack["alerts"].wait_for(DAG_RUN_FAILED, timeout=120, run_id=run_id)
+        assert alert["dag_id"] == TRAINING_DAG and alert["details"]["reason"] == "task_failure"
+        assert alert["details"]["failed_task"] in {T.START_MLFLOW_RUN, T.REGISTER}, alert
     finally:
         module.start_service(cfg, "mlflow")
     assert [v.version for v in P.versions(pipeline_stack)] == versions_before, "nothing was registered"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,8 +92,10 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 dag = DagBag(dag_folder=sys.argv[1]).get_dag(sys.argv[2])
 run = dag.test(run_conf=json.loads(sys.argv[3]))
-states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-print("DAG_RUN=" + json.dumps({"state": str(run.state), "run_id": run.run_id, "tasks": states}))
+tis = run.get_task_instances()
+states = {ti.task_id: str(ti.state) for ti in tis}
+mapped = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in tis if ti.map_index >= 0}
+print("DAG_RUN=" + json.dumps({"state": str(run.state), "run_id": run.run_id, "tasks": states, "mapped": mapped}))
 """
 
 
@@ -103,6 +105,12 @@ class DagTestRun:
     run_id: str
     tasks: dict[str, str]  # task id -> state (a mapped task: the state of its last instance)
     log: str  # the subprocess's stdout + stderr (task logs included)
+    mapped: dict[str, str] = field(default_factory=dict)  # "<task id>[<map index>]" -> state
+
+    def map_states(self, task_id: str) -> list[str]:
+        """The states of a mapped task's instances, in map index order."""
+        found = {int(k[len(task_id) + 1 : -1]): v for k, v in self.mapped.items() if k.startswith(f"{task_id}[")}
+        return [found[i] for i in sorted(found)]
 
 
 def dag_test(env: dict[str, str], dag_id: str, conf: dict, timeout: float = 900) -> DagTestRun:
@@ -118,7 +126,7 @@ def dag_test(env: dict[str, str], dag_id: str, conf: dict, timeout: float = 900)
     line = next((line for line in out.splitlines() if line.startswith("DAG_RUN=")), None)
     assert line, f"{dag_id} did not report its run:\n{out[-6000:]}"
     result = json.loads(line.split("=", 1)[1])
-    return DagTestRun(state=result["state"], run_id=result["run_id"], tasks=result["tasks"], log=out)
+    return DagTestRun(state=result["state"], run_id=result["run_id"], tasks=result["tasks"], log=out, mapped=result["mapped"])
 
 
 @contextmanager

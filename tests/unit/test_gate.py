@@ -117,3 +117,17 @@ def test_the_energy_tie_break_picks_the_cheaper_of_two_near_equal_candidates():
     assert "75% less energy" in chosen["selection"] and "forest" in chosen["selection"]
     assert select_best(results, energy_tolerance=0.0)["run_id"] == "forest"
     assert select_best(results, energy_tolerance=0.0)["selection"].startswith("forest: the lowest validation RMSE")
+
+
+def test_live_shadow_evidence_of_a_clearly_worse_challenger_overrides_the_test_split():
+    from crossfit_mlops.registry.gate import GatePolicy, decide
+
+    paired = {"improvement": 0.05, "improvement_low": 0.02, "improvement_high": 0.08, "rmse_candidate": 95.0,
+              "rmse_reference": 100.0, "rows": 500, "confidence": 0.95}  # fmt: skip
+    args = ({"rmse": 95.0, "r2": 0.7}, {"rmse": 100.0, "r2": 0.68}, GatePolicy())
+    worse = {"improvement": -0.3, "improvement_low": -0.4, "improvement_high": -0.2, "rows": 150}
+    rejected = decide(*args, paired=paired, shadow=worse)
+    assert not rejected.promote and "clearly worse than the champion" in rejected.reason and "150 labelled requests" in rejected.reason
+    unclear = decide(*args, paired=paired, shadow={**worse, "improvement_high": 0.01})
+    assert unclear.promote and "on live traffic in the champion's shadow" in unclear.reason
+    assert decide(*args, paired=paired).promote

@@ -10,7 +10,7 @@ from crossfit_mlops.training.grid import DEFAULT_GRID, MAX_GRID_ENTRIES
 from crossfit_mlops.training.run_request import RunRequestError, check_country, checked_inputs
 
 PARAMS = {"snapshot": None, "rows": 423_006, "seed": 42, "sample_size": 0, "grid": DEFAULT_GRID, "cv_folds": 0,
-          "approval": "automatic", "codecarbon_country": None}  # fmt: skip
+          "approval": "automatic", "codecarbon_country": None, "min_successful_candidates": 1}  # fmt: skip
 
 
 def _check(conf=None, **changes):
@@ -39,6 +39,9 @@ def test_a_misspelled_conf_key_is_refused_with_a_suggestion():
         ({"cv_folds": 1}, "cv_folds must be 0"),
         ({"codecarbon_country": "XYZ"}, "codecarbon_country='XYZ' is not an ISO 3166 alpha-3"),
         ({"codecarbon_country": "US"}, "codecarbon_country='US'"),
+        ({"min_successful_candidates": 0}, r"min_successful_candidates must be a whole number in \[1, 8\]"),
+        ({"min_successful_candidates": 9}, r"in \[1, 8\] \(candidates that must train for the run to go on; the grid has 8 entries\), got 9"),
+        ({"min_successful_candidates": 1.5}, "min_successful_candidates must be"),
     ],
 )
 def test_a_setting_out_of_its_bounds_is_refused_naming_it(changes, message):

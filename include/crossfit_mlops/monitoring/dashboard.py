@@ -20,6 +20,7 @@ def dashboard_figure(
     rmse_current: float,
     title: str,
     top: int = 15,
+    labels: tuple[str, str] = ("reference", "current"),
 ) -> Figure:
     """Left: drift distance per column (largest first, drifted ones red) against its threshold.
     Right: the champion's residuals (prediction - actual) on both held-out sets."""
@@ -43,8 +44,8 @@ def dashboard_figure(
     both = np.concatenate([residuals_reference, residuals_current])
     low, high = np.percentile(both, [0.5, 99.5]) if len(both) else (-1.0, 1.0)
     bins = np.linspace(low, high, 50)
-    right.hist(residuals_reference, bins=bins, alpha=0.55, density=True, label=f"reference (RMSE {rmse_reference:.1f} lb)")
-    right.hist(residuals_current, bins=bins, alpha=0.55, density=True, label=f"current (RMSE {rmse_current:.1f} lb)")
+    right.hist(residuals_reference, bins=bins, alpha=0.55, density=True, label=f"{labels[0]} (RMSE {rmse_reference:.1f} lb)")
+    right.hist(residuals_current, bins=bins, alpha=0.55, density=True, label=f"{labels[1]} (RMSE {rmse_current:.1f} lb)")
     right.axvline(0, color="black", linewidth=0.8)
     right.set_xlabel("prediction - actual total lift (lb)")
     right.set_ylabel("density")

@@ -46,20 +46,21 @@ def run_report(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     features: list[str],
-    target: str,
+    target: str | None,
     threshold: float,
     drift_share: float = 0.5,
 ):
     """Evidently's drift (features, target, prediction) and regression report; returns its snapshot.
 
-    Both frames need the features, ``target`` and a ``prediction`` column. ``drift_share`` is the
+    Both frames need the features, ``target`` and a ``prediction`` column. ``target`` None (live
+    traffic, whose labels arrive later or never): drift of the features and the predictions only. ``drift_share`` is the
     share of drifted columns at which the report's header says "Dataset Drift is detected"; that
     share counts the target and the predictions too (the retraining policy counts features only).
     """
     from evidently import DataDefinition, Dataset, Regression, Report
     from evidently.presets import DataDriftPreset, RegressionPreset
 
-    columns = [*features, target, PREDICTION]
+    columns = [*features, *([target] if target else []), PREDICTION]
     kinds = column_kinds(reference, columns)
     column_kinds(current, columns)
     if reference.empty or current.empty:
@@ -67,20 +68,12 @@ def run_report(
     definition = DataDefinition(
         numerical_columns=[c for c, k in kinds.items() if k == "numerical"],
         categorical_columns=[c for c, k in kinds.items() if k == "categorical"],
-        regression=[Regression(target=target, prediction=PREDICTION)],
+        regression=[Regression(target=target, prediction=PREDICTION)] if target else None,
     )
-    report = Report(
-        [
-            DataDriftPreset(
-                columns=columns,
-                num_method=NUM_METHOD,
-                cat_method=CAT_METHOD,
-                threshold=threshold,
-                drift_share=drift_share,
-            ),
-            RegressionPreset(),
-        ]
+    drift = DataDriftPreset(
+        columns=columns, num_method=NUM_METHOD, cat_method=CAT_METHOD, threshold=threshold, drift_share=drift_share
     )
+    report = Report([drift, RegressionPreset()] if target else [drift])
     return report.run(
         Dataset.from_pandas(current[columns].reset_index(drop=True), data_definition=definition),
         Dataset.from_pandas(reference[columns].reset_index(drop=True), data_definition=definition),

@@ -274,6 +274,7 @@ def log_monitoring_run(m: Measurement, settings: Settings, policy: MonitoringPol
     experiment_id = ensure_experiment(uri, MONITORING_EXPERIMENT)
     run_tags = {
         **tags,
+        "monitoring.kind": "snapshot",  # live traffic's runs: "live" (monitoring/live.py)
         "snapshot_id": m.snapshot_id,
         "reference_snapshot_id": ref["snapshot_id"],
         "model_name": m.summary["model_name"],

@@ -193,6 +193,29 @@ def registry_command(args: argparse.Namespace, settings=None) -> None:
         emit(versions_table(uri, name))
 
 
+def _cmd_catalog(args: argparse.Namespace) -> None:
+    """The feature catalog as Markdown (to ``--out`` or stdout); with ``--tracking-uri``, plus the
+    registered versions trained on each feature (their lineage tags)."""
+    from crossfit_mlops.features.catalog import render_catalog
+
+    usage = None
+    if args.tracking_uri:
+        from crossfit_mlops.registry.lineage import versions_using
+        from crossfit_mlops.settings import get_settings
+
+        require_server(args.tracking_uri, "MLflow", "--tracking-uri")
+        name = args.model or get_settings().registered_model_name
+        views = [fs.view_name for fs in FEATURE_SETS.values()]
+        usage = {view: versions_using(args.tracking_uri, name, view) for view in views}
+    page = render_catalog(usage, registry=args.tracking_uri or "")
+    if args.out is None:
+        print(page, end="")
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(page)
+    emit({"catalog": str(args.out), "model_versions": usage is not None})
+
+
 def _cmd_serve(args: argparse.Namespace) -> None:
     import os
 
@@ -322,6 +345,12 @@ def add_registry_command(sub) -> argparse.ArgumentParser:
 
 def _model_commands(sub) -> None:
     add_registry_command(sub)
+
+    p = sub.add_parser("catalog", help="the feature catalog (Markdown): every feature, its bounds, views, services")
+    p.add_argument("--out", type=Path, default=None, help="write it here (default: stdout), e.g. docs/feature-catalog.md")
+    p.add_argument("--tracking-uri", default=None, help="add the registered model versions trained on each feature")
+    p.add_argument("--model", default=None, help="the registered model (default: CROSSFIT_REGISTERED_MODEL_NAME's)")
+    p.set_defaults(func=_cmd_catalog)
 
     p = sub.add_parser("serve", help="the prediction API (FastAPI + uvicorn) on @champion and Feast's online store")
     p.add_argument("--host", default="127.0.0.1")

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 CARD_DIR = "model_card"
 PLOTS = ("predicted_vs_actual", "residuals", "feature_importance")
+LIVE_TAG_PREFIXES = ("live.", "shadow.", "rollback.")  # written by live monitoring (monitoring/live.py)
 
 _MARKDOWN = """\
 # Model card: {{ name }} v{{ version }}
@@ -86,6 +87,16 @@ Method: {{ run_tags.get('emissions_method', 'CodeCarbon') }}.
 |---|---|---|---|
 {% for e in approvals %}| {{ e.at }} | {{ e.event }} | {{ e.actor }} | {{ e.reason }} |
 {% endfor %}{% endif %}
+{% if live %}
+## Live traffic
+What monitoring measured on the API's traffic (`live.*`: as @champion; `shadow.*`: scored in the
+shadow of the champion named; `rollback.*`: why it was rolled back). Live figures are on the
+requests whose labels had arrived; the intervals are 95% bootstrap intervals over those requests.
+
+| tag | value |
+|---|---|
+{% for key, value in live %}| `{{ key }}` | {{ value }} |
+{% endfor %}{% endif %}
 ## Known limits
 - Emissions are CodeCarbon estimates: without RAPL counters (virtual machines, containers) it
   takes CPU power from the CPU's TDP times its load and RAM power from its size.
@@ -122,6 +133,7 @@ def _context(tracking_uri: str, model_name: str, version: str, plot_dir: Path) -
         "plots": [p for p in PLOTS if (plot_dir / f"{p}.png").is_file()], "approvals": events,
         "raw_source": _raw_source(mv.tags.get("snapshot_id")),
         "decision_line": _decision_line(mv.tags),
+        "live": sorted((k, v) for k, v in mv.tags.items() if k.startswith(LIVE_TAG_PREFIXES)),
     }  # fmt: skip
 
 

@@ -62,13 +62,34 @@ def decide(
     champion: dict[str, float] | None,
     policy: GatePolicy,
     paired: dict[str, float] | None = None,
+    shadow: dict[str, float] | None = None,
 ) -> Decision:
     """Pure gate rule on test metrics (``rmse``, ``r2``) of the challenger and the current champion.
 
     ``paired``: :func:`crossfit_mlops.metrics.paired_improvement` of the challenger over the
     champion on the same athletes. With it the decision is on the interval's lower end; without it
     (a caller that has only the two RMSEs) on the point estimates.
+
+    ``shadow``: what live monitoring measured of this challenger in the shadow of the current
+    champion (``improvement``, ``improvement_low``/``_high``, ``rows``; the ``shadow.*`` tags). A
+    challenger clearly worse than the champion on live traffic (the whole interval below 0) is
+    rejected whatever the test split says; otherwise the evidence is quoted in the reason.
     """
+    decision = _decide_offline(challenger, champion, policy, paired)
+    if shadow is None or champion is None or not decision.promote:
+        return decision
+    said = (
+        f"on live traffic in the champion's shadow: improvement {shadow['improvement']:+.2%} "
+        f"(CI {shadow['improvement_low']:+.2%} to {shadow['improvement_high']:+.2%}) on {int(shadow['rows'])} labelled requests"
+    )
+    if shadow["improvement_high"] < 0:
+        return Decision(False, f"{decision.reason}; but {said}: clearly worse than the champion, not promoted")
+    return Decision(True, f"{decision.reason}; {said}")
+
+
+def _decide_offline(
+    challenger: dict[str, float], champion: dict[str, float] | None, policy: GatePolicy, paired: dict[str, float] | None
+) -> Decision:
     r2, rmse = challenger["r2"], challenger["rmse"]
     if r2 >= policy.r2_ceiling:
         return Decision(False, f"test R² {r2:.4f} >= leakage ceiling {policy.r2_ceiling}: a lift probably leaked into the features")

@@ -201,6 +201,17 @@ def paired_test(tracking_uri: str, model_name: str, champion: str, challenger: s
     )  # fmt: skip
 
 
+def shadow_evidence(tags: dict[str, str], champion_mv) -> dict[str, float] | None:
+    """The ``shadow.*`` tags live monitoring wrote on a version, if they were measured against the
+    current champion (evidence against another champion says nothing about this one)."""
+    if champion_mv is None or tags.get("shadow.champion_version") != str(champion_mv.version):
+        return None
+    try:
+        return {k: float(tags[f"shadow.{k}"]) for k in ("improvement", "improvement_low", "improvement_high", "rows")}
+    except (KeyError, ValueError):
+        return None
+
+
 def judge_challenger(
     tracking_uri: str,
     model_name: str,
@@ -226,7 +237,8 @@ def judge_challenger(
     if champion_mv is not None:
         champion = evaluate_version(tracking_uri, model_name, champion_mv.version, test_sets, policy)
         paired = paired_test(tracking_uri, model_name, str(champion_mv.version), challenger_version, test_sets, policy)
-    decision = decide(challenger, champion, policy, paired=paired)
+    shadow = shadow_evidence(c.get_model_version(model_name, challenger_version).tags, champion_mv)
+    decision = decide(challenger, champion, policy, paired=paired, shadow=shadow)
     reason = f"{decision.reason}; challenger chosen as {selection}" if selection else decision.reason
     result = {
         "model_name": model_name,
@@ -334,13 +346,27 @@ def _check_rollback_target(tracking_uri: str, model_name: str, current: str, pre
         ) from None
 
 
-def rollback(tracking_uri: str, model_name: str, actor: str | None = None, reason: str = "rolled back by hand") -> tuple[str, str]:
+def rollback(
+    tracking_uri: str,
+    model_name: str,
+    actor: str | None = None,
+    reason: str = "rolled back by hand",
+    expected_current: str | None = None,
+) -> tuple[str, str]:
     """Point ``@champion`` back at the champion before the current one, recorded in the alias
-    history as a rollback (by ``actor``, default the CLI user). Returns (from, to)."""
+    history as a rollback (by ``actor``, default the CLI user). Returns (from, to).
+
+    ``expected_current``: the version the decision to roll back was about (automated rollback); if
+    ``@champion`` moved since, nothing is changed and :class:`RollbackError` says so."""
     c = client(tracking_uri)
     current = current_version(tracking_uri, model_name, CHAMPION)
     if current is None:
         raise RollbackError(f"{model_name} has no @{CHAMPION}: nothing to roll back")
+    if expected_current is not None and str(current.version) != str(expected_current):
+        raise RollbackError(
+            f"@{CHAMPION} of {model_name} moved from v{expected_current} to v{current.version} after the evidence was "
+            "measured: not rolled back; the next measurement judges the new champion"
+        )
     previous = current.tags.get("previous_champion")
     if not previous:
         raise RollbackError(f"{model_name} v{current.version} is the first champion: there is no previous one to roll back to")
@@ -353,6 +379,17 @@ def rollback(tracking_uri: str, model_name: str, actor: str | None = None, reaso
     c.set_model_version_tag(model_name, previous, "restored_at", _now())
     log.info("rolled @%s back from v%s to v%s", CHAMPION, current.version, previous)
     return str(current.version), str(previous)
+
+
+def rollback_on_evidence(tracking_uri: str, model_name: str, version: str, reason: str, evidence_run_id: str, actor: str) -> dict[str, str]:
+    """The automated rollback: ``@champion`` from ``version`` (refused if it moved since the evidence
+    was measured) back to the previous champion; the rolled-back version keeps the evidence's run id
+    and the reason (``rollback.*`` tags)."""
+    rolled_from, rolled_to = rollback(tracking_uri, model_name, actor=actor, reason=reason, expected_current=version)
+    c = client(tracking_uri)
+    c.set_model_version_tag(model_name, rolled_from, "rollback.evidence_run_id", evidence_run_id)
+    c.set_model_version_tag(model_name, rolled_from, "rollback.reason", reason[:4900])
+    return {"from_version": rolled_from, "to_version": rolled_to, "reason": reason, "evidence_run_id": evidence_run_id}
 
 
 def versions_table(tracking_uri: str, model_name: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The project's MLflow server app: MLflow's own, plus one answer MLflow does not give.
+"""The project's MLflow server app: MLflow's own, plus one answer MLflow does not give and its
+Prometheus metrics.
 
 ``mlflow server --app-name crossfit`` (or ``crossfit-basic-auth`` when the stack turns basic-auth
 on) loads these factories through the ``mlflow.app`` entry points in ``pyproject.toml``. They
@@ -8,11 +9,20 @@ a message that says so. MLflow itself answers it with a bare 500, which its clie
 transient failure until it gives up with ``MaxRetryError``, and "No space left on device" was only
 in the server's log. The client does not retry a 507; the training task turns it into a failure
 without retries (see :func:`crossfit_mlops.tracking.store_full`).
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (the stack sets it in the server's own environment, to a
+folder of its state directory), the app also answers ``GET /metrics`` in Prometheus' text format:
+requests by method, status and endpoint, and their latency, summed over the server's uvicorn
+workers (prometheus_client's multiprocess mode, one file per worker in that folder). MLflow's
+own ``--expose-prometheus`` needs ``prometheus-flask-exporter``, which the lock does not hold;
+``prometheus_client`` it does.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+import time
+from typing import TYPE_CHECKING, Any
 
 from crossfit_mlops.storage import is_disk_full
 
@@ -21,25 +31,100 @@ if TYPE_CHECKING:
     from fastapi.responses import JSONResponse
 
 INSUFFICIENT_STORAGE = 507
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
+METRICS_PATH = "/metrics"
 
 
 def create_app() -> FastAPI:
     """MLflow's tracking server (tracking, registry, proxied artifacts), without authentication."""
     from mlflow.server.fastapi_app import app
 
-    return _explain_a_full_store(app)
+    return _with_project_additions(app)
 
 
 def create_app_with_auth() -> FastAPI:
     """The same with MLflow's basic-auth (users database, permissions): ``--app-name basic-auth``."""
     from mlflow.server.auth import create_app as with_basic_auth
 
-    return _explain_a_full_store(with_basic_auth())
+    return _with_project_additions(with_basic_auth())
 
 
-def _explain_a_full_store(app: FastAPI) -> FastAPI:
+def _with_project_additions(app: FastAPI) -> FastAPI:
+    """The 507 for a full store; the metrics when their folder is given (created if missing, as
+    MLflow's own exporter does: a missing folder would fail every request)."""
     app.add_exception_handler(OSError, _store_full)
+    if os.environ.get(METRICS_DIR_ENV):
+        os.makedirs(os.environ[METRICS_DIR_ENV], exist_ok=True)
+        app.add_middleware(PrometheusMetrics)
     return app
+
+
+def endpoint_of(path: str) -> str:
+    """A bounded label for a request path: the REST endpoint (``/api/2.0/mlflow/runs/search``), the
+    artifact proxy without the artifact's path, else the first segment (``/static-files``)."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) >= 3 and parts[0] in {"api", "ajax-api"}:
+        if parts[2] == "mlflow-artifacts":
+            return "/" + "/".join(parts[:4])
+        return "/" + "/".join(parts[:5])
+    return "/" + (parts[0] if parts else "")
+
+
+class PrometheusMetrics:
+    """ASGI middleware: counts every HTTP request and its latency, and answers ``GET /metrics``
+    with the metrics of every worker (MLflow's app mounts its Flask part at ``/``, so a route added
+    after it would never be reached)."""
+
+    def __init__(self, app: Any) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.app = app
+        labels = ("method", "status", "endpoint")
+        # named mlflow_server_*: MLflow's --expose-prometheus (prometheus-flask-exporter) writes
+        # mlflow_http_request_* into the same folder, and the two would merge into one metric.
+        # no registry: in multiprocess mode the values go to the worker's file, and /metrics reads
+        # every worker's files (a second app in one process would not collide on names either)
+        self.requests = Counter("mlflow_server_http_requests_total", "HTTP requests to the MLflow server", labels, registry=None)
+        self.latency = Histogram(
+            "mlflow_server_http_request_duration_seconds", "latency of the MLflow server's HTTP requests", labels, registry=None
+        )
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == METRICS_PATH and scope["method"] == "GET":
+            await self._answer_metrics(send)
+            return
+        status = {"code": 500}
+
+        async def record_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            labels = (scope["method"], str(status["code"]), endpoint_of(scope["path"]))
+            self.requests.labels(*labels).inc()
+            self.latency.labels(*labels).observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _answer_metrics(send: Any) -> None:
+        from prometheus_client import (
+            CONTENT_TYPE_LATEST,
+            CollectorRegistry,
+            generate_latest,
+            multiprocess,
+        )
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _store_full(request: Request, exc: Exception) -> JSONResponse:

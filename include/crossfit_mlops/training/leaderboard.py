@@ -11,12 +11,13 @@ log = logging.getLogger(__name__)
 
 LEADERBOARD_COLUMNS = [
     "rank", "run_name", "feature_version", "model", "val_rmse", "val_mae", "val_r2", "test_rmse", "test_r2",
-    "g_co2eq", "energy_kwh", "energy_wh", "fit_seconds", "run_id",
+    "g_co2eq", "energy_kwh", "energy_wh", "fit_seconds", "run_id", "status", "error",
 ]
+TRAINED, FAILED = "trained", "failed"  # the leaderboard's status column
 
 
 def leaderboard(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run, best validation RMSE first (ties: fewer emissions first)."""
+    """One row per trained run, best validation RMSE first (ties: fewer emissions first)."""
     if not results:
         raise ValueError("no training results: every training task failed or the grid was empty")
     board = pd.DataFrame(results)
@@ -24,6 +25,24 @@ def leaderboard(results: list[dict[str, Any]]) -> pd.DataFrame:
     board["energy_wh"] = board["energy_kwh"] * 1000.0
     board = board.sort_values(["val_rmse", "g_co2eq"], kind="stable").reset_index(drop=True)
     board["rank"] = range(1, len(board) + 1)
+    board["status"], board["error"] = TRAINED, ""
+    return board[LEADERBOARD_COLUMNS]
+
+
+def full_leaderboard(results: list[dict[str, Any]], failed: list[dict[str, Any]]) -> pd.DataFrame:
+    """The trained runs ranked (:func:`leaderboard`), then one row per failed candidate: no rank
+    and no metrics, its status and error (``failed``: :meth:`FailedCandidate.as_row` dicts)."""
+    rows = pd.DataFrame(
+        [{"run_name": f["run_name"], "feature_version": f["feature_version"], "model": f["model"],
+          "run_id": f.get("run_id") or "", "status": FAILED, "error": f["error"]} for f in failed],
+        columns=LEADERBOARD_COLUMNS,
+    )  # fmt: skip
+    if not results:
+        return rows.reset_index(drop=True)
+    board = leaderboard(results)
+    if rows.empty:
+        return board
+    board = pd.concat([board.astype({"rank": "Int64"}), rows.astype({"rank": "Int64"})], ignore_index=True)
     return board[LEADERBOARD_COLUMNS]
 
 
@@ -62,18 +81,26 @@ def format_leaderboard(board: pd.DataFrame) -> str:
     )
 
 
-def log_leaderboard(tracking_uri: str, parent_run_id: str, results: list[dict[str, Any]]) -> pd.DataFrame:
-    """Log the leaderboard table, a comparison plot and the best run's figures to the parent run."""
+def log_leaderboard(
+    tracking_uri: str, parent_run_id: str, results: list[dict[str, Any]], failed: list[dict[str, Any]] = ()
+) -> pd.DataFrame:
+    """Log the leaderboard table (the failed candidates too, with their error), a comparison plot
+    and the best run's figures to the parent run."""
     import mlflow
 
     from crossfit_mlops.tracking import client, fluent
     from crossfit_mlops.training.plots import leaderboard_plot
 
-    board = leaderboard(results)
+    table = full_leaderboard(results, list(failed))
     c = client(tracking_uri)
     with fluent(tracking_uri):
-        mlflow.log_table(board, artifact_file="leaderboard.json", run_id=parent_run_id)
-    c.log_text(parent_run_id, board.to_csv(index=False), "leaderboard.csv")
+        mlflow.log_table(table, artifact_file="leaderboard.json", run_id=parent_run_id)
+    c.log_text(parent_run_id, table.to_csv(index=False), "leaderboard.csv")
+    c.log_metric(parent_run_id, "failed_runs", len(failed))
+    if not results:
+        log.warning("leaderboard: no candidate trained\n%s", table[["run_name", "status", "error"]].to_string(index=False))
+        return table
+    board = leaderboard(results)
     c.log_figure(parent_run_id, leaderboard_plot(board), "plots/leaderboard.png")
     best = board.iloc[0]
     for key in ("val_rmse", "val_r2", "test_rmse", "test_r2"):
@@ -83,4 +110,4 @@ def log_leaderboard(tracking_uri: str, parent_run_id: str, results: list[dict[st
     c.set_tag(parent_run_id, "best_run_id", best["run_id"])
     c.set_tag(parent_run_id, "best_run_name", best["run_name"])
     log.info("leaderboard:\n%s", format_leaderboard(board))
-    return board
+    return table

@@ -68,20 +68,25 @@ def check_country(code: Any, setting: str = "codecarbon_country") -> str:
 
 def checked_inputs(conf: dict[str, Any], params: dict[str, Any], declared: set[str], default_country: str) -> dict[str, Any]:
     """The run's checked inputs from the DAG run's ``conf`` and resolved ``params`` (``declared``:
-    the DAG's param names): rows, seed, sample size, cross-validation folds, the grid (parsed) and
-    the CodeCarbon country."""
+    the DAG's param names): rows, seed, sample size, cross-validation folds, the grid (parsed), how
+    many of its candidates must train, and the CodeCarbon country."""
     check_conf_keys(conf or {}, declared)
     if params["cv_folds"] == 1:
         raise RunRequestError("cv_folds must be 0 (no cross-validation) or at least 2")
     country_setting = "codecarbon_country" if params["codecarbon_country"] else "CROSSFIT_CODECARBON_COUNTRY"
+    grid = [c.as_dict() for c in parse_grid(params["grid"])]
     return {
         "rows": _whole("rows", params["rows"], MIN_GENERATED_ROWS, MAX_GENERATED_ROWS, " (raw rows to generate)"),
         "seed": _whole("seed", params["seed"], 0, MAX_SEED),
         "sample_size": _whole("sample_size", params["sample_size"], 0, MAX_GENERATED_ROWS),
         "cv_folds": params["cv_folds"],
-        "grid": [c.as_dict() for c in parse_grid(params["grid"])],
+        "grid": grid,
+        "min_successful_candidates": _whole(
+            "min_successful_candidates", params["min_successful_candidates"], 1, len(grid),
+            f" (candidates that must train for the run to go on; the grid has {len(grid)} entries)",
+        ),
         "country": check_country(params["codecarbon_country"] or default_country, country_setting),
-    }
+    }  # fmt: skip
 
 
 def training_param_schemas(gate: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -102,6 +107,13 @@ def training_param_schemas(gate: dict[str, dict[str, Any]]) -> dict[str, dict[st
             "default": DEFAULT_GRID, "type": "array", "items": {"type": "object"}, "minItems": 1,
             "maxItems": MAX_GRID_ENTRIES, "title": "Training grid",
             "description": "One task per entry: {model: random_forest|lightgbm, feature_version: v1|v2, params: {...}}.",
+        },
+        "min_successful_candidates": {
+            "default": 1, "type": "integer", "minimum": 1, "maximum": MAX_GRID_ENTRIES,
+            "title": "Candidates that must train",
+            "description": "A grid entry whose training task fails (after its retries) is on the leaderboard with its "
+            "error and the run registers the best of the others; the run fails when fewer than this many trained. "
+            "At most the grid's size.",
         },
         "cv_folds": {
             "default": 0, "type": "integer", "minimum": 0, "maximum": 10,

@@ -33,6 +33,7 @@ from crossfit_mlops.metrics import metric_intervals, regression_metrics
 from crossfit_mlops.storage import TARGET, is_remote, location, publishing
 from crossfit_mlops.tracking import client, fluent
 from crossfit_mlops.tracking.runs import supersede_children
+from crossfit_mlops.training.fan_out import ERROR_TAG, FitError, describe_error
 from crossfit_mlops.training.grid import TrainingConfig, build_estimator
 from crossfit_mlops.training.plots import feature_importance, predicted_vs_actual, residuals
 
@@ -104,6 +105,10 @@ def _measure_fit(
     started = time.perf_counter()
     try:
         estimator.fit(X, y)
+    except MemoryError:  # the machine's state, not the entry's: the task's retries may fit it later
+        raise
+    except Exception as exc:  # fixed data and hyperparameters: the library refuses them every time
+        raise FitError(f"{type(exc).__name__} in the fit of {run_name}: {exc}") from exc
     finally:
         fit_seconds = time.perf_counter() - started
         with watch.phase("codecarbon_stop"):
@@ -270,8 +275,10 @@ def train_candidate(config: TrainingConfig | dict, training_set: TrainingSet | d
     """Train one grid entry on its feature version's training set; return a summary for XCom.
 
     The MLflow child run opens before the fit and closes after the model is logged: a fit that
-    raises leaves a FAILED run, and a process killed mid-fit leaves a RUNNING one that the next
-    try of the same task marks FAILED (:func:`~crossfit_mlops.tracking.runs.supersede_children`).
+    raises leaves a FAILED run tagged with the error (:data:`~crossfit_mlops.training.fan_out.ERROR_TAG`,
+    which the leaderboard shows; a fit the library refuses is a :class:`~crossfit_mlops.training.fan_out.FitError`),
+    and a process killed mid-fit leaves a RUNNING one that the next try of the same task marks
+    FAILED (:func:`~crossfit_mlops.tracking.runs.supersede_children`).
     """
     config = _as_config(config)
     training_set = TrainingSet(**training_set) if isinstance(training_set, dict) else training_set
@@ -319,25 +326,46 @@ def _fit_in_run(config: TrainingConfig, training_set: TrainingSet, ctx: RunConte
             tags={**_run_tags(config, training_set, ctx), "process.pid": str(os.getpid())},
         )
     with run:
-        fitted = fit_candidate(config, training_set, ctx, watch)
-        data = fitted.data
-        with watch.phase("mlflow_run"):
-            _log_params(config, data, ctx)
-            mlflow.log_artifact(str(fitted.emissions_csv), artifact_path="emissions")
-            if is_remote(location(ctx.emissions_dir)):  # the bucket has it: drop the scratch copy
-                shutil.rmtree(fitted.emissions_csv.parent, ignore_errors=True)
-        with watch.phase("plots"):
-            _log_plots(config, fitted.estimator, data, fitted.val_pred, fitted.metrics)
-        with watch.phase("log_input"):
-            _log_training_input(ctx, run.info.run_id, training_set, data.train_frame)
-        with watch.phase("log_model"):
-            model_info = _log_model(fitted.estimator, data)
-        with watch.phase("mlflow_run"):
-            # Logged after the model and linked to it by id: the run and the LoggedModel both show
-            # them. Logged before, log_model would re-read every metric's history to link it (one
-            # request per metric).
-            metrics = {**fitted.metrics, **fitted.emissions, "fit_seconds": fitted.fit_seconds}
-            mlflow.log_metrics(metrics, model_id=model_info.model_id)
+        try:
+            fitted, model_info = _log_candidate(config, training_set, ctx, watch, run.info.run_id)
+        except Exception as exc:  # the run ends FAILED (the context manager); its tag says why
+            _tag_error(run.info.run_id, ctx, exc)
+            raise
         # where this task's time went (the benchmark and curious users read it)
         mlflow.log_dict({"phases_s": watch.seconds, "task_s": round(time.perf_counter() - started, 4)}, "timings.json")
     return run.info.run_id, fitted, model_info
+
+
+def _tag_error(run_id: str, ctx: RunContext, exc: BaseException) -> None:
+    """Tag the child run with the error that ends it: the leaderboard reads it from there (a failed
+    task leaves no XCom). Never hides the error itself (MLflow may be what failed)."""
+    try:
+        client(ctx.tracking_uri).set_tag(run_id, ERROR_TAG, describe_error(exc))
+    except Exception:
+        log.warning("could not tag run %s with its error", run_id, exc_info=True)
+
+
+def _log_candidate(config: TrainingConfig, training_set: TrainingSet, ctx: RunContext, watch: Stopwatch, run_id: str):
+    """Inside the open child run: the fit, then everything the run records. Returns ``(fitted, model_info)``."""
+    import mlflow
+
+    fitted = fit_candidate(config, training_set, ctx, watch)
+    data = fitted.data
+    with watch.phase("mlflow_run"):
+        _log_params(config, data, ctx)
+        mlflow.log_artifact(str(fitted.emissions_csv), artifact_path="emissions")
+        if is_remote(location(ctx.emissions_dir)):  # the bucket has it: drop the scratch copy
+            shutil.rmtree(fitted.emissions_csv.parent, ignore_errors=True)
+    with watch.phase("plots"):
+        _log_plots(config, fitted.estimator, data, fitted.val_pred, fitted.metrics)
+    with watch.phase("log_input"):
+        _log_training_input(ctx, run_id, training_set, data.train_frame)
+    with watch.phase("log_model"):
+        model_info = _log_model(fitted.estimator, data)
+    with watch.phase("mlflow_run"):
+        # Logged after the model and linked to it by id: the run and the LoggedModel both show
+        # them. Logged before, log_model would re-read every metric's history to link it (one
+        # request per metric).
+        metrics = {**fitted.metrics, **fitted.emissions, "fit_seconds": fitted.fit_seconds}
+        mlflow.log_metrics(metrics, model_id=model_info.model_id)
+    return fitted, model_info
