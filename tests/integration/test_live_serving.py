@@ -147,6 +147,7 @@ def test_every_answer_is_logged_under_its_request_id_and_the_shadow_scores_it(wo
         assert row["athlete_id"] == athlete and row["prediction"] == body["prediction"] and row["status"] == 200
         assert row["route"] == "/predict" and row["model_version"] == champion and row["feature_version"] == "v2"
         assert row["model_name"] == world["settings"].registered_model_name and 0 < row["latency_ms"] < 5000
+        assert row["features_at"].isoformat() == body["features_at"]  # the online row's time: labels join on it
         online = online_features([athlete], "v2", settings=world["settings"]).drop(columns=["athlete_id"]).iloc[0]
         assert json.loads(row["features"]) == pytest.approx({k: float(v) for k, v in online.items()})
     rid, athletes, body = sent["batch"]
@@ -156,6 +157,7 @@ def test_every_answer_is_logged_under_its_request_id_and_the_shadow_scores_it(wo
     rid, features, body = sent["features"]
     row = rows.loc[(rid, "champion", 0)]
     assert row["route"] == "/predict/features" and pd_isna(row["athlete_id"]) and row["prediction"] == body["predictions"][0]
+    assert pd_isna(row["features_at"])
     assert json.loads(row["features"]) == pytest.approx({k: float(v) for k, v in features.items()})
 
     # error answers: one row with the status and the error code
@@ -170,7 +172,7 @@ def test_every_answer_is_logged_under_its_request_id_and_the_shadow_scores_it(wo
     mine = frame["request_id"].isin(ids[:-1])
     shadow = frame[mine & (frame["role"] == "challenger")].sort_values(["logged_at", "item"])
     assert list(shadow["athlete_id"]) == athletes and set(shadow["model_version"]) == {challenger}
-    assert set(shadow["feature_version"]) == {"v1"}
+    assert set(shadow["feature_version"]) == {"v1"} and shadow["features_at"].notna().all()
     assert list(shadow["prediction"]) == pytest.approx(_reference(world, athletes, challenger), rel=1e-9)
     online_v1 = online_features([athletes[0]], "v1", settings=world["settings"]).drop(columns=["athlete_id"]).iloc[0]
     assert json.loads(shadow["features"].iloc[0]) == pytest.approx({k: float(v) for k, v in online_v1.items()})

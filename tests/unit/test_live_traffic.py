@@ -103,7 +103,7 @@ class _Reader:
 
     def read(self, ids, version, columns):
         self.asked.append((ids, version))
-        return [SimpleNamespace(values=[float(i)] * len(columns)) for i in ids]
+        return [SimpleNamespace(athlete_id=i, values=[float(i)] * len(columns), event_timestamp=None) for i in ids]
 
 
 def _shadow(challenger, share=1.0, bound=10, draws=(0.0,)):
@@ -183,7 +183,7 @@ def test_waiting_requests_share_one_read_and_one_bad_athlete_fails_only_its_requ
             if 999 in ids:
                 raise LookupError("no row for 999")
             self.asked.append((ids, version))
-            return [SimpleNamespace(athlete_id=i, values=[float(i)] * len(columns)) for i in ids]
+            return [SimpleNamespace(athlete_id=i, values=[float(i)] * len(columns), event_timestamp=None) for i in ids]
 
     v1 = _model("2", "v1", ("bmi", "age"))
     answers, reader = [], Reader()

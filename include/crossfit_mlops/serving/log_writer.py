@@ -51,6 +51,7 @@ class Answer:
     model_version: str | None = None
     predictions: Sequence[float] | None = None
     latency_ms: float | None = None
+    features_at: Sequence[datetime] | None = None  # /predict: each row's online-store time
 
     @property
     def size(self) -> int:
@@ -75,14 +76,15 @@ def log_rows(answer: Answer) -> list[dict[str, Any]]:
     ids = answer.athlete_ids
     if answer.status >= 400 or answer.predictions is None:
         one_id = ids[0] if ids is not None and len(ids) == 1 else None  # an error names one athlete at most
-        return [{**common, "item": 0, "athlete_id": one_id, "features": None, "prediction": None}]
-    columns, rows = answer.columns or (), answer.rows or ()
+        return [{**common, "item": 0, "athlete_id": one_id, "features": None, "features_at": None, "prediction": None}]
+    columns, rows, stamps = answer.columns or (), answer.rows or (), answer.features_at
     return [
         {
             **common,
             "item": item,
             "athlete_id": ids[item] if ids is not None else None,
             "features": json.dumps(dict(zip(columns, rows[item], strict=True))) if item < len(rows) else None,
+            "features_at": stamps[item] if stamps else None,
             "prediction": prediction,
         }
         for item, prediction in enumerate(answer.predictions)

@@ -54,6 +54,7 @@ class ShadowRequest:
     feature_version: str
     rows: list[list[float]]
     challenger: Champion
+    features_at: list | None = None  # the champion's rows' online-store times (/predict)
 
 
 class ShadowScorer:
@@ -89,7 +90,7 @@ class ShadowScorer:
         return self.holder.current if self.share > 0 else None
 
     def offer(self, request_id: str, logged_at: float, route: str, champion: Champion,
-              rows: list[list[float]], athlete_ids: list[int] | None) -> bool:  # fmt: skip
+              rows: list[list[float]], athlete_ids: list[int] | None, features_at: list | None = None) -> bool:  # fmt: skip
         """Queue an answered request for the challenger if the policy says so (on the event loop:
         O(1), never blocks); True when queued."""
         if self.share <= 0:
@@ -104,7 +105,7 @@ class ShadowScorer:
             self.counts[QUEUE_FULL] += 1
             return False
         self._queue.append(ShadowRequest(request_id, logged_at, route, athlete_ids, champion.columns,
-                                         champion.feature_version, rows, challenger))  # fmt: skip
+                                         champion.feature_version, rows, challenger, features_at))  # fmt: skip
         return True
 
     def start(self) -> None:
@@ -172,44 +173,47 @@ class ShadowScorer:
         for group in by_challenger.values():
             challenger = group[0].challenger
             ids = list(dict.fromkeys(a for item in group for a in item.athlete_ids))
-            features = self.reader.read(ids, challenger.feature_version, challenger.columns)
-            values = {f.athlete_id: f.values for f in features}
-            rows = [[values[a] for a in item.athlete_ids] for item in group]
+            features = {f.athlete_id: f for f in self.reader.read(ids, challenger.feature_version, challenger.columns)}
+            rows = [[features[a].values for a in item.athlete_ids] for item in group]
             predictions = iter(challenger.predict([row for item_rows in rows for row in item_rows]))
-            answers += [(item, item_rows, [next(predictions) for _ in item_rows]) for item, item_rows in zip(group, rows, strict=True)]
+            for item, item_rows in zip(group, rows, strict=True):
+                stamps = [features[a].event_timestamp for a in item.athlete_ids]
+                answers.append((item, item_rows, [next(predictions) for _ in item_rows], stamps))
         took_ms = (time.perf_counter() - started) * 1000
-        for item, item_rows, predictions in answers:
-            self._answer(item, item_rows, predictions, took_ms)
+        for item, item_rows, predictions, stamps in answers:
+            self._answer(item, item_rows, predictions, took_ms, stamps)
 
-    def _challenger_rows(self, item: ShadowRequest) -> list[list[float]] | None:
+    def _challenger_rows(self, item: ShadowRequest) -> tuple[list[list[float]] | None, list | None]:
+        """The challenger's rows and their online-store times (None rows: it cannot be scored)."""
         challenger = item.challenger
         if challenger.feature_version == item.feature_version or item.route != "/predict":
             index = {name: i for i, name in enumerate(item.columns)}
             if not all(name in index for name in challenger.columns):
-                return None
+                return None, None
             if tuple(challenger.columns) == tuple(item.columns):
-                return item.rows
+                return item.rows, item.features_at
             picks = [index[name] for name in challenger.columns]
-            return [[row[i] for i in picks] for row in item.rows]
+            return [[row[i] for i in picks] for row in item.rows], item.features_at
         features = self.reader.read(item.athlete_ids, challenger.feature_version, challenger.columns)
-        return [f.values for f in features]
+        return [f.values for f in features], [f.event_timestamp for f in features]
 
     def score(self, item: ShadowRequest) -> None:
         """Score one request with its challenger and log the answer under the request's id."""
         started = time.perf_counter()
-        rows = self._challenger_rows(item)
+        rows, stamps = self._challenger_rows(item)
         if rows is None:
             self.counts[NO_FEATURES] += 1
             return
         predictions = item.challenger.predict(rows)
-        self._answer(item, rows, predictions, (time.perf_counter() - started) * 1000)
+        self._answer(item, rows, predictions, (time.perf_counter() - started) * 1000, stamps)
 
-    def _answer(self, item: ShadowRequest, rows: list[list[float]], predictions: list[float], took_ms: float) -> None:
+    def _answer(self, item: ShadowRequest, rows: list[list[float]], predictions: list[float], took_ms: float,
+                features_at: list | None) -> None:  # fmt: skip
         challenger = item.challenger
         self._submit(Answer(
             request_id=item.request_id, logged_at=item.logged_at, route=item.route, status=200, role=CHALLENGER,
             athlete_ids=item.athlete_ids, feature_version=challenger.feature_version, columns=challenger.columns,
             rows=rows, model_name=challenger.model_name, model_version=challenger.version, predictions=predictions,
-            latency_ms=took_ms,
+            latency_ms=took_ms, features_at=features_at,
         ))  # fmt: skip
         self.counts[SCORED] += 1

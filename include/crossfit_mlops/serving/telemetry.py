@@ -53,6 +53,7 @@ class Exchange:
     athlete_ids: list[int] | None = None
     rows: list[list[float]] | None = None
     predictions: list[float] | None = None
+    features_at: list | None = None  # /predict: each row's online-store time
 
 
 class ApiMetrics:
@@ -210,7 +211,8 @@ class LiveTraffic:
                 columns=champion.columns if champion else None, rows=exchange.rows,
                 model_name=champion.model_name if champion else None, model_version=champion.version if champion else None,
                 predictions=exchange.predictions if status < 400 else None, latency_ms=seconds * 1000,
+                features_at=exchange.features_at,
             ))  # fmt: skip
         if self.shadow is not None and status == 200 and champion is not None and exchange.predictions is not None:
             self.shadow.offer(exchange.request_id, exchange.logged_at, exchange.route, champion,
-                              exchange.rows, exchange.athlete_ids)  # fmt: skip
+                              exchange.rows, exchange.athlete_ids, exchange.features_at)  # fmt: skip

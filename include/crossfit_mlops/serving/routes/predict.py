@@ -65,6 +65,7 @@ async def predict(
     predictions = champion.predict(rows)
     if exchange is not None:
         exchange.rows, exchange.predictions = rows, predictions
+        exchange.features_at = [f.event_timestamp for f in features]
     common = {
         "model_name": champion.model_name,
         "model_version": champion.version,
