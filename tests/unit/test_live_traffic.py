@@ -162,6 +162,9 @@ def test_a_client_request_id_is_kept_only_when_it_is_a_plain_token(sent, kept):
 
 
 def test_each_app_has_its_own_metrics_registry():
+    """Also after Feast's import, which sets PROMETHEUS_MULTIPROC_DIR for the whole process (the API
+    imports it): the counts are the app's own."""
+    import feast  # noqa: F401
     from fastapi.testclient import TestClient
 
     from crossfit_mlops.serving.app import create_app
@@ -175,6 +178,9 @@ def test_each_app_has_its_own_metrics_registry():
         assert 'crossfit_api_requests_total{route="/health",status="200"} 2.0' in first.get("/metrics").text
         assert 'crossfit_api_requests_total{route="/health",status="200"} 1.0' in second.get("/metrics").text
         assert len(first.get("/health").headers["x-request-id"]) == 32
+        text = first.get("/metrics").text
+        assert 'crossfit_api_request_duration_seconds_bucket{le="+Inf",route="/health"} 3.0' in text
+        assert 'crossfit_api_request_duration_seconds_count{route="/health"} 3.0' in text
 
 
 def test_waiting_requests_share_one_read_and_one_bad_athlete_fails_only_its_request():

@@ -20,12 +20,15 @@ requests are seen too). For every request it
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from crossfit_mlops.prediction_log import CHAMPION, ROUTES
 from crossfit_mlops.serving.log_writer import QUEUE_FULL, WRITE_FAILED, Answer
@@ -59,45 +62,68 @@ class Exchange:
 class ApiMetrics:
     """The API's Prometheus metrics, in a registry of their own.
 
-    Counters the request path updates are prometheus-client objects; what other parts already
-    count (the log writer, the shadow, the models that serve) is read when ``/metrics`` is asked
-    for (a collector), so the request path does no bookkeeping for them.
+    The counts are plain numbers of this object, exposed through a collector when ``/metrics`` is
+    asked for; what other parts already count (the log writer, the shadow, the models that serve)
+    is read then too. Not prometheus-client's metric objects: importing Feast sets
+    ``PROMETHEUS_MULTIPROC_DIR`` (``feast/metrics.py``), which turns every such object in the
+    process into a file-backed multiprocess value, shared by name across apps and written to a
+    temp folder on each increment.
     """
 
     def __init__(self, champion: ChampionHolder, challenger: ChampionHolder | None = None,
                  writer: PredictionLogWriter | None = None, shadow: ShadowScorer | None = None):  # fmt: skip
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry
 
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("crossfit_api_requests", "HTTP requests answered, by route and status",
-                                ["route", "status"], registry=self.registry)  # fmt: skip
-        self.latency = Histogram("crossfit_api_request_duration_seconds", "time in the API per request, by route",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
-        self.lookups = Counter("crossfit_online_store_lookups", "athletes looked up in the online store",
-                               ["feature_version"], registry=self.registry)  # fmt: skip
-        self.misses = Counter("crossfit_online_store_misses", "athletes the online store had no fresh row for: "
-                              "unknown (404) or unavailable (424)", ["feature_version", "reason"], registry=self.registry)  # fmt: skip
-        self._requests: dict[tuple[str, int], Any] = {}
-        self._latency: dict[str, Any] = {}
-        self.registry.register(_LiveCollector(champion, challenger, writer, shadow))
+        self.requests: dict[tuple[str, int], int] = {}  # (route, status) -> answers
+        self.latency: dict[str, list] = {}  # route -> [bucket counts..., +Inf count, sum of seconds]
+        self.lookups: dict[str, int] = {}  # feature version -> athletes looked up
+        self.misses: dict[tuple[str, str], int] = {}  # (feature version, reason) -> athletes
+        self._lock = threading.Lock()  # the online reads come from the event loop and the shadow's thread
+        self.registry.register(_LiveCollector(self, champion, challenger, writer, shadow))
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        counter = self._requests.get((route, status))
-        if counter is None:
-            counter = self._requests[(route, status)] = self.requests.labels(route, str(status))
-        counter.inc()
-        histogram = self._latency.get(route)
+        """One answer (on the event loop only: no lock)."""
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        histogram = self.latency.get(route)
         if histogram is None:
-            histogram = self._latency[route] = self.latency.labels(route)
-        histogram.observe(seconds)
+            histogram = self.latency[route] = [0] * (len(LATENCY_BUCKETS) + 1) + [0.0]
+        histogram[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        histogram[-1] += seconds
 
     def online_read(self, feature_version: str, asked: int, unknown: int, unavailable: int) -> None:
         """The online reader's hook: one lookup of ``asked`` athletes and its misses."""
-        self.lookups.labels(feature_version).inc(asked)
-        if unknown:
-            self.misses.labels(feature_version, "unknown").inc(unknown)
-        if unavailable:
-            self.misses.labels(feature_version, "unavailable").inc(unavailable)
+        with self._lock:
+            self.lookups[feature_version] = self.lookups.get(feature_version, 0) + asked
+            for reason, count in (("unknown", unknown), ("unavailable", unavailable)):
+                if count:
+                    self.misses[(feature_version, reason)] = self.misses.get((feature_version, reason), 0) + count
+
+    def families(self):
+        """The request, latency and online-store metrics as Prometheus metric families."""
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        requests = CounterMetricFamily("crossfit_api_requests", "HTTP requests answered, by route and status",
+                                       labels=["route", "status"])  # fmt: skip
+        for (route, status), count in sorted(self.requests.items()):
+            requests.add_metric([route, str(status)], count)
+        latency = HistogramMetricFamily("crossfit_api_request_duration_seconds", "time in the API per request, by route",
+                                        labels=["route"])  # fmt: skip
+        for route, histogram in sorted(self.latency.items()):
+            cumulative = list(itertools.accumulate(histogram[:-1]))
+            bounds = [str(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+            latency.add_metric([route], list(zip(bounds, cumulative, strict=True)), histogram[-1])
+        lookups = CounterMetricFamily("crossfit_online_store_lookups", "athletes looked up in the online store",
+                                      labels=["feature_version"])  # fmt: skip
+        misses = CounterMetricFamily("crossfit_online_store_misses", "athletes the online store had no fresh row "
+                                     "for: unknown (404) or unavailable (424)", labels=["feature_version", "reason"])  # fmt: skip
+        with self._lock:
+            for version, count in sorted(self.lookups.items()):
+                lookups.add_metric([version], count)
+            for (version, reason), count in sorted(self.misses.items()):
+                misses.add_metric([version, reason], count)
+        return [requests, latency, lookups, misses]
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -108,12 +134,13 @@ class ApiMetrics:
 class _LiveCollector:
     """Gauges and counters read at scrape time from the holders, the writer and the shadow."""
 
-    def __init__(self, champion, challenger, writer, shadow):
-        self.champion, self.challenger, self.writer, self.shadow = champion, challenger, writer, shadow
+    def __init__(self, metrics, champion, challenger, writer, shadow):
+        self.metrics, self.champion, self.challenger, self.writer, self.shadow = metrics, champion, challenger, writer, shadow
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        yield from self.metrics.families()
         info = GaugeMetricFamily("crossfit_model_info", "the model versions loaded: role champion (answers) "
                                  "and challenger (shadow)", labels=["role", "model_name", "version", "feature_version"])  # fmt: skip
         version = GaugeMetricFamily("crossfit_model_version", "the registry version of each role (absent: none)", labels=["role"])
