@@ -91,6 +91,7 @@ BAD_ARGUMENTS = [
     (["serve", "--port", "0"], ["port 0"]),
     (["serve", "--refresh-seconds", "-1"], ["-1"]),
     (["serve", "--max-batch", "0"], ["0"]),
+    (["catalog", "--out", "/dev/null"], ["--out", "/dev/null", "a character device"]),
 ]
 
 
@@ -112,6 +113,7 @@ SERVER_DOWN = [
     [STACK, "monitor", "--snapshot", "2026-01-01"],
     [STACK, "registry", "show"],
     ["predict-two-hop", "--athlete-id", "1"],
+    ["catalog", "--tracking-uri", "http://127.0.0.1:1"],
 ]
 
 

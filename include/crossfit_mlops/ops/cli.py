@@ -197,7 +197,10 @@ def _cmd_catalog(args: argparse.Namespace) -> None:
     """The feature catalog as Markdown (to ``--out`` or stdout); with ``--tracking-uri``, plus the
     registered versions trained on each feature (their lineage tags)."""
     from crossfit_mlops.features.catalog import render_catalog
+    from crossfit_mlops.storage import check_output_file, publishing
 
+    if args.out is not None:
+        check_output_file(args.out, "--out")  # refused before the registry is asked anything
     usage = None
     if args.tracking_uri:
         from crossfit_mlops.registry.lineage import versions_using
@@ -211,8 +214,8 @@ def _cmd_catalog(args: argparse.Namespace) -> None:
     if args.out is None:
         print(page, end="")
         return
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page)
+    with publishing(args.out, directory=False) as tmp:  # never a half-written page
+        tmp.write_text(page)
     emit({"catalog": str(args.out), "model_versions": usage is not None})
 
 
