@@ -90,6 +90,22 @@ def test_the_thread_flushes_when_a_batch_is_full_and_close_writes_the_rest(tmp_p
     assert sum(written) == 3
 
 
+def test_a_flush_writes_what_was_queued_when_it_began_not_what_arrives_meanwhile(tmp_path):
+    # under steady traffic, answers arrive during every write: a flush that drained "until empty"
+    # never ended and wrote a part file of a few answers over and over
+    parts = []
+
+    def write(root, frame, seq):
+        parts.append(len(frame))
+        writer.submit(_answer(100 + seq))  # traffic during the write
+
+    writer = PredictionLogWriter(tmp_path, flush_seconds=60, batch=2, queue_bound=100, write=write)
+    for i in range(5):
+        writer.submit(_answer(i))
+    assert writer.flush() == 5 and parts == [2, 2, 1]
+    assert writer.waiting == 3  # the next flush's
+
+
 def _model(version: str, feature_version: str, columns: tuple[str, ...]):
     return SimpleNamespace(
         version=version, feature_version=feature_version, columns=columns, model_name="m", alias="x",

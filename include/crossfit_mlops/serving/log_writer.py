@@ -160,13 +160,20 @@ class PredictionLogWriter:
         self.flush()
 
     def flush(self) -> int:
-        """Write what is queued now, ``batch`` answers a part file; returns the rows written."""
+        """Write what is queued now, ``batch`` answers a part file; returns the rows written.
+
+        Only the answers queued when the flush begins: answers that arrive meanwhile wait for the
+        next flush. Draining "until the queue is empty" never ended under steady traffic: the
+        thread wrote a part file of the few answers that came in during the previous one, over and
+        over (a median of 4 rows a part at 16 concurrent clients), and held the GIL against the
+        event loop all the time (throughput at c=16: 1,600 -> 680 req/s with the log on).
+        """
         done = 0
         with self._flushing:
-            while self._queue:
-                answers = []
-                while self._queue and len(answers) < self.batch:
-                    answers.append(self._queue.popleft())
+            waiting = len(self._queue)
+            while waiting > 0:
+                answers = [self._queue.popleft() for _ in range(min(waiting, self.batch))]
+                waiting -= len(answers)
                 done += self._write_batch(answers)
         return done
 
