@@ -96,20 +96,25 @@ class PrometheusMetrics:
         if scope["path"] == METRICS_PATH and scope["method"] == "GET":
             await self._answer_metrics(send)
             return
-        status = {"code": 500}
+        method, endpoint = scope["method"], endpoint_of(scope["path"])
+        status = {"code": 500, "counted": False}
 
         async def record_status(message: dict) -> None:
             if message["type"] == "http.response.start":
+                # counted before the client can see the answer: a /metrics read after a response
+                # always includes it (the other worker may answer that read)
                 status["code"] = message["status"]
+                self.requests.labels(method, str(status["code"]), endpoint).inc()
+                status["counted"] = True
             await send(message)
 
         started = time.perf_counter()
         try:
             await self.app(scope, receive, record_status)
         finally:
-            labels = (scope["method"], str(status["code"]), endpoint_of(scope["path"]))
-            self.requests.labels(*labels).inc()
-            self.latency.labels(*labels).observe(time.perf_counter() - started)
+            if not status["counted"]:  # the app raised before answering: a 500
+                self.requests.labels(method, "500", endpoint).inc()
+            self.latency.labels(method, str(status["code"]), endpoint).observe(time.perf_counter() - started)
 
     @staticmethod
     async def _answer_metrics(send: Any) -> None:
