@@ -21,6 +21,7 @@ def dashboard_figure(
     title: str,
     top: int = 15,
     labels: tuple[str, str] = ("reference", "current"),
+    error_title: str = "the champion's error on held-out athletes",
 ) -> Figure:
     """Left: drift distance per column (largest first, drifted ones red) against its threshold.
     Right: the champion's residuals (prediction - actual) on both held-out sets."""
@@ -49,6 +50,6 @@ def dashboard_figure(
     right.axvline(0, color="black", linewidth=0.8)
     right.set_xlabel("prediction - actual total lift (lb)")
     right.set_ylabel("density")
-    right.set_title("the champion's error on held-out athletes", fontsize=10)
+    right.set_title(error_title, fontsize=10)
     right.legend(fontsize=8)
     return fig

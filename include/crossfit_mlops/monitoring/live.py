@@ -313,6 +313,7 @@ def _write_outputs(final: Path, summary: dict[str, Any], frames, labelled: pd.Da
         fig = dashboard_figure(
             drifts, residual_ref, residual_live, float(summary["test_rmse"] or np.nan), float(live.get("rmse", np.nan)), title,
             labels=("test split (reference)", "live, labelled"),
+            error_title="the champion's error: its test split and the labelled live predictions",
         )
         fig.savefig(tmp / "dashboard.png")
         summary["seconds"] = round(time.perf_counter() - started, 3)
