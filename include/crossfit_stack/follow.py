@@ -64,14 +64,27 @@ def require_success(client: AirflowClient, dag_id: str, run_id: str, run: dict[s
 # --- the training run ----------------------------------------------------------------------------
 def summarize(client: AirflowClient, run_id: str, dag_id: str = TRAINING_DAG) -> dict[str, Any]:
     """Leaderboard of the run's child runs (from MLflow) and the gate's decision (from XCom)."""
-    from crossfit_mlops.tracking.runs import child_runs
-
     parent = client.xcom(dag_id, run_id, TrainingTasks.START_MLFLOW_RUN)
     decision = client.xcom(dag_id, run_id, TrainingTasks.JUDGE)
     tis = client.task_instances(dag_id, run_id)
     durations = {t["map_index"]: _seconds(t) for t in tis if t["task_id"] == TrainingTasks.TRAIN}
+    rows, failed = leaderboard(parent["tracking_uri"], parent["experiment_id"], parent["parent_run_id"], durations)
+    return {"run_id": run_id, "parent": parent, "decision": decision, "leaderboard": rows, "failed": failed, "task_instances": tis}
+
+
+def leaderboard(
+    tracking_uri: str, experiment_id: str, parent_run_id: str, durations: dict[int, float | None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The trained candidates ranked by validation RMSE, and the candidates that failed after their
+    retries with their last try's error (the parent run's leaderboard lists both the same way).
+    ``durations``: each candidate's task seconds by map index."""
+    from crossfit_mlops.tracking.runs import child_runs
+    from crossfit_mlops.training.fan_out import candidate_errors
+
+    where = (tracking_uri, experiment_id, parent_run_id)
+    finished = child_runs(*where)
     rows = []
-    for r in child_runs(parent["tracking_uri"], parent["experiment_id"], parent["parent_run_id"]):
+    for r in finished:
         m, p, tags = r.data.metrics, r.data.params, r.data.tags
         rows.append(
             {
@@ -87,7 +100,14 @@ def summarize(client: AirflowClient, run_id: str, dag_id: str = TRAINING_DAG) ->
             }
         )
     rows.sort(key=lambda row: row["val_rmse"])
-    return {"run_id": run_id, "parent": parent, "decision": decision, "leaderboard": rows, "task_instances": tis}
+    trained = {int(r.data.tags.get("airflow.map_index", -2)) for r in finished}
+    names = {r.info.run_id: (r.info.run_name, r.data.tags.get("feature_version", "-")) for r in child_runs(*where, status="FAILED")}
+    failed = []
+    for index, (failed_run_id, error) in sorted(candidate_errors(*where).items()):
+        if index not in trained:  # a try that failed before one that trained is not a failed candidate
+            name, feature_version = names.get(failed_run_id, (f"train_candidate[{index}]", "-"))
+            failed.append({"run": name, "feature_version": feature_version, "error": " ".join(error.split()), "run_id": failed_run_id})
+    return rows, failed
 
 
 def format_summary(summary: dict[str, Any], mlflow_ui: str, airflow_ui: str, model_name: str) -> str:
@@ -98,6 +118,8 @@ def format_summary(summary: dict[str, Any], mlflow_ui: str, airflow_ui: str, mod
             f"{row['run'][:58]:<58} {row['feature_version']:<4} {row['val_rmse']:8.1f} {row['val_r2']:7.3f} "
             f"{row['g_co2eq']:9.4f} {row['fit_s']:6.1f} {task_s}"
         )
+    for row in summary.get("failed", []):
+        lines.append(f"{row['run'][:58]:<58} {row['feature_version']:<4} FAILED: {row['error'][:300]}")
     d = summary["decision"]
     champion = d.get("champion") or {}
     lines += [

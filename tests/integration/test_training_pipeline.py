@@ -161,6 +161,18 @@ def test_a_worse_challenger_is_registered_but_rejected(stack, first_run):
     assert [(r["run_name"].split("-")[0], r["status"], r["rank"]) for r in rows] == [("random_forest", "trained", 1), ("lightgbm", "failed", None)]
     assert rows[1]["error"] == refused.data.tags[ERROR_TAG] and rows[1]["run_id"] == refused.info.run_id
     assert parent.data.metrics["failed_runs"] == 1 and parent.data.metrics["runs"] == 1
+    # the stack's `pipeline` command prints the failed candidate under the trained ones, with its error
+    from crossfit_stack.follow import format_summary, leaderboard
+
+    trained, failed = leaderboard(stack["uri"], exp.experiment_id, parent.info.run_id, {})
+    assert [row["run"] for row in trained] == [rows[0]["run_name"]]
+    assert [(row["run"], row["feature_version"], row["run_id"]) for row in failed] == [(REFUSED_NAME, "v2", refused.info.run_id)]
+    assert failed[0]["error"] == " ".join(refused.data.tags[ERROR_TAG].split())
+    decision = {"decision": "rejected", "reason": "-", "challenger": {"version": "2", "feature_version": "v1", "rmse": 1.0, "r2": 0.0}}
+    summary = {"leaderboard": trained, "failed": failed, "decision": decision,
+               "parent": {"experiment_id": exp.experiment_id, "parent_run_id": parent.info.run_id}}  # fmt: skip
+    printed = format_summary(summary, "http://mlflow", "http://airflow", "crossfit_total_lift").splitlines()
+    assert printed[3].split()[:3] == [REFUSED_NAME, "v2", "FAILED:"] and "LightGBMError" in printed[3], printed
 
     # the alert: the rejected challenger, with its version and the gate's reason
     alert = stack["alerts"].wait_for(CHALLENGER_REJECTED, timeout=10, run_id=second)
