@@ -158,10 +158,17 @@ def format_live(live: dict[str, Any], rolled_back: bool) -> str:
     error = live.get("live") or {}
     said = f", live RMSE {error['rmse']:.1f} lb (test {live['test_rmse']:.1f})" if error and live.get("test_rmse") else ""
     action = "rolled back" if rolled_back else live["decision"]
+    shadow = live.get("shadow")
+    shadowed = (
+        f"  shadow challenger v{live['challenger_version']}: live RMSE {shadow['challenger_rmse']:.1f} vs the champion's "
+        f"{shadow['rmse_reference']:.1f} lb on the same {shadow['rows']} labelled requests: improvement {shadow['improvement']:+.1%} "
+        f"(95% CI {shadow['improvement_low']:+.1%} to {shadow['improvement_high']:+.1%})\n"
+        if shadow else ""
+    )  # fmt: skip
     return (
         f"live traffic {live['since']} .. {live['until']}: {live['requests']} requests, {live['labelled']} labelled{said}: "
         f"{action.upper()}\n" + "".join(f"  - {reason}\n" for reason in [*live["reasons"], *([live["blocked"]] if live["blocked"] else [])])
-        + f"live dashboard: {live['path']}/dashboard.png\n"
+        + shadowed + f"live dashboard: {live['path']}/dashboard.png\n"
     )  # fmt: skip
 
 

@@ -121,6 +121,10 @@ def test_the_monitor_command_prints_the_live_decision_and_its_reasons():
             "blocked": "", "path": "/state/monitoring/live/run=x"}  # fmt: skip
     text = format_live(live, rolled_back=True)
     assert "150 requests, 150 labelled, live RMSE 260.0 lb (test 150.0): ROLLED BACK" in text
-    assert "  - live RMSE 260.0 lb ..." in text and "run=x/dashboard.png" in text
+    assert "  - live RMSE 260.0 lb ..." in text and "run=x/dashboard.png" in text and "shadow" not in text
+    shadow = {"challenger_rmse": 171.5, "rmse_reference": 127.6, "rows": 55, "improvement": -0.344, "improvement_low": -0.625, "improvement_high": -0.125}
+    shadowed = format_live({**live, "challenger_version": "2", "shadow": shadow}, rolled_back=False)
+    assert ("  shadow challenger v2: live RMSE 171.5 vs the champion's 127.6 lb on the same 55 labelled requests: "
+            "improvement -34.4% (95% CI -62.5% to -12.5%)") in shadowed  # fmt: skip
     blocked = format_live({**live, "decision": "rollback_blocked", "blocked": "no rollback: cool-down"}, rolled_back=False)
     assert "ROLLBACK_BLOCKED" in blocked and "  - no rollback: cool-down" in blocked
