@@ -306,14 +306,14 @@ def _write_outputs(final: Path, summary: dict[str, Any], frames, labelled: pd.Da
         title = (
             f"{summary['model_name']} v{summary['model_version']} on live traffic {summary['since']} .. {summary['until']}: "
             f"{summary['requests']} requests, {summary['labelled']} labelled; decision {summary['decision'].upper()}"
-            + (f"\nshadow v{summary['challenger_version']}: RMSE {shadow['challenger_rmse']:.1f} vs {shadow['rmse_reference']:.1f} lb, "
+            + (f"\nshadow v{summary['challenger_version']}: RMSE {shadow['challenger_rmse']:.1f} vs {shadow['rmse_reference']:.1f} lb on the same {shadow['rows']}, "
                f"improvement {shadow['improvement']:+.1%} (95% CI {shadow['improvement_low']:+.1%} to {shadow['improvement_high']:+.1%})"
                if shadow else "")
         )  # fmt: skip
         fig = dashboard_figure(
             drifts, residual_ref, residual_live, float(summary["test_rmse"] or np.nan), float(live.get("rmse", np.nan)), title,
             labels=("test split (reference)", "live, labelled"),
-            error_title="the champion's error: its test split and the labelled live predictions",
+            error_title="the champion's error: test split and live",
         )
         fig.savefig(tmp / "dashboard.png")
         summary["seconds"] = round(time.perf_counter() - started, 3)
