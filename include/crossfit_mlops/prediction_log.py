@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from crossfit_mlops.storage import publishing
 
@@ -57,6 +58,29 @@ COLUMNS: dict[str, str] = {
 }
 
 
+# the same columns as a parquet schema: the writer builds its part files as pyarrow tables (no
+# pandas frame on the API's write path); a reader gets them back as COLUMNS' dtypes
+SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("logged_at", pa.timestamp("us", tz="UTC")),
+        ("route", pa.string()),
+        ("status", pa.int16()),
+        ("error", pa.string()),
+        ("role", pa.string()),
+        ("item", pa.int32()),
+        ("athlete_id", pa.int64()),
+        ("feature_version", pa.string()),
+        ("features", pa.string()),
+        ("features_at", pa.timestamp("us", tz="UTC")),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("prediction", pa.float64()),
+        ("latency_ms", pa.float64()),
+    ]
+)
+
+
 def live_root(settings) -> Path:
     """The log's root folder of these settings (a local folder or the bucket's)."""
     return settings.predictions_dir / LIVE_FOLDER
@@ -79,17 +103,30 @@ def to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return frame.astype(COLUMNS)
 
 
-def write_part(root: Path, frame: pd.DataFrame, seq: int) -> list[Path]:
-    """Publish ``frame`` as one part file per hour it spans; returns the files written."""
+def to_table(columns: Mapping[str, Any]) -> pa.Table:
+    """Columns (``{name: values}``, every :data:`COLUMNS` name; times as datetimes, or ``logged_at``
+    as integer microseconds since the epoch) as a table of the log's :data:`SCHEMA`."""
+    return pa.Table.from_pydict({name: columns[name] for name in SCHEMA.names}, schema=SCHEMA)
+
+
+def write_part(root: Path, rows: pa.Table | pd.DataFrame, seq: int) -> list[Path]:
+    """Publish ``rows`` (a table of :data:`SCHEMA` or a frame of :data:`COLUMNS`) as one part file
+    per hour it spans; returns the files written."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, schema=SCHEMA, preserve_index=False)
+    if table.num_rows == 0:
+        return []
+    hours = pc.floor_temporal(table["logged_at"], unit="hour")
     written = []
-    hours = frame["logged_at"].dt.floor("h")
-    for hour, rows in frame.groupby(hours, sort=True):
-        folder = hour_folder(root, hour.to_pydatetime())
-        first = int(rows["logged_at"].min().value)
+    for hour in sorted(pc.unique(hours).to_pylist()):
+        part = table if pc.min(hours).as_py() == pc.max(hours).as_py() else table.filter(pc.equal(hours, pa.scalar(hour, hours.type)))
+        first = pc.min(part["logged_at"]).value * 1000  # ns, as the names have always been
         name = f"part-{first}-{socket.gethostname()}-{os.getpid()}-{seq}.parquet"
-        final = folder / name
+        final = hour_folder(root, hour) / name
         with publishing(final, directory=False) as tmp:  # a rename here, one PUT in a bucket
-            rows.to_parquet(tmp, index=False)
+            pq.write_table(part, str(tmp))
         written.append(final)
     return written
 

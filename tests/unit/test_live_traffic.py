@@ -16,7 +16,8 @@ from crossfit_mlops.serving.log_writer import (
     WRITE_FAILED,
     Answer,
     PredictionLogWriter,
-    log_rows,
+    features_json,
+    log_columns,
 )
 from crossfit_mlops.serving.shadow import FAILED, NO_FEATURES, NOT_SAMPLED, SCORED, ShadowScorer
 from crossfit_mlops.serving.shadow import QUEUE_FULL as SHADOW_FULL
@@ -33,13 +34,50 @@ def _answer(i: int = 0, items: int = 1, status: int = 200, at: float | None = No
     )  # fmt: skip
 
 
+def _rows(answers) -> list[dict]:
+    table = prediction_log.to_table(log_columns(answers))
+    return table.to_pylist()
+
+
 def test_log_rows_one_per_item_with_the_features_and_one_per_error():
-    rows = log_rows(_answer(items=2))
+    rows = _rows([_answer(items=2)])
     assert [r["item"] for r in rows] == [0, 1] and [r["athlete_id"] for r in rows] == [0, 1]
     assert rows[1]["features"] == '{"age": 31.0, "bmi": 22.5}' and rows[1]["prediction"] == 1.0
-    error = log_rows(_answer(status=404))
+    assert rows[0]["request_id"] == rows[1]["request_id"] == "r0" and rows[1]["logged_at"].tzinfo is not None
+    error = _rows([_answer(status=404)])
     assert len(error) == 1 and error[0]["status"] == 404 and error[0]["error"] == "unknown_athlete"
     assert error[0]["prediction"] is None and error[0]["athlete_id"] == 0
+    by_features = Answer(request_id="f", logged_at=1.0, route="/predict/features", status=200, feature_version="v1",
+                         columns=("age",), rows=[[30.0], [31.0]], predictions=[1.0, 2.0])  # fmt: skip
+    mixed = _rows([_answer(1), by_features, _answer(2, status=404)])
+    assert [(r["request_id"], r["item"], r["athlete_id"]) for r in mixed] == [("r1", 0, 0), ("f", 0, None), ("f", 1, None), ("r2", 0, 0)]
+    assert mixed[2]["features"] == '{"age": 31.0}' and mixed[2]["features_at"] is None
+    assert mixed[1]["logged_at"] == datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [30.0, 22.5],
+        [1e-05, -0.0],
+        [1.0000000000000002, 123456789012345680.0],
+        [float("nan"), 1.0],
+        [float("inf"), float("-inf")],
+        [None, 2.0],
+        [3, 2.0],
+        [True, 2.0],
+    ],
+)
+def test_the_features_json_is_the_text_json_writes(values):
+    import json
+
+    import numpy as np
+
+    columns = ("age", 'odd "name"')
+    template = "{" + ", ".join(f"{json.dumps(c)}: %s" for c in columns) + "}"
+    assert features_json(template, values) == json.dumps(dict(zip(columns, values, strict=True)))
+    if all(type(v) is float for v in values):  # numpy's float64 is a float: the same text
+        assert features_json(template, list(np.array(values))) == json.dumps(dict(zip(columns, values, strict=True)))
 
 
 def test_the_writer_publishes_parts_that_read_log_reads_back(tmp_path):
