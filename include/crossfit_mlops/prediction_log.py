@@ -60,25 +60,15 @@ COLUMNS: dict[str, str] = {
 
 # the same columns as a parquet schema: the writer builds its part files as pyarrow tables (no
 # pandas frame on the API's write path); a reader gets them back as COLUMNS' dtypes
-SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("logged_at", pa.timestamp("us", tz="UTC")),
-        ("route", pa.string()),
-        ("status", pa.int16()),
-        ("error", pa.string()),
-        ("role", pa.string()),
-        ("item", pa.int32()),
-        ("athlete_id", pa.int64()),
-        ("feature_version", pa.string()),
-        ("features", pa.string()),
-        ("features_at", pa.timestamp("us", tz="UTC")),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("prediction", pa.float64()),
-        ("latency_ms", pa.float64()),
-    ]
-)
+_ARROW_TYPE = {
+    "string": pa.string(),
+    "datetime64[us, UTC]": pa.timestamp("us", tz="UTC"),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "Int64": pa.int64(),  # nullable in pandas; every arrow column is
+    "float64": pa.float64(),
+}
+SCHEMA = pa.schema([(name, _ARROW_TYPE[dtype]) for name, dtype in COLUMNS.items()])
 
 
 def live_root(settings) -> Path:
