@@ -126,6 +126,9 @@ def test_feast_registry_deleted_makes_ready_and_predict_503_never_500(world):
             answer = api.post("/predict", {"athlete_id": athlete})
             assert answer.status_code == 503 and answer.json()["error"] == "feature_store_unavailable", answer.text
             assert "Registry not found" in answer.json()["detail"] and "Retry-After" in answer.headers
+            # the stream meets the fault too before the repair (on a loaded machine its next request
+            # could otherwise come only after it: CI saw a run whose stream got 200s only)
+            _eventually(lambda: list(stream.statuses), lambda seen: 503 in seen, timeout=30)
             registry.with_name("registry.gone").rename(registry)  # repaired: ready again, no restart
             api.wait_ready()
             time.sleep(0.5)
