@@ -89,6 +89,18 @@ def emissions_tracker(run_name: str, country_iso_code: str, output_dir: str | Pa
     )
 
 
+def fit_refusals() -> tuple[type[Exception], ...]:
+    """What the model libraries raise when they refuse a grid entry's hyperparameters on this data:
+    scikit-learn's checks (``ValueError``; its ``InvalidParameterError`` is a ``ValueError`` and a
+    ``TypeError``) and LightGBM's own (``LightGBMError``, e.g. a ``subsample`` that bags no row).
+    The same entry on the same data fails the same way on every try, so these end the task at once
+    (:class:`~crossfit_mlops.training.fan_out.FitError`). Nothing else is one: a ``MemoryError``,
+    a killed worker process or a full disk is the machine's state, and the task's retries apply."""
+    from lightgbm.basic import LightGBMError
+
+    return (ValueError, TypeError, LightGBMError)
+
+
 def _measure_fit(
     estimator, X, y, ctx: RunContext, run_name: str, watch: Stopwatch
 ) -> tuple[float, dict[str, Any], Path]:
@@ -105,11 +117,9 @@ def _measure_fit(
     started = time.perf_counter()
     try:
         estimator.fit(X, y)
-    except MemoryError:  # the machine's state, not the entry's: the task's retries may fit it later
-        raise
-    except Exception as exc:  # fixed data and hyperparameters: the library refuses them every time
+    except fit_refusals() as exc:  # fixed data and hyperparameters: the library refuses them every time
         raise FitError(f"{type(exc).__name__} in the fit of {run_name}: {exc}") from exc
-    finally:
+    finally:  # anything else (no memory, a dead worker process, a full disk) passes unchanged: the task's retries apply
         fit_seconds = time.perf_counter() - started
         with watch.phase("codecarbon_stop"):
             kg = tracker.stop()
@@ -339,9 +349,11 @@ def _fit_in_run(config: TrainingConfig, training_set: TrainingSet, ctx: RunConte
 def _tag_error(run_id: str, ctx: RunContext, exc: BaseException) -> None:
     """Tag the child run with the error that ends it: the leaderboard reads it from there (a failed
     task leaves no XCom). Never hides the error itself (MLflow may be what failed)."""
+    from mlflow.exceptions import MlflowException
+
     try:
         client(ctx.tracking_uri).set_tag(run_id, ERROR_TAG, describe_error(exc))
-    except Exception:
+    except (MlflowException, OSError):  # the server refused or is unreachable: the run's own error is raised next
         log.warning("could not tag run %s with its error", run_id, exc_info=True)
 
 
