@@ -3,13 +3,15 @@ given a bad argument, a missing object or a server that is down, ends with exit 
 ``error: ...`` naming what is wrong: never a Python traceback.
 
 The servers are "down" because the settings point at a port nobody listens on; the missing
-objects live in a real (empty, then hand-made) MLflow registry on SQLite, without a server.
+objects live in a real MLflow registry behind a real server this module starts (reached, like
+every command reaches it, through the settings' port, never MLflow's process-wide URI).
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 
 import pytest
 
@@ -26,7 +28,9 @@ def cli(tmp_path, monkeypatch):
     saved = dict(os.environ)
     closed = free_port()
     monkeypatch.setenv("CROSSFIT_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed}")
+    # the commands' tracking URI follows CROSSFIT_MLFLOW_PORT (the settings pass it to each
+    # client); MLflow's own process-wide variable is not set here, and an inherited one is removed
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("CROSSFIT_MLFLOW_PORT", str(closed))
     monkeypatch.setenv("CROSSFIT_AIRFLOW_PORT", str(closed))
     for name in ("CROSSFIT_RAW_FILE", "CROSSFIT_FEAST_DIR", "CROSSFIT_FEAST_REGISTRY", "CROSSFIT_FEAST_ONLINE_STORE"):
@@ -169,19 +173,33 @@ def test_bad_settings_are_one_error_line(cli, capsys, monkeypatch):
     _assert_one_line_error(capsys, status, "CROSSFIT_SERVING_REFRESH_S")
 
 
-# --- missing objects in a real registry (SQLite, no server) ----------------------------------------
+# --- missing objects in a real registry ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def mlflow_url(tmp_path_factory):
+    """A real MLflow server for this module's registry tests (each test its own model name)."""
+    from tests.support.services import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url
+
+
 @pytest.fixture
-def registry(cli, tmp_path, monkeypatch):
-    """An MLflow registry on SQLite with model ``crossfit_total_lift`` v1 (the champion)."""
+def registry(cli, mlflow_url, monkeypatch):
+    """``(client, name)``: a registered model with v1 as the champion on the module's MLflow server,
+    which the commands reach through CROSSFIT_MLFLOW_PORT; the model's name is this test's own."""
+    from urllib.parse import urlsplit
+
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.create_registered_model("crossfit_total_lift")
-    client.create_model_version("crossfit_total_lift", source=str(tmp_path / "model"))
-    client.set_registered_model_alias("crossfit_total_lift", "champion", "1")
-    return client
+    name = f"cli_errors_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CROSSFIT_MLFLOW_PORT", str(urlsplit(mlflow_url).port))
+    monkeypatch.setenv("CROSSFIT_REGISTERED_MODEL", name)
+    client = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
+    client.create_registered_model(name)
+    run = client.create_run("0")  # a version's source must be in a run's artifacts
+    client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias(name, "champion", "1")
+    return client, name
 
 
 @pytest.mark.parametrize(
@@ -204,10 +222,11 @@ def test_a_model_that_does_not_exist_is_one_error_line(cli, capsys, registry, mo
 
 @pytest.mark.parametrize("previous", ["7", "abc"])
 def test_rollback_to_a_previous_champion_that_is_missing_changes_nothing(cli, capsys, registry, previous):
-    registry.set_model_version_tag("crossfit_total_lift", "1", "previous_champion", previous)
+    client, name = registry
+    client.set_model_version_tag(name, "1", "previous_champion", previous)
     status, _ = cli("registry", "rollback")
     _assert_one_line_error(capsys, status, "previous_champion", previous, "nothing was changed")
-    assert str(registry.get_model_version_by_alias("crossfit_total_lift", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
 
 # --- output paths: a new path or a regular file, nothing else ---------------------------------------

@@ -210,10 +210,13 @@ def _is_environ(node: ast.AST) -> bool:
 
 def _sets_process_uri(node: ast.AST) -> bool:
     """Does ``node`` set MLflow's process-wide URI: ``mlflow.set_tracking_uri/set_registry_uri``, or
-    ``os.environ[...] = ``, ``os.environ.update({...})`` / ``setdefault`` of an ``MLFLOW_*_URI``?"""
+    ``os.environ[...] = ``, ``os.environ.update({...})`` / ``setdefault``, ``monkeypatch.setenv`` of
+    an ``MLFLOW_*_URI``?"""
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
         if node.func.attr in {"set_tracking_uri", "set_registry_uri"}:
             return True
+        if node.func.attr == "setenv" and node.args and isinstance(node.args[0], ast.Constant):  # pytest's monkeypatch
+            return node.args[0].value in URI_VARIABLES
         if _is_environ(node.func.value) and node.func.attr in {"update", "setdefault", "__setitem__"}:
             keys = [a.value for a in node.args if isinstance(a, ast.Constant)]
             keys += [k.value for a in node.args if isinstance(a, ast.Dict) for k in a.keys if isinstance(k, ast.Constant)]
@@ -230,8 +233,10 @@ def _sets_process_uri(node: ast.AST) -> bool:
 
 def test_the_process_wide_tracking_uri_is_set_in_one_helper_only():
     """Everything else passes the URI explicitly (``tracking.client(uri)``, ``fluent(uri)`` for a
-    block, a child process's own environment): the package, the DAGs and the benchmarks."""
-    files = [*_modules(), *_modules(STACK), *(ROOT / "dags").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
+    block, a child process's own environment): the package, the DAGs, the benchmarks, the scripts
+    and the tests (a test's ``monkeypatch.setenv`` is process-wide for every client it makes)."""
+    folders = ("dags", "benchmarks", "scripts", "tests")
+    files = [*_modules(), *_modules(STACK), *(p for folder in folders for p in (ROOT / folder).rglob("*.py"))]
     users = sorted({p for p in files if any(_sets_process_uri(n) for n in ast.walk(ast.parse(p.read_text())))})
     assert users == [PACKAGE / "tracking" / "__init__.py"], users
 
